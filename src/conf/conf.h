@@ -1,0 +1,93 @@
+/* conf: keypost's parameters, one table of name, type, default and check.
+ * The file format is Postfix's main.cf: "name = value", '#' comments, a line
+ * that starts with white space continues the previous one, and "$name" or
+ * "${name}" expands to another parameter's value. Where Postfix has the
+ * feature, the name, default and meaning are Postfix's. */
+#ifndef KP_CONF_H
+#define KP_CONF_H
+
+#include <stddef.h>
+
+enum conf_type { CT_STR, CT_BOOL, CT_LONG, CT_TIME, CT_ENUM, CT_LIST };
+
+enum conf_param {
+    P_MYHOSTNAME,
+    P_MYDESTINATION,
+    P_MYNETWORKS,
+    P_RELAYHOST,
+    P_QUEUE_DIRECTORY,
+    P_MAIL_OWNER,
+    P_MAILLOG_FILE,
+    P_MESSAGE_SIZE_LIMIT,
+    P_SMTPD_RECIPIENT_LIMIT,
+    P_SMTPD_TIMEOUT,
+    P_SMTPD_CLIENT_CONNECTION_COUNT_LIMIT,
+    P_SMTPD_CLIENT_EVENT_LIMIT_EXCEPTIONS,
+    P_SMTPD_FORBID_BARE_NEWLINE,
+    P_LINE_LENGTH_LIMIT,
+    P_SMTPD_HARD_ERROR_LIMIT,
+    P_SMTPD_BANNER,
+    P_SMTPD_LISTEN,
+    P_SUBMISSION_LISTEN,
+    P_SMTPS_LISTEN,
+    P_SMTPD_WORKER_PROCESSES,
+    P_SMTPD_TLS_CERT_FILE,
+    P_SMTPD_TLS_KEY_FILE,
+    P_SMTPD_TLS_CHAIN_FILES,
+    P_SMTPD_TLS_SECURITY_LEVEL,
+    P_SMTPD_TLS_ASK_CCERT,
+    P_SMTPD_TLS_REQ_CCERT,
+    P_SMTPD_TLS_CAFILE,
+    P_SMTPD_TLS_CAPATH,
+    P_SMTPD_TLS_CCERT_VERIFYDEPTH,
+    P_SMTPD_TLS_FINGERPRINT_DIGEST,
+    P_SMTPD_TLS_RECEIVED_HEADER,
+    P_TLS_TRUST_SERVER_CCERTS,
+    P_TLS_APPEND_DEFAULT_CA,
+    P_RELAY_CLIENTCERTS,
+    P_SMTPD_CLIENT_RESTRICTIONS,
+    P_SMTPD_HELO_RESTRICTIONS,
+    P_SMTPD_SENDER_RESTRICTIONS,
+    P_SMTPD_RELAY_RESTRICTIONS,
+    P_SMTPD_RECIPIENT_RESTRICTIONS,
+    P_SMTP_TLS_SECURITY_LEVEL,
+    P_SMTP_TLS_CERT_FILE,
+    P_SMTP_TLS_KEY_FILE,
+    P_SMTP_TLS_CAFILE,
+    P_SMTP_TLS_POLICY_MAPS,
+    P_LOCAL_TRANSPORT,
+    P_MINIMAL_BACKOFF_TIME,
+    P_MAXIMAL_BACKOFF_TIME,
+    P_QUEUE_RUN_DELAY,
+    P_MAXIMAL_QUEUE_LIFETIME,
+    P_DEFAULT_DESTINATION_CONCURRENCY_LIMIT,
+    P_LMTP_TIMEOUT,
+    P_COUNT
+};
+
+/* Errors are collected as "FILE:LINE: message" strings. */
+struct conf_errors {
+    char **msgs;
+    int count;
+};
+
+/* Reset every parameter to its default. */
+void conf_defaults(void);
+/* Read FILE on top of the defaults; every error found is added to errs.
+ * Returns the number of errors (0: the configuration is usable). */
+int conf_load(const char *path, struct conf_errors *errs);
+/* Set one parameter as if read from a file (used by tests and the demo). */
+int conf_set(const char *name, const char *value, struct conf_errors *errs);
+
+const char *conf_str(enum conf_param p);
+long conf_long(enum conf_param p);   /* CT_LONG, CT_TIME (seconds), CT_BOOL */
+int conf_bool(enum conf_param p);
+/* Where the value came from, for error messages: "FILE:LINE" or "default". */
+const char *conf_origin(enum conf_param p);
+const char *conf_name(enum conf_param p);
+
+void conf_error(struct conf_errors *errs, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void conf_errors_free(struct conf_errors *errs);
+
+#endif

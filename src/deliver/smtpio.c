@@ -1,0 +1,219 @@
+#include "deliver/smtpio.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "util/strutil.h"
+
+static int wait_fd(struct smtpio *io, short events)
+{
+    struct pollfd p = {io->fd, events, 0};
+    int r;
+    do
+        r = poll(&p, 1, io->timeout * 1000);
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        errno = ETIMEDOUT;
+    return r > 0 ? 0 : -1;
+}
+
+static int connect_unix(struct smtpio *io, const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (str_copy(sun.sun_path, path, sizeof sun.sun_path) >= sizeof sun.sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    io->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (io->fd < 0)
+        return -1;
+    return connect(io->fd, (struct sockaddr *)&sun, sizeof sun);
+}
+
+static int connect_inet(struct smtpio *io, const char *hostport)
+{
+    char host[256];
+    str_copy(host, hostport, sizeof host);
+    char *colon = strrchr(host, ':');
+    if (colon == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    *colon = '\0';
+    char *h = host;
+    size_t n = strlen(h);
+    if (h[0] == '[' && n > 1 && h[n - 1] == ']') {
+        h[n - 1] = '\0';
+        h++;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+    if (getaddrinfo(h, colon + 1, &hints, &ai) != 0) {
+        errno = EHOSTUNREACH;
+        return -1;
+    }
+    int r = -1;
+    for (struct addrinfo *a = ai; a && r < 0; a = a->ai_next) {
+        io->fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (io->fd < 0)
+            continue;
+        r = connect(io->fd, a->ai_addr, a->ai_addrlen);
+        if (r < 0 && errno == EINPROGRESS && wait_fd(io, POLLOUT) == 0) {
+            int err = 0;
+            socklen_t el = sizeof err;
+            getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+            r = err ? -1 : 0;
+            errno = err;
+        }
+        if (r < 0) {
+            close(io->fd);
+            io->fd = -1;
+        } else
+            fcntl(io->fd, F_SETFL, 0);
+    }
+    freeaddrinfo(ai);
+    return r;
+}
+
+int smtpio_connect(struct smtpio *io, const char *target, int timeout, char *err, size_t len)
+{
+    memset(io, 0, sizeof *io);
+    io->fd = -1;
+    io->timeout = timeout;
+    int r;
+    if (strncmp(target, "unix:", 5) == 0)
+        r = connect_unix(io, target + 5);
+    else if (strncmp(target, "inet:", 5) == 0)
+        r = connect_inet(io, target + 5);
+    else {
+        snprintf(err, len, "unknown address form \"%s\"", target);
+        return -1;
+    }
+    if (r < 0) {
+        snprintf(err, len, "connect to %s: %s", target, strerror(errno));
+        smtpio_close(io);
+        return -1;
+    }
+    return 0;
+}
+
+/* One line without its CRLF; -1 on error, timeout or an overlong line. */
+static int read_line(struct smtpio *io, char *line, size_t len)
+{
+    for (;;) {
+        char *nl = memchr(io->in, '\n', io->have);
+        if (nl) {
+            size_t n = (size_t)(nl - io->in);
+            size_t c = n && io->in[n - 1] == '\r' ? n - 1 : n;
+            if (c >= len)
+                c = len - 1;
+            memcpy(line, io->in, c);
+            line[c] = '\0';
+            io->have -= n + 1;
+            memmove(io->in, nl + 1, io->have);
+            return 0;
+        }
+        if (io->have == sizeof io->in || wait_fd(io, POLLIN) < 0)
+            return -1;
+        ssize_t r = read(io->fd, io->in + io->have, sizeof io->in - io->have);
+        if (r <= 0)
+            return -1;
+        io->have += (size_t)r;
+    }
+}
+
+int smtpio_reply(struct smtpio *io, char *text, size_t len)
+{
+    char line[1024];
+    for (int lines = 0; lines < 100; lines++) {
+        if (read_line(io, line, sizeof line) < 0) {
+            snprintf(text, len, "lost connection or timeout while reading reply");
+            return -1;
+        }
+        if (strlen(line) < 3 || line[0] < '2' || line[0] > '5') {
+            snprintf(text, len, "malformed reply: %.200s", line);
+            return -1;
+        }
+        if (line[3] != '-') {
+            str_copy(text, line, len);
+            return atoi(line);
+        }
+    }
+    snprintf(text, len, "reply too long");
+    return -1;
+}
+
+static int write_all(struct smtpio *io, const char *p, size_t n)
+{
+    while (n) {
+        if (wait_fd(io, POLLOUT) < 0)
+            return -1;
+        ssize_t w = send(io->fd, p, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int smtpio_printf(struct smtpio *io, const char *fmt, ...)
+{
+    char line[1100];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof line - 2)
+        return -1;
+    line[n++] = '\r';
+    line[n++] = '\n';
+    return write_all(io, line, (size_t)n);
+}
+
+int smtpio_send_body(struct smtpio *io, const char *path, long offset)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return -1;
+    fseek(f, offset, SEEK_SET);
+    char out[16384];
+    size_t used = 0;
+    int c, bol = 1, bad = 0;
+    while ((c = getc_unlocked(f)) != EOF && !bad) {
+        if (used > sizeof out - 4) {
+            bad = write_all(io, out, used) < 0;
+            used = 0;
+        }
+        if (bol && c == '.')
+            out[used++] = '.'; /* dot-stuffing */
+        out[used++] = (char)c;
+        bol = c == '\n';
+    }
+    if (!bol)
+        out[used++] = '\r', out[used++] = '\n';
+    bad = bad || ferror(f);
+    fclose(f);
+    if (bad || write_all(io, out, used) < 0)
+        return -1;
+    return write_all(io, ".\r\n", 3);
+}
+
+void smtpio_close(struct smtpio *io)
+{
+    if (io->fd >= 0)
+        close(io->fd);
+    io->fd = -1;
+}

@@ -1,0 +1,76 @@
+/* keypost: a mail transfer agent that authenticates peers by TLS client
+ * certificate. main dispatches the subcommands. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "conf/conf.h"
+#include "master/master.h"
+
+#define DEFAULT_CONFIG "/etc/keypost/keypost.cf"
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: keypost serve [-c FILE]        run the mail server in the foreground\n"
+            "       keypost check [-c FILE]        check a configuration\n"
+            "       keypost fingerprint [-d DIGEST] FILE.pem\n"
+            "       keypost queue [-c FILE] list|flush|delete ID|hold ID|release ID\n");
+    return 1;
+}
+
+static const char *config_arg(int argc, char **argv)
+{
+    const char *config = DEFAULT_CONFIG;
+    int opt;
+    optind = 1;
+    while ((opt = getopt(argc, argv, "c:")) != -1) {
+        if (opt != 'c')
+            return NULL;
+        config = optarg;
+    }
+    return optind == argc ? config : NULL;
+}
+
+static int cmd_check(int argc, char **argv)
+{
+    const char *config = config_arg(argc, argv);
+    if (config == NULL)
+        return usage();
+    struct conf_errors errs = {0};
+    int n = master_check_config(config, &errs);
+    for (int i = 0; i < errs.count; i++)
+        fprintf(stderr, "%s\n", errs.msgs[i]);
+    conf_errors_free(&errs);
+    if (n)
+        return 1;
+    printf("configuration OK\n");
+    return 0;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    const char *config = config_arg(argc, argv);
+    if (config == NULL)
+        return usage();
+    return master_serve(config);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage();
+    const char *cmd = argv[1];
+    argc--;
+    argv++;
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc, argv);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(argc, argv);
+    if (strcmp(cmd, "fingerprint") == 0)
+        return cli_fingerprint(argc, argv);
+    if (strcmp(cmd, "queue") == 0)
+        return cli_queue(argc, argv);
+    return usage();
+}

@@ -1,0 +1,404 @@
+/* queue: file per message, written to tmp/ with O_EXCL, fsynced, renamed. */
+#include "queue/queue.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "util/buf.h"
+#include "util/strutil.h"
+
+#define QBUF_SIZE 65536
+
+struct qfile {
+    char *qdir;
+    char id[QUEUE_ID_LEN];
+    int fd;
+    int failed;
+    size_t used;
+    char data[QBUF_SIZE];
+};
+
+static const char *const subdirs[] = {"tmp", "active", "hold", "state"};
+
+int queue_init_dirs(const char *qdir, int uid, int gid, char *err, size_t errlen)
+{
+    char path[4096];
+    if (mkdir(qdir, 0750) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", qdir, strerror(errno));
+        return -1;
+    }
+    if (uid >= 0 && chown(qdir, (uid_t)uid, (gid_t)gid) < 0) {
+        snprintf(err, errlen, "cannot chown %s: %s", qdir, strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", qdir, subdirs[i]);
+        if (mkdir(path, 0750) < 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+            return -1;
+        }
+        if (uid >= 0 && chown(path, (uid_t)uid, (gid_t)gid) < 0) {
+            snprintf(err, errlen, "cannot chown %s: %s", path, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void queue_new_id(char out[QUEUE_ID_LEN])
+{
+    static unsigned counter;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    /* seconds, microseconds and a per-process counter mixed with the pid:
+     * unique across workers; O_EXCL catches the rest. */
+    unsigned tail = ((unsigned)getpid() * 131u + counter++) & 0xfffu;
+    snprintf(out, QUEUE_ID_LEN, "%08lX%05lX%03X", (unsigned long)tv.tv_sec & 0xffffffffUL,
+             (unsigned long)tv.tv_usec & 0xfffffUL, tail);
+}
+
+static int flush_buf(struct qfile *q)
+{
+    size_t off = 0;
+    while (off < q->used) {
+        ssize_t w = write(q->fd, q->data + off, q->used - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            q->failed = 1;
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    q->used = 0;
+    return 0;
+}
+
+int queue_write(struct qfile *q, const void *p, size_t n)
+{
+    if (q->failed)
+        return -1;
+    const char *s = p;
+    while (n) {
+        size_t room = QBUF_SIZE - q->used;
+        size_t c = n < room ? n : room;
+        memcpy(q->data + q->used, s, c);
+        q->used += c;
+        s += c;
+        n -= c;
+        if (q->used == QBUF_SIZE && flush_buf(q) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void write_envelope(struct qfile *q, const struct envelope *env)
+{
+    struct buf b;
+    buf_init(&b, 1 << 24);
+    buf_printf(&b, "KEYPOST-QUEUE 1\nid %s\narrival %ld\nsender %s\nclient %s\nhelo %s\n"
+                   "proto %s\nhold %d\n",
+               env->id, (long)env->arrival, env->sender ? env->sender : "",
+               env->client ? env->client : "", env->helo ? env->helo : "",
+               env->proto ? env->proto : "", env->hold);
+    for (int i = 0; i < env->nrcpt; i++)
+        buf_printf(&b, "rcpt %s\n", env->rcpts[i]);
+    buf_puts(&b, "\n");
+    queue_write(q, b.data, b.len);
+    buf_free(&b);
+}
+
+struct qfile *queue_create(const char *qdir, const struct envelope *env)
+{
+    struct qfile *q = malloc(sizeof *q);
+    if (q == NULL)
+        return NULL;
+    q->qdir = strdup(qdir);
+    q->failed = 0;
+    q->used = 0;
+    char path[4096];
+    for (int tries = 0; tries < 20; tries++) {
+        queue_new_id(q->id);
+        snprintf(path, sizeof path, "%s/tmp/%s", qdir, q->id);
+        q->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (q->fd >= 0 || errno != EEXIST)
+            break;
+    }
+    if (q->fd < 0) {
+        free(q->qdir);
+        free(q);
+        return NULL;
+    }
+    struct envelope copy = *env;
+    str_copy(copy.id, q->id, sizeof copy.id);
+    write_envelope(q, &copy);
+    return q;
+}
+
+const char *queue_file_id(const struct qfile *q)
+{
+    return q->id;
+}
+
+int queue_commit_file(struct qfile *q)
+{
+    if (q->failed || flush_buf(q) < 0 || fsync(q->fd) < 0)
+        return -1;
+    char from[4096], to[4096];
+    snprintf(from, sizeof from, "%s/tmp/%s", q->qdir, q->id);
+    snprintf(to, sizeof to, "%s/active/%s", q->qdir, q->id);
+    if (rename(from, to) < 0)
+        return -1;
+    return 0;
+}
+
+int queue_sync_active_dir(const char *qdir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/active", qdir);
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int r = fsync(fd);
+    close(fd);
+    return r;
+}
+
+int queue_commit(struct qfile *q)
+{
+    if (queue_commit_file(q) < 0)
+        return -1;
+    return queue_sync_active_dir(q->qdir);
+}
+
+static void qfile_free(struct qfile *q)
+{
+    if (q->fd >= 0)
+        close(q->fd);
+    free(q->qdir);
+    free(q);
+}
+
+void queue_abort(struct qfile *q)
+{
+    if (q == NULL)
+        return;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tmp/%s", q->qdir, q->id);
+    unlink(path);
+    qfile_free(q);
+}
+
+void queue_close(struct qfile *q)
+{
+    if (q)
+        qfile_free(q);
+}
+
+static int add_rcpt(struct envelope *env, const char *r)
+{
+    char **n = realloc(env->rcpts, sizeof(char *) * (size_t)(env->nrcpt + 1));
+    if (n == NULL)
+        return -1;
+    env->rcpts = n;
+    env->rcpts[env->nrcpt++] = strdup(r);
+    return 0;
+}
+
+static int parse_header_line(struct envelope *env, char *line)
+{
+    char *sp = strchr(line, ' ');
+    const char *v = sp ? sp + 1 : "";
+    if (sp)
+        *sp = '\0';
+    if (strcmp(line, "id") == 0)
+        str_copy(env->id, v, sizeof env->id);
+    else if (strcmp(line, "arrival") == 0)
+        env->arrival = (time_t)atol(v);
+    else if (strcmp(line, "sender") == 0)
+        env->sender = strdup(v);
+    else if (strcmp(line, "client") == 0)
+        env->client = strdup(v);
+    else if (strcmp(line, "helo") == 0)
+        env->helo = strdup(v);
+    else if (strcmp(line, "proto") == 0)
+        env->proto = strdup(v);
+    else if (strcmp(line, "hold") == 0)
+        env->hold = atoi(v);
+    else if (strcmp(line, "rcpt") == 0)
+        return add_rcpt(env, v);
+    return 0;
+}
+
+int queue_load(const char *qdir, const char *subdir, const char *id, struct envelope *env)
+{
+    memset(env, 0, sizeof *env);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s/%s", qdir, subdir, id);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return -1;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, f);
+    int ok = n > 0 && strcmp(line, "KEYPOST-QUEUE 1\n") == 0;
+    while (ok && (n = getline(&line, &cap, f)) > 0) {
+        if (line[n - 1] == '\n')
+            line[--n] = '\0';
+        if (n == 0)
+            break;
+        parse_header_line(env, line);
+    }
+    ok = ok && n == 0;
+    env->body_offset = ftello(f);
+    struct stat st;
+    if (ok && fstat(fileno(f), &st) == 0)
+        env->size = st.st_size - env->body_offset;
+    free(line);
+    fclose(f);
+    if (!ok || env->sender == NULL) {
+        envelope_free(env);
+        return -1;
+    }
+    return 0;
+}
+
+void envelope_free(struct envelope *env)
+{
+    free(env->sender);
+    for (int i = 0; i < env->nrcpt; i++)
+        free(env->rcpts[i]);
+    free(env->rcpts);
+    free(env->client);
+    free(env->helo);
+    free(env->proto);
+    memset(env, 0, sizeof *env);
+}
+
+int queue_state_load(const char *qdir, const struct envelope *env, struct queue_state *st)
+{
+    st->done = calloc((size_t)env->nrcpt + 1, 1);
+    st->attempts = 0;
+    st->next_attempt = 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/state/%s", qdir, env->id);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return errno == ENOENT ? 0 : -1;
+    char line[128];
+    while (fgets(line, sizeof line, f)) {
+        char what = line[0];
+        long v = atol(line + 1);
+        if ((what == 'D' || what == 'B') && v >= 0 && v < env->nrcpt)
+            st->done[v] = (unsigned char)what;
+        else if (what == 'A') {
+            st->attempts++;
+            st->next_attempt = (time_t)v;
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+static int state_append(const char *qdir, const char *id, const char *line)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/state/%s", qdir, id);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    size_t n = strlen(line);
+    int r = write(fd, line, n) == (ssize_t)n && fdatasync(fd) == 0 ? 0 : -1;
+    close(fd);
+    return r;
+}
+
+int queue_state_mark(const char *qdir, const char *id, int rcpt, char what)
+{
+    char line[64];
+    snprintf(line, sizeof line, "%c %d\n", what, rcpt);
+    return state_append(qdir, id, line);
+}
+
+int queue_state_attempt(const char *qdir, const char *id, time_t next)
+{
+    char line[64];
+    snprintf(line, sizeof line, "A %ld\n", (long)next);
+    return state_append(qdir, id, line);
+}
+
+void queue_state_free(struct queue_state *st)
+{
+    free(st->done);
+    st->done = NULL;
+}
+
+int queue_remove(const char *qdir, const char *id)
+{
+    char path[4096];
+    int found = 0;
+    /* The message first: a crash in between leaves only a stale state file,
+     * never a message without its record of finished recipients. */
+    snprintf(path, sizeof path, "%s/active/%s", qdir, id);
+    found += unlink(path) == 0;
+    snprintf(path, sizeof path, "%s/hold/%s", qdir, id);
+    found += unlink(path) == 0;
+    snprintf(path, sizeof path, "%s/state/%s", qdir, id);
+    unlink(path);
+    return found ? 0 : -1;
+}
+
+int queue_move(const char *qdir, const char *id, const char *from, const char *to)
+{
+    char a[4096], b[4096];
+    snprintf(a, sizeof a, "%s/%s/%s", qdir, from, id);
+    snprintf(b, sizeof b, "%s/%s/%s", qdir, to, id);
+    return rename(a, b);
+}
+
+static int valid_id(const char *name)
+{
+    size_t n = strlen(name);
+    if (n != QUEUE_ID_LEN - 1)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'A' && name[i] <= 'F')))
+            return 0;
+    return 1;
+}
+
+int queue_scan(const char *qdir, const char *subdir, int (*fn)(const char *id, void *arg),
+               void *arg)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", qdir, subdir);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (valid_id(e->d_name) && fn(e->d_name, arg))
+            break;
+    closedir(d);
+    return 0;
+}
+
+static int unlink_tmp(const char *id, void *arg)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tmp/%s", (const char *)arg, id);
+    unlink(path);
+    return 0;
+}
+
+void queue_clean_tmp(const char *qdir)
+{
+    queue_scan(qdir, "tmp", unlink_tmp, (void *)qdir);
+}

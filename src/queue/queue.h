@@ -1,0 +1,81 @@
+/* queue: the spool on disk (format in docs/queue-format.md).
+ *
+ *   QDIR/tmp/ID       a message being received (O_EXCL, never delivered)
+ *   QDIR/active/ID    committed: envelope + message, fsynced, renamed here
+ *   QDIR/hold/ID      set aside by `keypost queue hold`
+ *   QDIR/state/ID     append-only delivery log: which recipients are done
+ *
+ * A message becomes durable by queue_commit(): fsync the file, rename it
+ * from tmp/ to active/, fsync active/. Only then may smtpd reply 250. */
+#ifndef KP_QUEUE_H
+#define KP_QUEUE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define QUEUE_ID_LEN 17 /* 16 hex digits and NUL */
+
+struct envelope {
+    char id[QUEUE_ID_LEN];
+    time_t arrival;
+    char *sender;
+    char **rcpts;
+    int nrcpt;
+    char *client;     /* "host[addr]" */
+    char *helo;
+    char *proto;
+    int hold;         /* an access table said HOLD */
+    off_t body_offset; /* where the message starts in the file */
+    off_t size;        /* message bytes */
+};
+
+struct qfile;
+
+/* Create the queue directories (and fix their owner when uid >= 0). */
+int queue_init_dirs(const char *qdir, int uid, int gid, char *err, size_t errlen);
+/* A fresh unique id. */
+void queue_new_id(char out[QUEUE_ID_LEN]);
+/* Start a message: creates tmp/ID with the envelope header written. */
+struct qfile *queue_create(const char *qdir, const struct envelope *env);
+/* Append message bytes (buffered). -1 on a write error (sticky). */
+int queue_write(struct qfile *q, const void *p, size_t n);
+const char *queue_file_id(const struct qfile *q);
+/* Make it durable (blocking: run it off the event loop). 0 or -1. */
+int queue_commit(struct qfile *q);
+/* fsync the active/ directory once for many commits (group commit). */
+int queue_sync_active_dir(const char *qdir);
+/* The part of queue_commit before the directory fsync. */
+int queue_commit_file(struct qfile *q);
+/* Throw away a message that was never acknowledged, and free q. */
+void queue_abort(struct qfile *q);
+/* Free after a successful commit. */
+void queue_close(struct qfile *q);
+
+/* Read the envelope of active/ID (or hold/ID when from_hold). */
+int queue_load(const char *qdir, const char *subdir, const char *id, struct envelope *env);
+void envelope_free(struct envelope *env);
+
+/* Delivery state: which recipients are finished, how many attempts. */
+struct queue_state {
+    unsigned char *done;  /* per recipient: 0 pending, 'D' delivered, 'B' bounced */
+    int attempts;
+    time_t next_attempt;
+};
+int queue_state_load(const char *qdir, const struct envelope *env, struct queue_state *st);
+/* Append "D idx"/"B idx" (durable before return). */
+int queue_state_mark(const char *qdir, const char *id, int rcpt, char what);
+int queue_state_attempt(const char *qdir, const char *id, time_t next);
+void queue_state_free(struct queue_state *st);
+/* Remove a finished or deleted message from every place. */
+int queue_remove(const char *qdir, const char *id);
+/* Move between active/ and hold/. */
+int queue_move(const char *qdir, const char *id, const char *from, const char *to);
+/* Remove leftovers in tmp/ (after a crash: never acknowledged). */
+void queue_clean_tmp(const char *qdir);
+
+/* Visit every id in QDIR/subdir; the callback returns nonzero to stop. */
+int queue_scan(const char *qdir, const char *subdir,
+               int (*fn)(const char *id, void *arg), void *arg);
+
+#endif

@@ -1,0 +1,16 @@
+/* anvil: concurrent connections per client address, shared by all smtpd
+ * workers through an anonymous shared mapping made by the master before it
+ * forks. Addresses are hashed into buckets; a collision can only make the
+ * count too high for both clients, never let one exceed the limit. */
+#ifndef KP_ANVIL_H
+#define KP_ANVIL_H
+
+#include <sys/socket.h>
+
+/* Create the shared table (in the master, before forking). */
+int anvil_init(void);
+/* Count one more connection; returns the bucket, or -1 when over limit. */
+int anvil_enter(const struct sockaddr_storage *addr, long limit);
+void anvil_leave(int bucket);
+
+#endif

@@ -1,0 +1,131 @@
+#include "smtpd/listen.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "util/strutil.h"
+
+static int parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[80];
+    if (str_copy(host, text, sizeof host) >= sizeof host)
+        return -1;
+    char *colon = strrchr(host, ':');
+    if (colon == NULL)
+        return -1;
+    *colon = '\0';
+    long port = str_parse_long(colon + 1);
+    if (port <= 0 || port > 65535)
+        return -1;
+    char *h = host;
+    size_t n = strlen(h);
+    memset(ss, 0, sizeof *ss);
+    if (h[0] == '[' && n > 1 && h[n - 1] == ']') {
+        h[n - 1] = '\0';
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *s6;
+        return inet_pton(AF_INET6, h + 1, &s6->sin6_addr) == 1 ? 0 : -1;
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    *len = sizeof *s4;
+    return inet_pton(AF_INET, h, &s4->sin_addr) == 1 ? 0 : -1;
+}
+
+static const struct {
+    enum conf_param param;
+    enum listener_kind kind;
+} sources[] = {
+    {P_SMTPD_LISTEN, LISTEN_SMTP},
+    {P_SUBMISSION_LISTEN, LISTEN_SUBMISSION},
+    {P_SMTPS_LISTEN, LISTEN_SMTPS},
+};
+
+static int open_one(const char *text, enum listener_kind kind, struct listener *l,
+                    struct conf_errors *errs, enum conf_param p)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (parse_addr(text, &ss, &len) < 0) {
+        conf_error(errs, "%s: %s: bad address \"%s\" (expected addr:port or [addr6]:port)",
+                   conf_origin(p), conf_name(p), text);
+        return -1;
+    }
+    if (l == NULL)
+        return 0;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ss.ss_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 1024) < 0) {
+        conf_error(errs, "%s: %s: cannot listen on %s: %s", conf_origin(p), conf_name(p), text,
+                   strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    l->fd = fd;
+    l->kind = kind;
+    str_copy(l->text, text, sizeof l->text);
+    return 0;
+}
+
+static int each_listener(struct listener **out, struct conf_errors *errs)
+{
+    int count = 0, bad = 0;
+    struct listener *ls = NULL;
+    for (size_t s = 0; s < sizeof sources / sizeof sources[0]; s++) {
+        char *copy = strdup(conf_str(sources[s].param));
+        char *items[64];
+        int n = str_split_list(copy, items, 64);
+        for (int i = 0; i < n; i++) {
+            struct listener *slot = NULL;
+            if (out) {
+                ls = realloc(ls, sizeof *ls * (size_t)(count + 1));
+                slot = &ls[count];
+            }
+            if (open_one(items[i], sources[s].kind, slot, errs, sources[s].param) < 0)
+                bad++;
+            else
+                count++;
+        }
+        free(copy);
+    }
+    if (out)
+        *out = ls;
+    if (bad && out) {
+        listen_close(ls, count);
+        *out = NULL;
+    }
+    return bad ? -1 : count;
+}
+
+int listen_check(struct conf_errors *errs)
+{
+    return each_listener(NULL, errs) < 0 ? -1 : 0;
+}
+
+int listen_open(struct listener **out, struct conf_errors *errs)
+{
+    return each_listener(out, errs);
+}
+
+void listen_close(struct listener *ls, int n)
+{
+    for (int i = 0; i < n; i++)
+        close(ls[i].fd);
+    free(ls);
+}

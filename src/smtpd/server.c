@@ -1,0 +1,392 @@
+/* server: libevent transport for SMTP sessions. */
+#include "smtpd/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "policy/restrict.h"
+#include "queue/commit.h"
+#include "smtpd/anvil.h"
+#include "util/log.h"
+#include "util/strutil.h"
+
+#define INPUT_HIGH_WATER (256 * 1024)
+#define OUTPUT_LIMIT (64 * 1024) /* stop reading while this much is unsent */
+#define SHUTDOWN_GRACE_SECONDS 20
+
+struct conn {
+    struct bufferevent *bev;
+    evutil_socket_t fd;
+    struct smtp_session *sess;
+    struct tls_peer peer;
+    int anvil_bucket;
+    int closing;       /* flush, then free */
+    int tls_pending;   /* flush the 220, then handshake */
+    int handshaking;
+    int in_pump;
+    int pump_again;
+    struct conn *prev, *next;
+};
+
+static struct {
+    struct event_base *base;
+    struct tls_server *tls;
+    struct evconnlistener **listeners;
+    int nlisteners;
+    struct conn *conns;
+    int nconns;
+    int stopping;      /* SIGTERM */
+    int retiring;      /* reload */
+    struct event *sig_term, *sig_usr1, *grace;
+} W;
+
+static void conn_setup_bev(struct conn *c);
+static void conn_after_io(struct conn *c);
+
+/* ---- session_io --------------------------------------------------------- */
+
+static void io_write(void *ctx, const char *p, size_t n)
+{
+    struct conn *c = ctx;
+    bufferevent_write(c->bev, p, n);
+}
+
+static void io_start_tls(void *ctx)
+{
+    struct conn *c = ctx;
+    c->tls_pending = 1;
+}
+
+static void io_close(void *ctx)
+{
+    struct conn *c = ctx;
+    c->closing = 1;
+}
+
+static void pump(struct conn *c);
+
+static void io_resume(void *ctx)
+{
+    struct conn *c = ctx;
+    if (c->in_pump) {
+        c->pump_again = 1;
+        return;
+    }
+    pump(c);
+    conn_after_io(c);
+}
+
+static const struct session_io conn_io = {io_write, io_start_tls, io_close, io_resume};
+
+/* ---- connection lifetime ------------------------------------------------ */
+
+static void maybe_exit(void)
+{
+    if ((W.stopping || W.retiring) && W.nconns == 0)
+        event_base_loopexit(W.base, NULL);
+}
+
+static void conn_free(struct conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        W.conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    W.nconns--;
+    session_release(c->sess);
+    anvil_leave(c->anvil_bucket);
+    if (c->bev) {
+        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+        if (ssl && !c->handshaking)
+            SSL_shutdown(ssl); /* best effort close_notify; the socket closes next */
+        bufferevent_free(c->bev);
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c);
+    maybe_exit();
+}
+
+/* Returns -1 when c was freed. */
+static int switch_to_tls(struct conn *c)
+{
+    SSL *ssl = tls_server_session(W.tls, &c->peer);
+    c->tls_pending = 0;
+    if (ssl == NULL) {
+        conn_free(c);
+        return -1;
+    }
+    if (c->bev)
+        bufferevent_free(c->bev);
+    c->bev = bufferevent_openssl_socket_new(W.base, c->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    c->fd = -1; /* owned by the TLS bufferevent now */
+    c->handshaking = 1;
+    bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    conn_setup_bev(c);
+    return 0;
+}
+
+/* Called after every callback: carries out what the session asked for. */
+static void conn_after_io(struct conn *c)
+{
+    size_t unsent = evbuffer_get_length(bufferevent_get_output(c->bev));
+    if (c->closing && unsent == 0) {
+        conn_free(c);
+        return;
+    }
+    if (c->tls_pending && unsent == 0)
+        switch_to_tls(c);
+}
+
+static void pump(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    c->in_pump = 1;
+    do {
+        c->pump_again = 0;
+        while (!c->closing && !c->tls_pending && !c->handshaking &&
+               evbuffer_get_length(in) > 0) {
+            if (evbuffer_get_length(bufferevent_get_output(c->bev)) > OUTPUT_LIMIT)
+                break; /* a client that does not read its replies waits */
+            struct evbuffer_iovec v;
+            if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+                break;
+            size_t used = session_feed(c->sess, v.iov_base, v.iov_len);
+            evbuffer_drain(in, used);
+            if (used < v.iov_len)
+                break;
+        }
+    } while (c->pump_again);
+    c->in_pump = 0;
+    if (c->tls_pending) {
+        /* Plaintext sent after STARTTLS must not be read as if it had come
+         * through TLS (CVE-2011-0411): throw it away. */
+        evbuffer_drain(in, evbuffer_get_length(in));
+    }
+}
+
+/* ---- bufferevent callbacks ---------------------------------------------- */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    struct conn *c = arg;
+    pump(c);
+    conn_after_io(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    struct conn *c = arg;
+    pump(c); /* input may have waited for the output to drain */
+    conn_after_io(c);
+}
+
+static void log_tls_failure(struct conn *c)
+{
+    char why[512];
+    tls_error_string(why, sizeof why);
+    log_info(session_id(c->sess), "TLS handshake failed: %s", *why ? why : "connection closed");
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct conn *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        c->handshaking = 0;
+        tls_peer_finish(bufferevent_openssl_get_ssl(c->bev), &c->peer);
+        session_tls_established(c->sess, &c->peer);
+        pump(c);
+        conn_after_io(c);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (c->handshaking)
+            log_info(session_id(c->sess), "timeout during TLS handshake");
+        else if (!c->closing)
+            session_timeout(c->sess);
+        c->closing = 1;
+        /* A client that does not read gets no more time to flush. */
+        conn_free(c);
+        return;
+    }
+    if (c->handshaking && (what & BEV_EVENT_ERROR))
+        log_tls_failure(c);
+    conn_free(c); /* EOF or error */
+}
+
+static void conn_setup_bev(struct conn *c)
+{
+    struct timeval tv = {conf_long(P_SMTPD_TIMEOUT), 0};
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, INPUT_HIGH_WATER);
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* ---- accepting ----------------------------------------------------------- */
+
+static void describe_client(const struct sockaddr *sa, int kind, struct session_client *cl)
+{
+    memset(cl, 0, sizeof *cl);
+    memcpy(&cl->addr, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                      : sizeof(struct sockaddr_in));
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, cl->addr_text, sizeof cl->addr_text);
+        cl->port = ntohs(s6->sin6_port);
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, cl->addr_text, sizeof cl->addr_text);
+        cl->port = ntohs(s4->sin_port);
+    }
+    str_copy(cl->name, "unknown", sizeof cl->name);
+    cl->kind = (enum listener_kind)kind;
+    cl->tls_available = W.tls != NULL;
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    (void)l;
+    (void)salen;
+    int kind = (int)(intptr_t)arg;
+    struct conn *c = calloc(1, sizeof *c);
+    struct session_client cl;
+    describe_client(sa, kind, &cl);
+    if (c == NULL || (kind == LISTEN_SMTPS && W.tls == NULL)) {
+        free(c);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->fd = fd;
+    c->sess = session_new(&conn_io, c, &cl);
+    c->next = W.conns;
+    if (W.conns)
+        W.conns->prev = c;
+    W.conns = c;
+    W.nconns++;
+    const char *refusal = NULL;
+    char why[128];
+    c->anvil_bucket = -1;
+    if (!restrict_in_limit_exceptions(&cl.addr)) {
+        c->anvil_bucket = anvil_enter(&cl.addr,
+                                      conf_long(P_SMTPD_CLIENT_CONNECTION_COUNT_LIMIT));
+        if (c->anvil_bucket == -1) {
+            snprintf(why, sizeof why, "too many connections from %s", cl.addr_text);
+            refusal = why;
+        }
+    }
+    if (kind == LISTEN_SMTPS && refusal == NULL) {
+        if (switch_to_tls(c) == 0)
+            session_start(c->sess, NULL);
+        return;
+    }
+    c->bev = bufferevent_socket_new(W.base, fd, 0);
+    conn_setup_bev(c);
+    session_start(c->sess, refusal);
+    conn_after_io(c);
+}
+
+/* ---- stopping ------------------------------------------------------------ */
+
+static void stop_accepting(void)
+{
+    for (int i = 0; i < W.nlisteners; i++)
+        evconnlistener_free(W.listeners[i]);
+    W.nlisteners = 0;
+}
+
+static void grace_over(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    log_warn(NULL, "shutdown: closing %d sessions that did not finish in time", W.nconns);
+    while (W.conns)
+        conn_free(W.conns); /* unacknowledged messages are discarded, never half-queued */
+}
+
+static void on_sigterm(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    (void)arg;
+    if (W.stopping)
+        return;
+    W.stopping = 1;
+    stop_accepting();
+    for (struct conn *c = W.conns, *next; c; c = next) {
+        next = c->next;
+        session_shutdown(c->sess);
+        conn_after_io(c);
+    }
+    struct timeval tv = {SHUTDOWN_GRACE_SECONDS, 0};
+    W.grace = evtimer_new(W.base, grace_over, NULL);
+    evtimer_add(W.grace, &tv);
+    maybe_exit();
+}
+
+static void on_sigusr1(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    (void)arg;
+    W.retiring = 1;
+    stop_accepting();
+    maybe_exit();
+}
+
+int server_run(struct listener *ls, int nls, struct tls_server *tls)
+{
+    log_set_role("smtpd");
+    signal(SIGPIPE, SIG_IGN);
+    W.base = event_base_new();
+    W.tls = tls;
+    if (W.base == NULL || commit_start(W.base, conf_str(P_QUEUE_DIRECTORY)) < 0) {
+        log_err(NULL, "cannot start the event loop or the commit thread");
+        return 2;
+    }
+    W.listeners = calloc((size_t)nls, sizeof *W.listeners);
+    for (int i = 0; i < nls; i++) {
+        W.listeners[i] = evconnlistener_new(W.base, on_accept, (void *)(intptr_t)ls[i].kind,
+                                            LEV_OPT_CLOSE_ON_EXEC, -1, ls[i].fd);
+        if (W.listeners[i] == NULL) {
+            log_err(NULL, "cannot accept on %s", ls[i].text);
+            return 2;
+        }
+        W.nlisteners++;
+    }
+    W.sig_term = evsignal_new(W.base, SIGTERM, on_sigterm, NULL);
+    W.sig_usr1 = evsignal_new(W.base, SIGUSR1, on_sigusr1, NULL);
+    evsignal_add(W.sig_term, NULL);
+    evsignal_add(W.sig_usr1, NULL);
+    event_base_dispatch(W.base);
+    commit_stop();
+    if (W.grace)
+        event_free(W.grace);
+    event_free(W.sig_term);
+    event_free(W.sig_usr1);
+    free(W.listeners);
+    event_base_free(W.base);
+    return 0;
+}

@@ -1,0 +1,849 @@
+/* session: SMTP server protocol (RFC 5321, RFC 3207) as a state machine. */
+#include "smtpd/session.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+#include "policy/restrict.h"
+#include "queue/commit.h"
+#include "queue/notify.h"
+#include "queue/queue.h"
+#include "smtpd/dataread.h"
+#include "tls/tls.h"
+#include "util/buf.h"
+#include "util/log.h"
+#include "util/strutil.h"
+
+enum sstate {
+    ST_CONNECT = 1 << 0, /* before HELO/EHLO */
+    ST_HELO = 1 << 1,    /* greeted, no transaction */
+    ST_MAIL = 1 << 2,    /* MAIL accepted */
+    ST_RCPT = 1 << 3,    /* at least one RCPT accepted */
+    ST_DATA = 1 << 4,    /* reading message content */
+    ST_COMMIT = 1 << 5,  /* waiting for the queue file to become durable */
+    ST_TLS = 1 << 6,     /* waiting for the TLS handshake */
+    ST_CLOSED = 1 << 7,
+};
+#define ST_ANY_COMMAND (ST_CONNECT | ST_HELO | ST_MAIL | ST_RCPT)
+
+#define MAX_ADDR 512
+
+struct smtp_session {
+    const struct session_io *io;
+    void *ctx;
+    struct session_client client;
+    char sid[20];
+    enum sstate state;
+    struct buf line;
+    int line_too_long;
+    char helo[256];
+    int esmtp;
+    int tls_active;
+    struct tls_peer tls;
+    /* the mail transaction */
+    char sender[MAX_ADDR];
+    char **rcpts;
+    int nrcpt;
+    int smtputf8;
+    int hold;
+    int discard;
+    struct qfile *qf;
+    struct data_reader dr;
+    /* bookkeeping */
+    int errors;
+    int shutting_down;
+    int released;  /* the transport is gone */
+    unsigned long messages;
+};
+
+static const char *myhostname(void)
+{
+    return conf_str(P_MYHOSTNAME);
+}
+
+/* ---- replies ---------------------------------------------------------- */
+
+static void send_raw(struct smtp_session *s, const char *p, size_t n)
+{
+    if (!s->released)
+        s->io->write(s->ctx, p, n);
+}
+
+static void close_session(struct smtp_session *s)
+{
+    if (s->state == ST_CLOSED)
+        return;
+    s->state = ST_CLOSED;
+    if (!s->released)
+        s->io->close(s->ctx);
+}
+
+static void reply(struct smtp_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void reply(struct smtp_session *s, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof line - 3)
+        n = (int)sizeof line - 3;
+    line[n++] = '\r';
+    line[n++] = '\n';
+    send_raw(s, line, (size_t)n);
+    if (line[0] == '4' || line[0] == '5') {
+        s->errors++;
+        if (s->errors >= conf_long(P_SMTPD_HARD_ERROR_LIMIT) && s->state != ST_CLOSED) {
+            log_info(s->sid, "too many errors from %s[%s]", s->client.name,
+                     s->client.addr_text);
+            char bye[300];
+            int m = snprintf(bye, sizeof bye, "421 4.7.0 %s Error: too many errors\r\n",
+                             myhostname());
+            send_raw(s, bye, (size_t)m);
+            close_session(s);
+        }
+    }
+}
+
+/* ---- transaction ------------------------------------------------------ */
+
+static void reset_transaction(struct smtp_session *s)
+{
+    for (int i = 0; i < s->nrcpt; i++)
+        free(s->rcpts[i]);
+    free(s->rcpts);
+    s->rcpts = NULL;
+    s->nrcpt = 0;
+    s->sender[0] = '\0';
+    s->smtputf8 = 0;
+    s->hold = 0;
+    s->discard = 0;
+    if (s->qf) {
+        queue_abort(s->qf);
+        s->qf = NULL;
+    }
+    if (s->state & (ST_MAIL | ST_RCPT | ST_DATA))
+        s->state = ST_HELO;
+}
+
+static const char *proto_name(const struct smtp_session *s)
+{
+    if (s->smtputf8)
+        return s->tls_active ? "UTF8SMTPS" : "UTF8SMTP";
+    if (!s->esmtp)
+        return "SMTP";
+    return s->tls_active ? "ESMTPS" : "ESMTP";
+}
+
+static void log_reject(struct smtp_session *s, const char *cmd, const char *text,
+                       const char *rcpt)
+{
+    log_info(s->sid, "NOQUEUE: reject: %s from %s[%s]: %s; from=<%s>%s%s%s proto=%s helo=<%s>",
+             cmd, s->client.name, s->client.addr_text, text, s->sender, rcpt ? " to=<" : "",
+             rcpt ? rcpt : "", rcpt ? ">" : "", proto_name(s), s->helo);
+}
+
+/* ---- address parsing -------------------------------------------------- */
+
+static int valid_utf8(const unsigned char *p)
+{
+    while (*p) {
+        int extra;
+        if (*p < 0x80)
+            extra = 0;
+        else if ((*p & 0xe0) == 0xc0 && *p >= 0xc2)
+            extra = 1;
+        else if ((*p & 0xf0) == 0xe0)
+            extra = 2;
+        else if ((*p & 0xf8) == 0xf0 && *p <= 0xf4)
+            extra = 3;
+        else
+            return 0;
+        p++;
+        for (int i = 0; i < extra; i++, p++)
+            if ((*p & 0xc0) != 0x80)
+                return 0;
+    }
+    return 1;
+}
+
+static int has_8bit(const char *p)
+{
+    for (; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            return 1;
+    return 0;
+}
+
+/* Parse "FROM:<addr> params". Returns 0 and fills addr/params, or -1. */
+static int parse_path(const char *arg, const char *keyword, char *addr, size_t addrlen,
+                      const char **params)
+{
+    size_t kl = strlen(keyword);
+    if (strncasecmp(arg, keyword, kl) != 0)
+        return -1;
+    const char *p = arg + kl;
+    while (*p == ' ')
+        p++;
+    if (*p != '<')
+        return -1;
+    p++;
+    const char *start = p;
+    int quoted = 0;
+    for (; *p; p++) {
+        if (*p == '\\' && quoted && p[1])
+            p++;
+        else if (*p == '"')
+            quoted = !quoted;
+        else if (*p == '>' && !quoted)
+            break;
+        else if (!quoted && (*p == ' ' || *p == '<'))
+            return -1;
+    }
+    if (*p != '>')
+        return -1;
+    size_t n = (size_t)(p - start);
+    /* Drop an RFC 5321 source route: "@a,@b:user@domain". */
+    if (n && *start == '@') {
+        const char *colon = memchr(start, ':', n);
+        if (colon == NULL)
+            return -1;
+        n -= (size_t)(colon + 1 - start);
+        start = colon + 1;
+    }
+    if (n >= addrlen)
+        return -1;
+    memcpy(addr, start, n);
+    addr[n] = '\0';
+    p++;
+    while (*p == ' ')
+        p++;
+    *params = p;
+    return 0;
+}
+
+static int check_address_text(struct smtp_session *s, const char *addr, int smtputf8,
+                              const char *what)
+{
+    if (has_8bit(addr)) {
+        if (!valid_utf8((const unsigned char *)addr)) {
+            reply(s, "501 5.1.%c Bad %s address syntax", what[0] == 's' ? '7' : '3', what);
+            return -1;
+        }
+        if (!smtputf8) {
+            reply(s, "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- command handlers ------------------------------------------------- */
+
+static void send_ehlo(struct smtp_session *s)
+{
+    struct buf b;
+    buf_init(&b, 2048);
+    buf_printf(&b, "250-%s\r\n250-PIPELINING\r\n250-SIZE %ld\r\n", myhostname(),
+               conf_long(P_MESSAGE_SIZE_LIMIT));
+    if (s->client.tls_available && !s->tls_active)
+        buf_puts(&b, "250-STARTTLS\r\n");
+    buf_puts(&b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n");
+    send_raw(s, b.data, b.len);
+    buf_free(&b);
+}
+
+static int printable_ascii(const char *p)
+{
+    for (; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return 0;
+    return 1;
+}
+
+static void greet(struct smtp_session *s, const char *arg, int esmtp)
+{
+    if (*arg == '\0' || !printable_ascii(arg) || strlen(arg) >= sizeof s->helo) {
+        reply(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+        return;
+    }
+    reset_transaction(s);
+    str_copy(s->helo, arg, sizeof s->helo);
+    s->esmtp = esmtp;
+    s->state = ST_HELO;
+    if (esmtp)
+        send_ehlo(s);
+    else
+        reply(s, "250 %s", myhostname());
+}
+
+static void cmd_ehlo(struct smtp_session *s, const char *arg) { greet(s, arg, 1); }
+static void cmd_helo(struct smtp_session *s, const char *arg) { greet(s, arg, 0); }
+
+static int tls_required(const struct smtp_session *s)
+{
+    return s->client.kind == LISTEN_SUBMISSION ||
+           strcmp(conf_str(P_SMTPD_TLS_SECURITY_LEVEL), "encrypt") == 0;
+}
+
+/* MAIL parameters: SIZE, BODY, SMTPUTF8. Returns 0 or -1 (replied). */
+static int mail_params(struct smtp_session *s, char *params)
+{
+    char *items[16];
+    int n = str_split_list(params, items, 16);
+    for (int i = 0; i < n; i++) {
+        char *eq = strchr(items[i], '=');
+        const char *val = eq ? eq + 1 : "";
+        if (eq)
+            *eq = '\0';
+        if (str_ieq(items[i], "SIZE") && eq) {
+            long v = str_parse_long(val);
+            if (v < 0) {
+                reply(s, "501 5.5.4 Bad SIZE parameter");
+                return -1;
+            }
+            if (v > conf_long(P_MESSAGE_SIZE_LIMIT)) {
+                reply(s, "552 5.3.4 Message size exceeds fixed limit");
+                return -1;
+            }
+        } else if (str_ieq(items[i], "BODY") && eq) {
+            if (!str_ieq(val, "7BIT") && !str_ieq(val, "8BITMIME")) {
+                reply(s, "501 5.5.4 Bad BODY parameter");
+                return -1;
+            }
+        } else if (str_ieq(items[i], "SMTPUTF8") && !eq) {
+            s->smtputf8 = 1;
+        } else {
+            reply(s, "555 5.5.4 Unsupported option: %s", items[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void cmd_mail(struct smtp_session *s, const char *arg)
+{
+    if (tls_required(s) && !s->tls_active) {
+        reply(s, "530 5.7.0 Must issue a STARTTLS command first");
+        return;
+    }
+    char addr[MAX_ADDR];
+    const char *params;
+    if (parse_path(arg, "FROM:", addr, sizeof addr, &params) < 0) {
+        reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+        return;
+    }
+    char *pcopy = strdup(params);
+    int bad = mail_params(s, pcopy);
+    free(pcopy);
+    if (bad < 0 || check_address_text(s, addr, s->smtputf8, "sender") < 0) {
+        s->smtputf8 = 0;
+        return;
+    }
+    str_copy(s->sender, addr, sizeof s->sender);
+    s->state = ST_MAIL;
+    reply(s, "250 2.1.0 Ok");
+}
+
+static int rcpt_syntax_ok(const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    return at && at != addr && at[1] != '\0';
+}
+
+static void apply_restrictions(struct smtp_session *s, const char *rcpt)
+{
+    struct restrict_ctx ctx = {
+        .client = &s->client.addr,
+        .client_name = s->client.name,
+        .client_addr = s->client.addr_text,
+        .helo = s->helo,
+        .sender = s->sender,
+        .recipient = rcpt,
+        .tls = s->tls_active ? &s->tls : NULL,
+    };
+    struct restrict_result res;
+    restrict_check_rcpt(&ctx, &res);
+    if (res.action == RA_REJECT || res.action == RA_DEFER) {
+        log_reject(s, "RCPT", res.reply, rcpt);
+        reply(s, "%s", res.reply);
+        return;
+    }
+    char **n = realloc(s->rcpts, sizeof(char *) * (size_t)(s->nrcpt + 1));
+    if (n == NULL) {
+        reply(s, "452 4.3.1 Insufficient system resources");
+        return;
+    }
+    s->rcpts = n;
+    s->rcpts[s->nrcpt++] = strdup(rcpt);
+    s->hold |= res.action == RA_HOLD;
+    s->discard |= res.action == RA_DISCARD;
+    s->state = ST_RCPT;
+    reply(s, "250 2.1.5 Ok");
+}
+
+static void cmd_rcpt(struct smtp_session *s, const char *arg)
+{
+    char addr[MAX_ADDR];
+    const char *params;
+    if (parse_path(arg, "TO:", addr, sizeof addr, &params) < 0) {
+        reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+        return;
+    }
+    if (*params) {
+        reply(s, "555 5.5.4 Unsupported option: %s", params);
+        return;
+    }
+    if (str_ieq(addr, "postmaster"))
+        snprintf(addr, sizeof addr, "postmaster@%s", myhostname());
+    if (!rcpt_syntax_ok(addr)) {
+        reply(s, "501 5.1.3 Bad recipient address syntax");
+        return;
+    }
+    if (check_address_text(s, addr, s->smtputf8, "recipient") < 0)
+        return;
+    if (s->nrcpt >= conf_long(P_SMTPD_RECIPIENT_LIMIT)) {
+        reply(s, "452 4.5.3 Error: too many recipients");
+        return;
+    }
+    apply_restrictions(s, addr);
+}
+
+static void rfc5322_date(char *out, size_t len)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(out, len, "%a, %d %b %Y %H:%M:%S +0000 (UTC)", &tm);
+}
+
+static void write_received(struct smtp_session *s)
+{
+    struct buf b;
+    char date[64];
+    buf_init(&b, 4096);
+    rfc5322_date(date, sizeof date);
+    buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo, s->client.name,
+               s->client.addr_text);
+    if (s->tls_active) {
+        buf_printf(&b, "\t(using %s with cipher %s (%d/%d bits))\r\n", s->tls.protocol,
+                   s->tls.cipher, s->tls.bits, s->tls.alg_bits);
+        if (conf_bool(P_SMTPD_TLS_RECEIVED_HEADER) && s->tls.trust.has_cert)
+            buf_printf(&b, "\t(Client CN \"%s\", Issuer \"%s\" (%s))\r\n",
+                       s->tls.trust.subject_cn, s->tls.trust.issuer_cn,
+                       s->tls.trust.chain_ok ? "verified OK" : "not verified");
+    }
+    buf_printf(&b, "\tby %s (keypost) with %s id %s", myhostname(), proto_name(s),
+               queue_file_id(s->qf));
+    if (s->nrcpt == 1)
+        buf_printf(&b, "\r\n\tfor <%s>; %s\r\n", s->rcpts[0], date);
+    else
+        buf_printf(&b, ";\r\n\t%s\r\n", date);
+    queue_write(s->qf, b.data, b.len);
+    buf_free(&b);
+}
+
+static int emit_data(void *arg, const char *p, size_t n)
+{
+    struct smtp_session *s = arg;
+    return queue_write(s->qf, p, n);
+}
+
+static void cmd_data(struct smtp_session *s, const char *arg)
+{
+    if (*arg) {
+        reply(s, "501 5.5.4 Syntax: DATA");
+        return;
+    }
+    char client[400];
+    snprintf(client, sizeof client, "%s[%s]", s->client.name, s->client.addr_text);
+    struct envelope env = {
+        .arrival = time(NULL),
+        .sender = s->sender,
+        .rcpts = s->rcpts,
+        .nrcpt = s->nrcpt,
+        .client = client,
+        .helo = s->helo,
+        .proto = (char *)proto_name(s),
+        .hold = s->hold,
+    };
+    s->qf = queue_create(conf_str(P_QUEUE_DIRECTORY), &env);
+    if (s->qf == NULL) {
+        log_warn(s->sid, "cannot create queue file in %s: %m", conf_str(P_QUEUE_DIRECTORY));
+        reply(s, "451 4.3.0 Error: queue file write error");
+        return;
+    }
+    log_info(s->sid, "%s: client=%s", queue_file_id(s->qf), client);
+    write_received(s);
+    data_reader_init(&s->dr, (size_t)conf_long(P_MESSAGE_SIZE_LIMIT), emit_data, s);
+    s->state = ST_DATA;
+    reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void cmd_rset(struct smtp_session *s, const char *arg)
+{
+    (void)arg;
+    reset_transaction(s);
+    reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_noop(struct smtp_session *s, const char *arg)
+{
+    (void)arg;
+    reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_quit(struct smtp_session *s, const char *arg)
+{
+    (void)arg;
+    reply(s, "221 2.0.0 Bye");
+    close_session(s);
+}
+
+static void cmd_vrfy(struct smtp_session *s, const char *arg)
+{
+    if (*arg == '\0') {
+        reply(s, "501 5.5.4 Syntax: VRFY address");
+        return;
+    }
+    reply(s, "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void cmd_help(struct smtp_session *s, const char *arg)
+{
+    (void)arg;
+    reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS");
+}
+
+static void cmd_starttls(struct smtp_session *s, const char *arg)
+{
+    if (*arg) {
+        reply(s, "501 5.5.4 Syntax: STARTTLS");
+        return;
+    }
+    if (s->tls_active) {
+        reply(s, "554 5.5.1 Error: TLS already active");
+        return;
+    }
+    if (!s->client.tls_available) {
+        reply(s, "502 5.5.1 Error: command not implemented");
+        return;
+    }
+    reply(s, "220 2.0.0 Ready to start TLS");
+    s->state = ST_TLS;
+    s->io->start_tls(s->ctx);
+}
+
+struct command {
+    const char *verb;
+    unsigned states;        /* where it is allowed */
+    const char *wrong_state; /* reply otherwise */
+    void (*handler)(struct smtp_session *, const char *);
+};
+
+static const struct command commands[] = {
+    {"EHLO", ST_ANY_COMMAND, NULL, cmd_ehlo},
+    {"HELO", ST_ANY_COMMAND, NULL, cmd_helo},
+    {"MAIL", ST_HELO, NULL, cmd_mail},
+    {"RCPT", ST_MAIL | ST_RCPT, "503 5.5.1 Error: need MAIL command", cmd_rcpt},
+    {"DATA", ST_RCPT, NULL, cmd_data},
+    {"RSET", ST_ANY_COMMAND, NULL, cmd_rset},
+    {"NOOP", ST_ANY_COMMAND, NULL, cmd_noop},
+    {"QUIT", ST_ANY_COMMAND, NULL, cmd_quit},
+    {"VRFY", ST_ANY_COMMAND, NULL, cmd_vrfy},
+    {"HELP", ST_ANY_COMMAND, NULL, cmd_help},
+    {"STARTTLS", ST_CONNECT | ST_HELO, "503 5.5.1 Error: MAIL transaction in progress",
+     cmd_starttls},
+};
+
+static void wrong_state(struct smtp_session *s, const struct command *c)
+{
+    if (s->state == ST_CONNECT && strcmp(c->verb, "STARTTLS") != 0)
+        reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+    else if (strcmp(c->verb, "MAIL") == 0)
+        reply(s, "503 5.5.1 Error: nested MAIL command");
+    else if (strcmp(c->verb, "DATA") == 0)
+        reply(s, s->state == ST_MAIL ? "503 5.5.1 Error: need RCPT command"
+                                     : "503 5.5.1 Error: need MAIL command");
+    else
+        reply(s, "%s", c->wrong_state);
+}
+
+static void dispatch(struct smtp_session *s, char *line)
+{
+    char *sp = line + strcspn(line, " ");
+    char *arg = sp;
+    if (*sp) {
+        *sp = '\0';
+        arg = str_trim(sp + 1);
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        const struct command *c = &commands[i];
+        if (strcasecmp(line, c->verb) != 0)
+            continue;
+        if (s->state & c->states)
+            c->handler(s, arg);
+        else
+            wrong_state(s, c);
+        return;
+    }
+    reply(s, "502 5.5.2 Error: command not recognized");
+}
+
+/* Check one complete command line (without its line end). */
+static void handle_line(struct smtp_session *s, char *line, size_t len, int bare_lf)
+{
+    if (s->line_too_long) {
+        s->line_too_long = 0;
+        reply(s, "500 5.5.2 Error: line too long");
+        return;
+    }
+    if (bare_lf && strcmp(conf_str(P_SMTPD_FORBID_BARE_NEWLINE), "reject") == 0) {
+        reply(s, "500 5.5.2 Error: bare <LF> received");
+        return;
+    }
+    if (memchr(line, '\0', len) || memchr(line, '\r', len)) {
+        reply(s, "500 5.5.2 Error: bad character in command");
+        return;
+    }
+    if (s->shutting_down) {
+        reply(s, "421 4.3.2 %s Service shutting down, closing transmission channel",
+              myhostname());
+        close_session(s);
+        return;
+    }
+    dispatch(s, line);
+}
+
+/* ---- end of data ------------------------------------------------------ */
+
+static void finish_message(struct smtp_session *s);
+
+static void commit_done(void *arg, int ok)
+{
+    struct smtp_session *s = arg;
+    const char *id = queue_file_id(s->qf);
+    if (ok) {
+        s->messages++;
+        log_info(s->sid, "%s: from=<%s>, size=%zu, nrcpt=%d (queue %s)", id, s->sender,
+                 s->dr.size, s->nrcpt, s->hold ? "hold" : "active");
+        queue_notify(conf_str(P_QUEUE_DIRECTORY), id);
+        reply(s, "250 2.0.0 Ok: queued as %s", id);
+        queue_close(s->qf);
+    } else {
+        log_warn(s->sid, "%s: queue file commit failed", id);
+        reply(s, "451 4.3.0 Error: queue file write error");
+        queue_abort(s->qf);
+    }
+    s->qf = NULL;
+    if (s->released) {
+        session_release(s);
+        return;
+    }
+    if (s->state == ST_COMMIT) {
+        reset_transaction(s);
+        s->state = ST_HELO;
+        s->io->resume(s->ctx);
+    }
+}
+
+static void finish_message(struct smtp_session *s)
+{
+    const char *id = queue_file_id(s->qf);
+    const char *err = NULL;
+    if (s->dr.too_big)
+        err = "552 5.3.4 Error: message file too big";
+    else if (s->dr.bare_lf && strcmp(conf_str(P_SMTPD_FORBID_BARE_NEWLINE), "reject") == 0)
+        err = "550 5.5.2 Error: bare <LF> received";
+    else if (s->dr.write_error)
+        err = "451 4.3.0 Error: queue file write error";
+    if (err) {
+        log_info(s->sid, "%s: reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> proto=%s",
+                 id, s->client.name, s->client.addr_text, err, s->sender, proto_name(s));
+        s->state = ST_HELO;
+        reset_transaction(s);
+        reply(s, "%s", err);
+        return;
+    }
+    if (s->dr.bare_lf)
+        log_info(s->sid, "%s: bare <LF> normalized to <CR><LF> in message from %s[%s]", id,
+                 s->client.name, s->client.addr_text);
+    s->state = ST_COMMIT;
+    commit_submit(s->qf, commit_done, s);
+}
+
+/* ---- input ------------------------------------------------------------ */
+
+static size_t feed_data(struct smtp_session *s, const char *p, size_t n)
+{
+    int done = 0;
+    size_t used = data_reader_feed(&s->dr, p, n, &done);
+    if (done)
+        finish_message(s);
+    return used;
+}
+
+/* Take one line from p (up to and including LF); returns bytes used or 0
+ * when no LF is there yet (the bytes are kept, within the line limit). */
+static size_t feed_line(struct smtp_session *s, const char *p, size_t n)
+{
+    const char *nl = memchr(p, '\n', n);
+    size_t take = nl ? (size_t)(nl - p) + 1 : n;
+    size_t content = nl ? take - 1 : take;
+    if (!s->line_too_long && buf_append(&s->line, p, content) < 0) {
+        s->line_too_long = 1;
+        buf_reset(&s->line);
+    }
+    if (!nl)
+        return take;
+    int bare_lf = !(s->line.len && s->line.data[s->line.len - 1] == '\r');
+    if (!bare_lf)
+        s->line.data[--s->line.len] = '\0';
+    handle_line(s, s->line.data ? s->line.data : (char *)"", s->line.len, bare_lf);
+    buf_reset(&s->line);
+    return take;
+}
+
+size_t session_feed(struct smtp_session *s, const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (s->state & (ST_COMMIT | ST_TLS | ST_CLOSED))
+            break;
+        if (s->state == ST_DATA)
+            i += feed_data(s, p + i, n - i);
+        else
+            i += feed_line(s, p + i, n - i);
+    }
+    return i;
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+struct smtp_session *session_new(const struct session_io *io, void *ctx,
+                                 const struct session_client *client)
+{
+    static unsigned long counter;
+    struct smtp_session *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->io = io;
+    s->ctx = ctx;
+    s->client = *client;
+    s->state = ST_CONNECT;
+    s->tls_active = client->kind == LISTEN_SMTPS;
+    /* Room for the line end, which is stripped after the length check. */
+    buf_init(&s->line, (size_t)conf_long(P_LINE_LENGTH_LIMIT) + 1);
+    snprintf(s->sid, sizeof s->sid, "S%05lX%06lX", (unsigned long)getpid() & 0xfffff,
+             ++counter & 0xffffff);
+    return s;
+}
+
+const char *session_id(const struct smtp_session *s)
+{
+    return s->sid;
+}
+
+void session_start(struct smtp_session *s, const char *refusal)
+{
+    log_info(s->sid, "connect from %s[%s]:%d", s->client.name, s->client.addr_text,
+             s->client.port);
+    if (refusal) {
+        log_warn(s->sid, "refusing %s[%s]: %s", s->client.name, s->client.addr_text, refusal);
+        reply(s, "421 4.7.0 %s Error: %s", myhostname(), refusal);
+        close_session(s);
+        return;
+    }
+    if (s->client.kind == LISTEN_SMTPS)
+        return; /* the banner follows the handshake */
+    reply(s, "220 %s", conf_str(P_SMTPD_BANNER));
+}
+
+static void require_client_cert(struct smtp_session *s)
+{
+    if (!conf_bool(P_SMTPD_TLS_REQ_CCERT) ||
+        strcmp(conf_str(P_SMTPD_TLS_SECURITY_LEVEL), "encrypt") != 0)
+        return;
+    const char *why = NULL;
+    if (!s->tls.trust.has_cert)
+        why = "No client certificate presented";
+    else if (!s->tls.trust.trusted)
+        why = "Client certificate not trusted";
+    if (why) {
+        log_info(s->sid, "reject: client certificate required from %s[%s]: %s",
+                 s->client.name, s->client.addr_text, why);
+        reply(s, "421 4.7.1 %s Error: %s", myhostname(), why);
+        close_session(s);
+    }
+}
+
+void session_tls_established(struct smtp_session *s, const struct tls_peer *peer)
+{
+    s->tls = *peer;
+    s->tls_active = 1;
+    tls_log_peer(s->sid, s->client.name, s->client.addr_text, peer);
+    /* RFC 3207: forget everything learned before the handshake. */
+    reset_transaction(s);
+    s->helo[0] = '\0';
+    s->esmtp = 0;
+    s->state = ST_CONNECT;
+    require_client_cert(s);
+    if (s->state == ST_CLOSED)
+        return;
+    if (s->client.kind == LISTEN_SMTPS)
+        reply(s, "220 %s", conf_str(P_SMTPD_BANNER));
+}
+
+void session_timeout(struct smtp_session *s)
+{
+    const char *after = s->state == ST_DATA ? "DATA" : "command";
+    log_info(s->sid, "timeout after %s from %s[%s]", after, s->client.name,
+             s->client.addr_text);
+    reply(s, "421 4.4.2 %s Error: timeout exceeded", myhostname());
+    if (s->state == ST_DATA)
+        reset_transaction(s);
+    close_session(s);
+}
+
+void session_shutdown(struct smtp_session *s)
+{
+    s->shutting_down = 1;
+    if (session_is_idle(s)) {
+        reply(s, "421 4.3.2 %s Service shutting down, closing transmission channel",
+              myhostname());
+        close_session(s);
+    }
+}
+
+int session_is_idle(const struct smtp_session *s)
+{
+    return (s->state & ST_ANY_COMMAND) && s->line.len == 0 && !(s->state & (ST_MAIL | ST_RCPT));
+}
+
+void session_release(struct smtp_session *s)
+{
+    if (s == NULL)
+        return;
+    s->released = 1;
+    if (s->state == ST_COMMIT && s->qf)
+        return; /* commit_done() finishes the job */
+    if (s->state == ST_DATA && s->qf)
+        log_info(s->sid, "%s: lost connection after DATA from %s[%s]; message discarded",
+                 queue_file_id(s->qf), s->client.name, s->client.addr_text);
+    reset_transaction(s);
+    log_info(s->sid, "disconnect from %s[%s] messages=%lu errors=%d", s->client.name,
+             s->client.addr_text, s->messages, s->errors);
+    buf_free(&s->line);
+    free(s);
+}

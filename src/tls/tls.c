@@ -1,0 +1,251 @@
+/* tls: server context, certificate callback and handshake description. */
+#include "tls/tls.h"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "table/table.h"
+#include "util/log.h"
+#include "util/strutil.h"
+
+struct tls_server {
+    SSL_CTX *ctx;
+    struct trust_config trust;
+    struct table *pins;
+};
+
+static int peer_ex_index = -1;
+
+void tls_error_string(char *out, size_t len)
+{
+    unsigned long e;
+    size_t o = 0;
+    out[0] = '\0';
+    while ((e = ERR_get_error()) != 0) {
+        char one[256];
+        ERR_error_string_n(e, one, sizeof one);
+        int n = snprintf(out + o, len - o, "%s%s", o ? "; " : "", one);
+        if (n < 0 || (size_t)n >= len - o)
+            break;
+        o += (size_t)n;
+    }
+}
+
+const EVP_MD *tls_digest_by_name(const char *name)
+{
+    if (strcmp(name, "sha1") == 0)
+        return EVP_sha1();
+    if (strcmp(name, "md5") == 0)
+        return EVP_md5();
+    return EVP_sha256();
+}
+
+/* Replaces OpenSSL's own verification: the trust engine decides, and the
+ * handshake always continues so that an untrusted client can still be
+ * told why in SMTP (Postfix's smtpd_tls_ask_ccert behaviour). */
+static int verify_cb(X509_STORE_CTX *xctx, void *arg)
+{
+    struct tls_server *ts = arg;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct tls_peer *peer = ssl ? SSL_get_ex_data(ssl, peer_ex_index) : NULL;
+    if (peer == NULL)
+        return 1;
+    trust_evaluate(&ts->trust, X509_STORE_CTX_get0_cert(xctx),
+                   X509_STORE_CTX_get0_untrusted(xctx), &peer->trust);
+    return 1;
+}
+
+static int load_pair(SSL_CTX *ctx, const char *cert, const char *key, const char *origin,
+                     struct conf_errors *errs)
+{
+    char why[512];
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        tls_error_string(why, sizeof why);
+        conf_error(errs, "%s: cannot load certificate %s: %s", origin, cert, why);
+        return -1;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        tls_error_string(why, sizeof why);
+        conf_error(errs, "%s: private key %s does not match certificate %s (%s)", origin, key,
+                   cert, why);
+        return -1;
+    }
+    return 0;
+}
+
+static int load_keys(SSL_CTX *ctx, struct conf_errors *errs)
+{
+    int loaded = 0;
+    const char *cert = conf_str(P_SMTPD_TLS_CERT_FILE);
+    if (*cert) {
+        if (load_pair(ctx, cert, conf_str(P_SMTPD_TLS_KEY_FILE),
+                      conf_origin(P_SMTPD_TLS_CERT_FILE), errs) < 0)
+            return -1;
+        loaded++;
+    }
+    char *files = strdup(conf_str(P_SMTPD_TLS_CHAIN_FILES));
+    char *item[16];
+    int n = str_split_list(files, item, 16);
+    for (int i = 0; i < n; i++) {
+        /* Each chain file holds a key followed by its certificate chain. */
+        if (load_pair(ctx, item[i], item[i], conf_origin(P_SMTPD_TLS_CHAIN_FILES), errs) < 0) {
+            free(files);
+            return -1;
+        }
+        loaded++;
+    }
+    free(files);
+    return loaded;
+}
+
+static int load_cas(struct tls_server *ts, struct conf_errors *errs)
+{
+    const char *cafile = conf_str(P_SMTPD_TLS_CAFILE);
+    const char *capath = conf_str(P_SMTPD_TLS_CAPATH);
+    char why[512];
+    if ((*cafile || *capath) &&
+        SSL_CTX_load_verify_locations(ts->ctx, *cafile ? cafile : NULL,
+                                      *capath ? capath : NULL) != 1) {
+        tls_error_string(why, sizeof why);
+        conf_error(errs, "%s: cannot load CA certificates from %s: %s",
+                   conf_origin(*cafile ? P_SMTPD_TLS_CAFILE : P_SMTPD_TLS_CAPATH),
+                   *cafile ? cafile : capath, why);
+        return -1;
+    }
+    if (conf_bool(P_TLS_APPEND_DEFAULT_CA))
+        SSL_CTX_set_default_verify_paths(ts->ctx);
+    if (*cafile) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cafile);
+        if (names)
+            SSL_CTX_set_client_CA_list(ts->ctx, names);
+    }
+    ts->trust.store = SSL_CTX_get_cert_store(ts->ctx);
+    return 0;
+}
+
+static int load_pins(struct tls_server *ts, struct conf_errors *errs)
+{
+    const char *spec = conf_str(P_RELAY_CLIENTCERTS);
+    if (!*spec)
+        return 0;
+    char why[512];
+    ts->pins = table_open(spec, why, sizeof why);
+    if (ts->pins == NULL) {
+        conf_error(errs, "%s: relay_clientcerts: %s", conf_origin(P_RELAY_CLIENTCERTS), why);
+        return -1;
+    }
+    ts->trust.pins = ts->pins;
+    return 0;
+}
+
+static void ask_for_certificates(struct tls_server *ts)
+{
+    SSL_CTX_set_verify(ts->ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_cert_verify_callback(ts->ctx, verify_cb, ts);
+    /* A resumed session carries no certificate to decide on again: turn
+     * resumption off when certificates are asked for (Postfix does too). */
+    SSL_CTX_set_session_cache_mode(ts->ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(ts->ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(ts->ctx, 0);
+}
+
+struct tls_server *tls_server_new(struct conf_errors *errs)
+{
+    if (peer_ex_index < 0)
+        peer_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    struct tls_server *ts = calloc(1, sizeof *ts);
+    if (ts != NULL)
+        ts->ctx = SSL_CTX_new(TLS_server_method());
+    if (ts == NULL || ts->ctx == NULL) {
+        conf_error(errs, "cannot create TLS context");
+        tls_server_free(ts);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ts->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ts->ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                      SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ts->ctx, SSL_MODE_RELEASE_BUFFERS);
+    ts->trust.verify_depth = (int)conf_long(P_SMTPD_TLS_CCERT_VERIFYDEPTH);
+    ts->trust.trust_server_ccerts = conf_bool(P_TLS_TRUST_SERVER_CCERTS);
+    ts->trust.digest = tls_digest_by_name(conf_str(P_SMTPD_TLS_FINGERPRINT_DIGEST));
+
+    int keys = load_keys(ts->ctx, errs);
+    int level_on = strcmp(conf_str(P_SMTPD_TLS_SECURITY_LEVEL), "none") != 0;
+    if (keys == 0 && level_on)
+        conf_error(errs, "%s: smtpd_tls_security_level = %s needs smtpd_tls_cert_file or "
+                   "smtpd_tls_chain_files", conf_origin(P_SMTPD_TLS_SECURITY_LEVEL),
+                   conf_str(P_SMTPD_TLS_SECURITY_LEVEL));
+    if (keys <= 0 || load_cas(ts, errs) < 0 || load_pins(ts, errs) < 0) {
+        tls_server_free(ts);
+        return NULL;
+    }
+    if (conf_bool(P_SMTPD_TLS_ASK_CCERT) || conf_bool(P_SMTPD_TLS_REQ_CCERT))
+        ask_for_certificates(ts);
+    return ts;
+}
+
+void tls_server_free(struct tls_server *ts)
+{
+    if (ts == NULL)
+        return;
+    SSL_CTX_free(ts->ctx);
+    table_free(ts->pins);
+    free(ts);
+}
+
+SSL *tls_server_session(struct tls_server *ts, struct tls_peer *peer)
+{
+    SSL *ssl = SSL_new(ts->ctx);
+    if (ssl == NULL)
+        return NULL;
+    memset(peer, 0, sizeof *peer);
+    SSL_set_ex_data(ssl, peer_ex_index, peer);
+    return ssl;
+}
+
+void tls_peer_finish(SSL *ssl, struct tls_peer *peer)
+{
+    str_copy(peer->protocol, SSL_get_version(ssl), sizeof peer->protocol);
+    const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
+    str_copy(peer->cipher, c ? SSL_CIPHER_get_name(c) : "unknown", sizeof peer->cipher);
+    peer->bits = c ? SSL_CIPHER_get_bits(c, &peer->alg_bits) : 0;
+}
+
+const char *tls_peer_label(const struct tls_peer *peer)
+{
+    if (!peer->trust.has_cert)
+        return "Anonymous";
+    return peer->trust.chain_ok ? "Trusted" : "Untrusted";
+}
+
+void tls_log_peer(const char *sid, const char *host, const char *addr,
+                  const struct tls_peer *peer)
+{
+    log_info(sid, "%s TLS connection established from %s[%s]: %s with cipher %s (%d/%d bits)",
+             tls_peer_label(peer), host, addr, peer->protocol, peer->cipher, peer->bits,
+             peer->alg_bits);
+    const struct trust_result *t = &peer->trust;
+    if (!t->has_cert) {
+        log_info(sid, "ccert: status=none via=none");
+        return;
+    }
+    log_info(sid,
+             "ccert: status=%s via=%s chain=%s subject_cn=\"%s\" issuer_cn=\"%s\" "
+             "cert_fingerprint=%s pubkey_fingerprint=%s days_left=%ld%s%s%s",
+             t->trusted ? "trusted" : "untrusted", trust_via_name(t->via),
+             t->chain_ok ? "ok" : "failed", t->subject_cn, t->issuer_cn, t->cert_fp,
+             t->pubkey_fp, t->days_left, t->chain_ok ? "" : " reason=\"",
+             t->chain_ok ? "" : t->reason, t->chain_ok ? "" : "\"");
+    if (t->via == VIA_CERT_PIN || t->via == VIA_PUBKEY_PIN) {
+        if (t->days_left < 0)
+            log_warn(sid, "pinned client certificate of %s expired %ld days ago",
+                     t->subject_cn, -t->days_left);
+        else if (t->days_left < 14)
+            log_warn(sid, "pinned client certificate of %s expires in %ld days",
+                     t->subject_cn, t->days_left);
+    }
+}

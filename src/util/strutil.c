@@ -1,0 +1,121 @@
+#include "util/strutil.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+size_t str_copy(char *dst, const char *src, size_t size)
+{
+    size_t n = strlen(src);
+    if (size) {
+        size_t c = n < size - 1 ? n : size - 1;
+        memcpy(dst, src, c);
+        dst[c] = '\0';
+    }
+    return n;
+}
+
+void str_lower(char *s)
+{
+    for (; *s; s++)
+        *s = (char)tolower((unsigned char)*s);
+}
+
+char *str_trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+int str_ieq(const char *a, const char *b)
+{
+    return strcasecmp(a, b) == 0;
+}
+
+int str_iprefix(const char *s, const char *prefix)
+{
+    return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static int is_list_sep(char c)
+{
+    return c == ',' || isspace((unsigned char)c);
+}
+
+int str_split_list(char *s, char **out, int max)
+{
+    int n = 0;
+    while (*s) {
+        while (*s && is_list_sep(*s))
+            s++;
+        if (!*s)
+            break;
+        char *start = s;
+        int depth = 0;
+        while (*s && (depth > 0 || !is_list_sep(*s))) {
+            if (*s == '{')
+                depth++;
+            else if (*s == '}' && depth > 0)
+                depth--;
+            s++;
+        }
+        if (*s)
+            *s++ = '\0';
+        if (n < max)
+            out[n++] = start;
+    }
+    return n;
+}
+
+int str_parse_bool(const char *s)
+{
+    if (str_ieq(s, "yes") || str_ieq(s, "true") || strcmp(s, "1") == 0)
+        return 1;
+    if (str_ieq(s, "no") || str_ieq(s, "false") || strcmp(s, "0") == 0)
+        return 0;
+    return -1;
+}
+
+long str_parse_long(const char *s)
+{
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    return v;
+}
+
+long str_parse_time(const char *s)
+{
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (errno)
+        return -1;
+    long mult = 1;
+    switch (*end) {
+    case '\0': case 's': mult = 1; break;
+    case 'm': mult = 60; break;
+    case 'h': mult = 3600; break;
+    case 'd': mult = 86400; break;
+    case 'w': mult = 604800; break;
+    default: return -1;
+    }
+    if (*end && end[1])
+        return -1;
+    if (v > LONG_MAX / mult)
+        return -1;
+    return v * mult;
+}

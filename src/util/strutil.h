@@ -1,0 +1,24 @@
+/* strutil: small string helpers shared by the config, tables and protocol. */
+#ifndef KP_STRUTIL_H
+#define KP_STRUTIL_H
+
+#include <stddef.h>
+
+/* Copy at most size-1 bytes and terminate; returns strlen(src). */
+size_t str_copy(char *dst, const char *src, size_t size);
+void str_lower(char *s);
+/* Trim white space at both ends, in place; returns s. */
+char *str_trim(char *s);
+int str_ieq(const char *a, const char *b);
+int str_iprefix(const char *s, const char *prefix);
+/* Split a Postfix-style list (commas and/or white space) in place.
+ * Braces group: "{ a, b }" stays one element. Returns the count; at most max. */
+int str_split_list(char *s, char **out, int max);
+/* Parse "yes"/"no" (also true/false, 1/0); -1 if neither. */
+int str_parse_bool(const char *s);
+/* Time with an optional unit s|m|h|d|w (default seconds). -1 on error. */
+long str_parse_time(const char *s);
+/* A non-negative decimal number that fits in long. -1 on error. */
+long str_parse_long(const char *s);
+
+#endif
