@@ -68,7 +68,9 @@ static void warn_ccert_settings(struct conf_errors *errs)
 static int load_all(const char *path, struct conf_errors *errs, struct tls_server **tls)
 {
     conf_defaults();
-    if (conf_load(path, errs))
+    /* Keep going after errors in values: an operator wants every mistake
+     * of the file at once, not one per run. */
+    if (conf_load(path, errs) && access(path, R_OK) < 0)
         return errs->count;
     restrict_init(errs);
     listen_check(errs);
