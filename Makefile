@@ -21,10 +21,11 @@ all: $(BUILD)/keypost
 
 $(BUILD)/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+	@echo "CC $<"
+	@$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/libkeypost.a: $(OBJ_LIB)
-	rm -f $@ && ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/keypost: $(BUILD)/obj/main.o $(BUILD)/libkeypost.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)

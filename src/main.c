@@ -42,6 +42,9 @@ static int cmd_check(int argc, char **argv)
     int n = master_check_config(config, &errs);
     for (int i = 0; i < errs.count; i++)
         fprintf(stderr, "%s\n", errs.msgs[i]);
+    struct conf_errors *warnings = conf_warnings();
+    for (int i = 0; i < warnings->count; i++)
+        fprintf(stderr, "warning: %s\n", warnings->msgs[i]);
     conf_errors_free(&errs);
     if (n)
         return 1;

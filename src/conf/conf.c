@@ -113,6 +113,25 @@ void conf_error(struct conf_errors *errs, const char *fmt, ...)
     errs->msgs[errs->count++] = b.data ? b.data : strdup("");
 }
 
+static struct conf_errors warnings;
+
+void conf_warning(const char *fmt, ...)
+{
+    struct buf b;
+    buf_init(&b, 4096);
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    conf_error(&warnings, "%s", buf_str(&b));
+    buf_free(&b);
+}
+
+struct conf_errors *conf_warnings(void)
+{
+    return &warnings;
+}
+
 void conf_errors_free(struct conf_errors *errs)
 {
     for (int i = 0; i < errs->count; i++)
@@ -139,6 +158,7 @@ static void set_raw(int p, const char *value, const char *origin)
 
 void conf_defaults(void)
 {
+    conf_errors_free(&warnings);
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
     for (int i = 0; i < P_COUNT; i++) {

@@ -89,5 +89,9 @@ const char *conf_name(enum conf_param p);
 void conf_error(struct conf_errors *errs, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void conf_errors_free(struct conf_errors *errs);
+/* Warnings: things that work but that an operator should change. They are
+ * collected while loading; `check` prints them, `serve` logs them. */
+void conf_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+struct conf_errors *conf_warnings(void);
 
 #endif

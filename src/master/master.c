@@ -55,13 +55,12 @@ static void check_local_transport(struct conf_errors *errs)
                "or lmtp:unix:/PATH", conf_origin(P_LOCAL_TRANSPORT), t);
 }
 
-static void warn_ccert_settings(struct conf_errors *errs)
+static void warn_ccert_settings(void)
 {
-    (void)errs;
     if (conf_bool(P_SMTPD_TLS_REQ_CCERT) &&
         strcmp(conf_str(P_SMTPD_TLS_SECURITY_LEVEL), "encrypt") != 0)
-        log_warn(NULL, "%s: smtpd_tls_req_ccert = yes has no effect unless "
-                 "smtpd_tls_security_level = encrypt", conf_origin(P_SMTPD_TLS_REQ_CCERT));
+        conf_warning("%s: smtpd_tls_req_ccert = yes has no effect unless "
+                     "smtpd_tls_security_level = encrypt", conf_origin(P_SMTPD_TLS_REQ_CCERT));
 }
 
 /* Everything but binding: parameters, restrictions, tables, keys. */
@@ -75,7 +74,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     restrict_init(errs);
     listen_check(errs);
     check_local_transport(errs);
-    warn_ccert_settings(errs);
+    warn_ccert_settings();
     struct tls_server *ts = tls_server_new(errs);
     if (tls)
         *tls = ts;
@@ -292,6 +291,9 @@ static int setup(const char *path)
                 conf_str(P_MAILLOG_FILE), strerror(errno));
         return 2;
     }
+    struct conf_errors *warnings = conf_warnings();
+    for (int i = 0; i < warnings->count; i++)
+        log_warn(NULL, "%s", warnings->msgs[i]);
     if (privs_lookup(conf_str(P_MAIL_OWNER), &M.uid, &M.gid, err, sizeof err) < 0 ||
         prepare_dirs(err, sizeof err) < 0) {
         log_err(NULL, "%s", err);

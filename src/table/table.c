@@ -125,6 +125,16 @@ const char *table_spec(const struct table *t)
     return t->spec;
 }
 
+size_t table_count(const struct table *t)
+{
+    return t->count;
+}
+
+const char *table_key(const struct table *t, size_t i)
+{
+    return i < t->count ? t->entries[i].key : NULL;
+}
+
 void table_free(struct table *t)
 {
     if (t == NULL)

@@ -15,6 +15,9 @@ struct table *table_open(const char *spec, char *err, size_t errlen);
 /* The value for key, or NULL when absent. Valid until table_free. */
 const char *table_lookup(const struct table *t, const char *key);
 const char *table_spec(const struct table *t);
+/* The i-th key (0 <= i < table_count), for configuration checks. */
+size_t table_count(const struct table *t);
+const char *table_key(const struct table *t, size_t i);
 void table_free(struct table *t);
 
 #endif

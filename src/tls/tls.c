@@ -127,6 +127,48 @@ static int load_cas(struct tls_server *ts, struct conf_errors *errs)
     return 0;
 }
 
+/* A public CA bundle plus tls_trust_server_ccerts admits every holder of a
+ * public certificate as a peer: say so. */
+static void warn_broad_clique(void)
+{
+    if (!conf_bool(P_TLS_TRUST_SERVER_CCERTS))
+        return;
+    if (conf_bool(P_TLS_APPEND_DEFAULT_CA)) {
+        conf_warning("%s: tls_trust_server_ccerts = yes with tls_append_default_CA = yes: "
+                     "any server certificate from any public CA is a trusted peer",
+                     conf_origin(P_TLS_TRUST_SERVER_CCERTS));
+        return;
+    }
+    const char *cafile = conf_str(P_SMTPD_TLS_CAFILE);
+    STACK_OF(X509_NAME) *names = *cafile ? SSL_load_client_CA_file(cafile) : NULL;
+    int n = names ? sk_X509_NAME_num(names) : 0;
+    sk_X509_NAME_pop_free(names, X509_NAME_free);
+    if (n > 5)
+        conf_warning("%s: tls_trust_server_ccerts = yes with %d CAs in %s: every server "
+                     "certificate those CAs issue is a trusted peer; keep the CAfile to "
+                     "the clique's own CA, or pin peers by key",
+                     conf_origin(P_SMTPD_TLS_CAFILE), n, cafile);
+}
+
+/* Pins must be digests of the configured kind: a typo pins nobody. */
+static void check_pin_format(const struct table *pins)
+{
+    size_t want = (size_t)EVP_MD_get_size(tls_digest_by_name(
+                      conf_str(P_SMTPD_TLS_FINGERPRINT_DIGEST))) * 3 - 1;
+    for (size_t i = 0; i < table_count(pins); i++) {
+        const char *k = table_key(pins, i);
+        size_t n = strlen(k);
+        int ok = n == want;
+        for (size_t j = 0; ok && j < n; j++)
+            ok = j % 3 == 2 ? k[j] == ':' : strchr("0123456789abcdef", k[j]) != NULL;
+        if (!ok)
+            conf_warning("%s: relay_clientcerts: \"%s\" is not a %s fingerprint "
+                         "(AA:BB:... as `keypost fingerprint` prints it)",
+                         conf_origin(P_RELAY_CLIENTCERTS), k,
+                         conf_str(P_SMTPD_TLS_FINGERPRINT_DIGEST));
+    }
+}
+
 static int load_pins(struct tls_server *ts, struct conf_errors *errs)
 {
     const char *spec = conf_str(P_RELAY_CLIENTCERTS);
@@ -139,6 +181,7 @@ static int load_pins(struct tls_server *ts, struct conf_errors *errs)
         return -1;
     }
     ts->trust.pins = ts->pins;
+    check_pin_format(ts->pins);
     return 0;
 }
 
@@ -185,6 +228,7 @@ struct tls_server *tls_server_new(struct conf_errors *errs)
     }
     if (conf_bool(P_SMTPD_TLS_ASK_CCERT) || conf_bool(P_SMTPD_TLS_REQ_CCERT))
         ask_for_certificates(ts);
+    warn_broad_clique();
     return ts;
 }
 
@@ -240,6 +284,9 @@ void tls_log_peer(const char *sid, const char *host, const char *addr,
              t->chain_ok ? "ok" : "failed", t->subject_cn, t->issuer_cn, t->cert_fp,
              t->pubkey_fp, t->days_left, t->chain_ok ? "" : " reason=\"",
              t->chain_ok ? "" : t->reason, t->chain_ok ? "" : "\"");
+    if (t->via == VIA_CERT_PIN)
+        log_warn(sid, "%s is pinned by its certificate digest, which changes at every "
+                 "renewal: pin its public key instead: %s", t->subject_cn, t->pubkey_fp);
     if (t->via == VIA_CERT_PIN || t->via == VIA_PUBKEY_PIN) {
         if (t->days_left < 0)
             log_warn(sid, "pinned client certificate of %s expired %ld days ago",
