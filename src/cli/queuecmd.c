@@ -30,8 +30,8 @@ static int list_one(const char *id, void *arg)
                (long)(st.next_attempt - time(NULL)));
     for (int i = 0; i < env.nrcpt; i++)
         printf("    %s%s\n", env.rcpts[i],
-               st.done[i] == 'D' ? " (delivered)" : st.done[i] == 'B' ? " (bounced)" : "");
-    queue_state_free(&st);
+               st.done[i] == 'D' ? " (delivered)" : st.done[i] ? " (bounced)" : "");
+    queue_state_free(&st, env.nrcpt);
     envelope_free(&env);
     return 0;
 }

@@ -13,7 +13,16 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "tls/tls_client.h"
 #include "util/strutil.h"
+
+static void set_timeouts(int fd, int seconds)
+{
+    /* A backstop for OpenSSL's own blocking reads and writes. */
+    struct timeval tv = {seconds, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
 
 static int wait_fd(struct smtpio *io, short events)
 {
@@ -40,6 +49,70 @@ static int connect_unix(struct smtpio *io, const char *path)
     return connect(io->fd, (struct sockaddr *)&sun, sizeof sun);
 }
 
+static int connect_sockaddr(struct smtpio *io, const struct sockaddr *sa, socklen_t len)
+{
+    io->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (io->fd < 0)
+        return -1;
+    int r = connect(io->fd, sa, len);
+    if (r < 0 && errno == EINPROGRESS && wait_fd(io, POLLOUT) == 0) {
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        r = err ? -1 : 0;
+        errno = err;
+    }
+    if (r < 0) {
+        int e = errno;
+        close(io->fd);
+        io->fd = -1;
+        errno = e;
+        return -1;
+    }
+    fcntl(io->fd, F_SETFL, 0);
+    set_timeouts(io->fd, io->timeout);
+    return 0;
+}
+
+int smtpio_connect_addr(struct smtpio *io, const struct sockaddr_storage *ss, int timeout,
+                        char *err, size_t len)
+{
+    memset(io, 0, sizeof *io);
+    io->timeout = timeout;
+    socklen_t sl = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                             : sizeof(struct sockaddr_in);
+    if (connect_sockaddr(io, (const struct sockaddr *)ss, sl) < 0) {
+        snprintf(err, len, "connect: %s", strerror(errno));
+        io->fd = -1;
+        return -1;
+    }
+    return 0;
+}
+
+int smtpio_starttls(struct smtpio *io, SSL_CTX *ctx, const char *sni, char *err, size_t len)
+{
+    if (io->have) {
+        /* Bytes after the 220 cannot have come through TLS. */
+        snprintf(err, len, "server sent data after its STARTTLS reply");
+        return -1;
+    }
+    io->ssl = tls_client_connect(ctx, io->fd, sni, err, len);
+    return io->ssl ? 0 : -1;
+}
+
+static ssize_t io_recv(struct smtpio *io, char *p, size_t n)
+{
+    if (io->ssl) {
+        if (SSL_pending(io->ssl) == 0 && wait_fd(io, POLLIN) < 0)
+            return -1;
+        int r = SSL_read(io->ssl, p, (int)n);
+        return r > 0 ? r : -1;
+    }
+    if (wait_fd(io, POLLIN) < 0)
+        return -1;
+    return read(io->fd, p, n);
+}
+
 static int connect_inet(struct smtpio *io, const char *hostport)
 {
     char host[256];
@@ -62,24 +135,8 @@ static int connect_inet(struct smtpio *io, const char *hostport)
         return -1;
     }
     int r = -1;
-    for (struct addrinfo *a = ai; a && r < 0; a = a->ai_next) {
-        io->fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (io->fd < 0)
-            continue;
-        r = connect(io->fd, a->ai_addr, a->ai_addrlen);
-        if (r < 0 && errno == EINPROGRESS && wait_fd(io, POLLOUT) == 0) {
-            int err = 0;
-            socklen_t el = sizeof err;
-            getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-            r = err ? -1 : 0;
-            errno = err;
-        }
-        if (r < 0) {
-            close(io->fd);
-            io->fd = -1;
-        } else
-            fcntl(io->fd, F_SETFL, 0);
-    }
+    for (struct addrinfo *a = ai; a && r < 0; a = a->ai_next)
+        r = connect_sockaddr(io, a->ai_addr, a->ai_addrlen);
     freeaddrinfo(ai);
     return r;
 }
@@ -122,19 +179,39 @@ static int read_line(struct smtpio *io, char *line, size_t len)
             memmove(io->in, nl + 1, io->have);
             return 0;
         }
-        if (io->have == sizeof io->in || wait_fd(io, POLLIN) < 0)
+        if (io->have == sizeof io->in)
             return -1;
-        ssize_t r = read(io->fd, io->in + io->have, sizeof io->in - io->have);
+        ssize_t r = io_recv(io, io->in + io->have, sizeof io->in - io->have);
         if (r <= 0)
             return -1;
         io->have += (size_t)r;
     }
 }
 
+static int lines_add(char *lines, size_t llen, size_t *used, const char *l)
+{
+    size_t n = strlen(l);
+    if (*used + n + 2 > llen)
+        return -1;
+    memcpy(lines + *used, l, n);
+    *used += n;
+    lines[(*used)++] = '\n';
+    lines[*used] = '\0';
+    return 0;
+}
+
 int smtpio_reply(struct smtpio *io, char *text, size_t len)
 {
+    return smtpio_reply_lines(io, text, len, NULL, 0);
+}
+
+int smtpio_reply_lines(struct smtpio *io, char *text, size_t len, char *lines, size_t llen)
+{
     char line[1024];
-    for (int lines = 0; lines < 100; lines++) {
+    size_t used = 0;
+    if (lines && llen)
+        lines[0] = '\0';
+    for (int count = 0; count < 100; count++) {
         if (read_line(io, line, sizeof line) < 0) {
             snprintf(text, len, "lost connection or timeout while reading reply");
             return -1;
@@ -143,6 +220,8 @@ int smtpio_reply(struct smtpio *io, char *text, size_t len)
             snprintf(text, len, "malformed reply: %.200s", line);
             return -1;
         }
+        if (lines && lines_add(lines, llen, &used, line + (line[3] ? 4 : 3)) < 0)
+            lines = NULL;
         if (line[3] != '-') {
             str_copy(text, line, len);
             return atoi(line);
@@ -154,6 +233,16 @@ int smtpio_reply(struct smtpio *io, char *text, size_t len)
 
 static int write_all(struct smtpio *io, const char *p, size_t n)
 {
+    if (io->ssl) {
+        while (n) {
+            int w = SSL_write(io->ssl, p, n > 65536 ? 65536 : (int)n);
+            if (w <= 0)
+                return -1;
+            p += w;
+            n -= (size_t)w;
+        }
+        return 0;
+    }
     while (n) {
         if (wait_fd(io, POLLOUT) < 0)
             return -1;
@@ -211,8 +300,18 @@ int smtpio_send_body(struct smtpio *io, const char *path, long offset)
     return write_all(io, ".\r\n", 3);
 }
 
+int smtpio_write(struct smtpio *io, const char *p, size_t n)
+{
+    return write_all(io, p, n);
+}
+
 void smtpio_close(struct smtpio *io)
 {
+    if (io->ssl) {
+        SSL_shutdown(io->ssl);
+        SSL_free(io->ssl);
+        io->ssl = NULL;
+    }
     if (io->fd >= 0)
         close(io->fd);
     io->fd = -1;

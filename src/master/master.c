@@ -14,10 +14,12 @@
 #include "policy/restrict.h"
 #include "queue/qmgr.h"
 #include "queue/queue.h"
+#include "queue/route.h"
 #include "smtpd/anvil.h"
 #include "smtpd/listen.h"
 #include "smtpd/server.h"
 #include "tls/tls.h"
+#include "tls/tls_client.h"
 #include "util/log.h"
 #include "util/privs.h"
 #include "util/strutil.h"
@@ -44,17 +46,6 @@ static struct {
     volatile sig_atomic_t got_term, got_hup, got_chld;
 } M;
 
-static void check_local_transport(struct conf_errors *errs)
-{
-    const char *t = conf_str(P_LOCAL_TRANSPORT);
-    if (strncmp(t, "maildir:", 8) == 0 && t[8] == '/')
-        return;
-    if (strncmp(t, "lmtp:inet:", 10) == 0 || strncmp(t, "lmtp:unix:/", 11) == 0)
-        return;
-    conf_error(errs, "%s: local_transport: \"%s\" is not maildir:/DIR, lmtp:inet:HOST:PORT "
-               "or lmtp:unix:/PATH", conf_origin(P_LOCAL_TRANSPORT), t);
-}
-
 static void warn_ccert_settings(void)
 {
     if (conf_bool(P_SMTPD_TLS_REQ_CCERT) &&
@@ -73,13 +64,17 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
         return errs->count;
     restrict_init(errs);
     listen_check(errs);
-    check_local_transport(errs);
+    route_init(errs);
     warn_ccert_settings();
     struct tls_server *ts = tls_server_new(errs);
-    if (tls)
+    SSL_CTX *client = tls_client_ctx(errs);
+    if (tls) {
         *tls = ts;
-    else
+        tls_client_set_shared(client);
+    } else {
         tls_server_free(ts);
+        SSL_CTX_free(client);
+    }
     return errs->count;
 }
 

@@ -14,31 +14,16 @@
 #include "conf/conf.h"
 #include "deliver/lmtp.h"
 #include "deliver/maildir.h"
-#include "policy/restrict.h"
+#include "deliver/smtp.h"
+#include "queue/bounce.h"
 #include "queue/notify.h"
 #include "queue/queue.h"
+#include "queue/route.h"
+#include "tls/tls_client.h"
 #include "util/log.h"
 #include "util/strutil.h"
 
-struct qmsg {
-    char id[QUEUE_ID_LEN];
-    time_t next;
-    int attempts;
-    pid_t pid;       /* delivery process, 0 when idle */
-    int seen;        /* found in the latest scan */
-    struct qmsg *next_msg;
-};
-
-static struct {
-    struct event_base *base;
-    const char *qdir;
-    struct qmsg *msgs;
-    int running;
-    int stopping;
-    struct event *tick, *notify, *sig_term, *sig_chld;
-    int notify_fd;
-    time_t last_scan;
-} Q;
+#define BATCH_MAX 20 /* messages per delivery process */
 
 long qmgr_backoff(int attempts, long minimal, long maximal)
 {
@@ -48,94 +33,263 @@ long qmgr_backoff(int attempts, long minimal, long maximal)
     return d < maximal ? d : maximal;
 }
 
-/* ---- the delivery process --------------------------------------------- */
+/* ==== in delivery processes ============================================ */
 
-static const char *domain_of(const char *addr)
-{
-    const char *at = strrchr(addr, '@');
-    return at ? at + 1 : "";
-}
+struct loaded {
+    char id[QUEUE_ID_LEN];
+    struct envelope env;
+    struct queue_state st;
+    char path[4096];
+    int *idx;     /* recipients of this job */
+    int n;
+};
 
 static void log_result(const struct envelope *env, const char *rcpt, const struct dresult *r)
 {
-    double delay = difftime(time(NULL), env->arrival);
-    log_info(env->id, "to=<%s>, relay=%s, delay=%.0f, status=%s (%s)", rcpt, r->relay, delay,
-             dstatus_name(r->status), r->text);
+    log_info(env->id, "to=<%s>, relay=%s, delay=%.0f, status=%s (%s)", rcpt, r->relay,
+             difftime(time(NULL), env->arrival), dstatus_name(r->status), r->text);
 }
 
-static int record(const char *qdir, const struct envelope *env, int idx,
-                  const struct dresult *r)
+/* Log and record one recipient's result (durably before anything else). */
+static void record(const char *qdir, struct loaded *m, int rcpt, const struct dresult *r)
 {
-    log_result(env, env->rcpts[idx], r);
-    if (r->status == D_SENT)
-        return queue_state_mark(qdir, env->id, idx, 'D');
-    if (r->status == D_BOUNCED)
-        return queue_state_mark(qdir, env->id, idx, 'B');
+    log_result(&m->env, m->env.rcpts[rcpt], r);
+    char what = r->status == D_SENT ? 'D' : r->status == D_BOUNCED ? 'B' : 'T';
+    if (queue_state_mark(qdir, m->id, rcpt, what, r->status == D_SENT ? NULL : r->text) < 0)
+        log_warn(m->id, "cannot record the result for <%s>: %m", m->env.rcpts[rcpt]);
+}
+
+static int load_job_message(const char *qdir, const char *id, const char *key, struct loaded *m)
+{
+    memset(m, 0, sizeof *m);
+    str_copy(m->id, id, sizeof m->id);
+    if (queue_load(qdir, "active", id, &m->env) < 0)
+        return -1; /* deleted or held meanwhile */
+    queue_state_load(qdir, &m->env, &m->st);
+    snprintf(m->path, sizeof m->path, "%s/active/%s", qdir, id);
+    m->idx = calloc((size_t)m->env.nrcpt + 1, sizeof *m->idx);
+    for (int i = 0; i < m->env.nrcpt; i++) {
+        struct route r;
+        if (m->st.done[i])
+            continue;
+        route_for(m->env.rcpts[i], &r);
+        if (strcmp(r.key, key) == 0)
+            m->idx[m->n++] = i;
+    }
     return 0;
 }
 
-static void deliver_local(const char *qdir, const struct dmessage *m, const int *todo,
-                          int ntodo, int *deferred)
+static void free_loaded(struct loaded *m)
 {
-    const char *transport = conf_str(P_LOCAL_TRANSPORT);
-    const struct envelope *env = m->env;
-    if (strncmp(transport, "maildir:", 8) == 0) {
-        for (int k = 0; k < ntodo; k++) {
-            struct dresult r = {0};
-            maildir_deliver(transport + 8, m, env->rcpts[todo[k]], &r);
-            *deferred += r.status == D_DEFERRED || record(qdir, env, todo[k], &r) < 0;
-        }
+    free(m->idx);
+    queue_state_free(&m->st, m->env.nrcpt);
+    envelope_free(&m->env);
+}
+
+struct smtp_ctx {
+    const char *qdir;
+    struct loaded *msgs;
+    int *map;    /* smtp item -> msgs index */
+};
+
+static void smtp_result(void *arg, int item, int k, const struct dresult *r)
+{
+    struct smtp_ctx *c = arg;
+    struct loaded *m = &c->msgs[c->map[item]];
+    record(c->qdir, m, m->idx[k], r);
+}
+
+static void deliver_smtp(const char *qdir, const struct route *route, struct loaded *msgs,
+                         int n)
+{
+    SSL_CTX *tls = tls_client_shared();
+    struct smtp_item *items = calloc((size_t)n + 1, sizeof *items);
+    int *map = calloc((size_t)n + 1, sizeof *map), nitems = 0;
+    for (int i = 0; i < n; i++) {
+        if (msgs[i].n == 0)
+            continue;
+        items[nitems] = (struct smtp_item){{&msgs[i].env, msgs[i].path}, msgs[i].idx, msgs[i].n,
+                                           msgs[i].env.smtputf8, msgs[i].env.eightbit};
+        map[nitems++] = i;
+    }
+    struct smtp_ctx ctx = {qdir, msgs, map};
+    if (tls == NULL) {
+        struct dresult r = {.status = D_DEFERRED};
+        str_copy(r.relay, "none", sizeof r.relay);
+        str_copy(r.text, "4.3.5 TLS client configuration error", sizeof r.text);
+        for (int i = 0; i < nitems; i++)
+            for (int k = 0; k < items[i].nrcpt; k++)
+                smtp_result(&ctx, i, k, &r);
+    } else if (nitems)
+        smtp_deliver(route, route->nexthop, tls, items, nitems, smtp_result, &ctx);
+    free(items);
+    free(map);
+}
+
+static void deliver_local(const char *qdir, const struct route *route, struct loaded *m)
+{
+    struct dmessage dm = {&m->env, m->path};
+    if (route->transport == TR_LMTP) {
+        char *rcpts[m->n > 0 ? m->n : 1];
+        struct dresult res[m->n > 0 ? m->n : 1];
+        memset(res, 0, sizeof res);
+        for (int k = 0; k < m->n; k++)
+            rcpts[k] = m->env.rcpts[m->idx[k]];
+        lmtp_deliver(route->nexthop, &dm, rcpts, m->n, res, (int)conf_long(P_LMTP_TIMEOUT));
+        for (int k = 0; k < m->n; k++)
+            record(qdir, m, m->idx[k], &res[k]);
         return;
     }
-    char *rcpts[ntodo > 0 ? ntodo : 1];
-    struct dresult res[ntodo > 0 ? ntodo : 1];
-    memset(res, 0, sizeof res);
-    for (int k = 0; k < ntodo; k++)
-        rcpts[k] = env->rcpts[todo[k]];
-    lmtp_deliver(transport + 5, m, rcpts, ntodo, res, (int)conf_long(P_LMTP_TIMEOUT));
-    for (int k = 0; k < ntodo; k++) {
-        if (res[k].status == D_DEFERRED)
-            log_result(env, rcpts[k], &res[k]);
-        *deferred += res[k].status == D_DEFERRED || record(qdir, env, todo[k], &res[k]) < 0;
+    for (int k = 0; k < m->n; k++) {
+        struct dresult r;
+        memset(&r, 0, sizeof r);
+        if (route->transport == TR_MAILDIR)
+            maildir_deliver(route->nexthop, &dm, m->env.rcpts[m->idx[k]], &r);
+        else if (route->transport == TR_DISCARD) {
+            str_copy(r.relay, "none", sizeof r.relay);
+            dresult_set(&r, D_SENT, "discarded: %s", route->text);
+        } else {
+            str_copy(r.relay, "none", sizeof r.relay);
+            dresult_set(&r, route->text[0] == '4' ? D_DEFERRED : D_BOUNCED, "%s", route->text);
+        }
+        record(qdir, m, m->idx[k], &r);
     }
 }
 
-int qmgr_deliver_message(const char *qdir, const char *id)
+void qmgr_deliver_job(const char *qdir, const char *key, char **ids, int n)
+{
+    struct loaded *msgs = calloc((size_t)n + 1, sizeof *msgs);
+    struct route route;
+    int have_route = 0, loaded = 0;
+    for (int i = 0; i < n; i++) {
+        if (load_job_message(qdir, ids[i], key, &msgs[loaded]) < 0)
+            continue;
+        if (!have_route && msgs[loaded].n) {
+            route_for(msgs[loaded].env.rcpts[msgs[loaded].idx[0]], &route);
+            have_route = 1;
+        }
+        loaded++;
+    }
+    if (have_route && route.transport == TR_SMTP)
+        deliver_smtp(qdir, &route, msgs, loaded);
+    else if (have_route)
+        for (int i = 0; i < loaded; i++)
+            deliver_local(qdir, &route, &msgs[i]);
+    for (int i = 0; i < loaded; i++)
+        free_loaded(&msgs[i]);
+    free(msgs);
+}
+
+/* Recipients still pending after too long become bounces. */
+static int expire(const char *qdir, const struct envelope *env, struct queue_state *st)
+{
+    long life = conf_long(*env->sender ? P_MAXIMAL_QUEUE_LIFETIME : P_BOUNCE_QUEUE_LIFETIME);
+    if (difftime(time(NULL), env->arrival) < (double)life)
+        return 0;
+    int n = 0;
+    for (int i = 0; i < env->nrcpt; i++) {
+        if (st->done[i])
+            continue;
+        char why[700];
+        snprintf(why, sizeof why, "4.4.7 message expired after %lds in the queue; last error: %s",
+                 life, st->reason[i] ? st->reason[i] : "none");
+        struct dresult r = {.status = D_BOUNCED};
+        str_copy(r.relay, "none", sizeof r.relay);
+        str_copy(r.text, why, sizeof r.text);
+        log_result(env, env->rcpts[i], &r);
+        queue_state_mark(qdir, env->id, i, 'B', why);
+        free(st->reason[i]);
+        st->reason[i] = strdup(why);
+        st->done[i] = 'B';
+        n++;
+    }
+    return n;
+}
+
+/* Send one DSN for new bounces, then mark them notified. */
+static void notify_sender(const char *qdir, const struct envelope *env, struct queue_state *st)
+{
+    int bounced = 0;
+    for (int i = 0; i < env->nrcpt; i++)
+        bounced += st->done[i] == 'B';
+    if (bounced == 0)
+        return;
+    if (*env->sender == '\0')
+        log_info(env->id, "a bounce could not be delivered; no notice is sent for a bounce");
+    else {
+        char dsn[QUEUE_ID_LEN];
+        if (bounce_send(qdir, env, st, dsn) < 0) {
+            log_warn(env->id, "cannot queue the delivery status notification: %m");
+            return; /* the next attempt tries again */
+        }
+        log_info(env->id, "sender non-delivery notification: %s", dsn);
+        queue_notify(qdir, dsn);
+    }
+    for (int i = 0; i < env->nrcpt; i++)
+        if (st->done[i] == 'B') {
+            queue_state_mark(qdir, env->id, i, 'N', NULL);
+            st->done[i] = 'N';
+        }
+}
+
+int qmgr_finish_message(const char *qdir, const char *id)
 {
     struct envelope env;
     if (queue_load(qdir, "active", id, &env) < 0)
-        return 0; /* deleted or held meanwhile */
+        return 0;
     struct queue_state st;
     queue_state_load(qdir, &env, &st);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/active/%s", qdir, id);
-    struct dmessage m = {&env, path};
-    int local[env.nrcpt > 0 ? env.nrcpt : 1], nlocal = 0, deferred = 0;
-    for (int i = 0; i < env.nrcpt; i++) {
-        if (st.done[i])
-            continue;
-        if (restrict_is_local_domain(domain_of(env.rcpts[i]))) {
-            local[nlocal++] = i;
-            continue;
-        }
-        struct dresult r = {0};
-        str_copy(r.relay, "none", sizeof r.relay);
-        dresult_set(&r, D_DEFERRED, "4.4.1 delivery to other domains is not enabled here");
-        log_result(&env, env.rcpts[i], &r);
-        deferred++;
-    }
-    if (nlocal)
-        deliver_local(qdir, &m, local, nlocal, &deferred);
-    if (deferred == 0) {
+    expire(qdir, &env, &st);
+    notify_sender(qdir, &env, &st);
+    int pending = 0;
+    for (int i = 0; i < env.nrcpt; i++)
+        pending += st.done[i] == 0 || st.done[i] == 'B';
+    if (pending == 0) {
         queue_remove(qdir, id);
         log_info(id, "removed");
+    } else {
+        long delay = qmgr_backoff(st.attempts + 1, conf_long(P_MINIMAL_BACKOFF_TIME),
+                                  conf_long(P_MAXIMAL_BACKOFF_TIME));
+        queue_state_attempt(qdir, id, time(NULL) + delay);
+        log_info(id, "deferred: %d recipients left, next attempt in %lds (attempt %d)", pending,
+                 delay, st.attempts + 1);
     }
-    queue_state_free(&st);
+    queue_state_free(&st, env.nrcpt);
     envelope_free(&env);
-    return deferred ? 1 : 0;
+    return pending ? 1 : 0;
 }
 
-/* ---- scheduling -------------------------------------------------------- */
+/* ==== the scheduler ===================================================== */
+
+struct qmsg {
+    char id[QUEUE_ID_LEN];
+    time_t next;
+    int jobs;        /* delivery processes working on it */
+    int finisher;    /* a finish process is running */
+    int seen;
+    struct qmsg *next_msg;
+};
+
+struct job {
+    pid_t pid;
+    char key[340];
+    int finish;      /* 1: a finish process for msgs[0] */
+    struct qmsg **msgs;
+    int n;
+    struct job *next;
+};
+
+static struct {
+    struct event_base *base;
+    const char *qdir;
+    struct qmsg *msgs;
+    struct job *jobs;
+    int running;
+    int stopping;
+    struct event *tick, *notify, *sig_term, *sig_chld;
+    int notify_fd;
+    time_t last_scan;
+} Q;
 
 static struct qmsg *find(const char *id)
 {
@@ -143,6 +297,18 @@ static struct qmsg *find(const char *id)
         if (strcmp(m->id, id) == 0)
             return m;
     return NULL;
+}
+
+static void load_next_attempt(struct qmsg *m)
+{
+    struct envelope env;
+    if (queue_load(Q.qdir, "active", m->id, &env) < 0)
+        return;
+    struct queue_state st;
+    queue_state_load(Q.qdir, &env, &st);
+    m->next = st.next_attempt;
+    queue_state_free(&st, env.nrcpt);
+    envelope_free(&env);
 }
 
 static struct qmsg *add(const char *id)
@@ -157,16 +323,7 @@ static struct qmsg *add(const char *id)
         return NULL;
     str_copy(m->id, id, sizeof m->id);
     m->seen = 1;
-    /* Resume the backoff a previous queue manager recorded. */
-    struct envelope env;
-    if (queue_load(Q.qdir, "active", id, &env) == 0) {
-        struct queue_state st;
-        queue_state_load(Q.qdir, &env, &st);
-        m->attempts = st.attempts;
-        m->next = st.next_attempt;
-        queue_state_free(&st);
-        envelope_free(&env);
-    }
+    load_next_attempt(m); /* resume the backoff a previous run recorded */
     m->next_msg = Q.msgs;
     Q.msgs = m;
     return m;
@@ -192,7 +349,7 @@ static int scan_one(const char *id, void *arg)
 static void scan(void)
 {
     for (struct qmsg *m = Q.msgs; m; m = m->next_msg)
-        m->seen = m->pid != 0;
+        m->seen = m->jobs || m->finisher;
     queue_scan(Q.qdir, "active", scan_one, NULL);
     for (struct qmsg *m = Q.msgs, *next; m; m = next) {
         next = m->next_msg;
@@ -202,52 +359,150 @@ static void scan(void)
     Q.last_scan = time(NULL);
 }
 
-static void start_delivery(struct qmsg *m)
+static int jobs_for(const char *key)
 {
+    int n = 0;
+    for (struct job *j = Q.jobs; j; j = j->next)
+        n += !j->finish && strcmp(j->key, key) == 0;
+    return n;
+}
+
+static void start_job(const char *key, struct qmsg **msgs, int n, int finish)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return;
+    j->msgs = calloc((size_t)n, sizeof *j->msgs);
+    memcpy(j->msgs, msgs, sizeof *msgs * (size_t)n);
+    j->n = n;
+    j->finish = finish;
+    str_copy(j->key, key, sizeof j->key);
     pid_t pid = fork();
     if (pid < 0) {
-        log_warn(m->id, "cannot fork a delivery process: %s", strerror(errno));
+        log_warn(NULL, "cannot fork a delivery process: %s", strerror(errno));
+        free(j->msgs);
+        free(j);
         return;
     }
     if (pid == 0) {
-        log_set_role("deliver");
+        log_set_role(finish ? "finish" : "deliver");
         signal(SIGTERM, SIG_DFL);
-        _exit(qmgr_deliver_message(Q.qdir, m->id) == 0 ? 0 : 75);
+        signal(SIGCHLD, SIG_DFL);
+        if (finish)
+            _exit(qmgr_finish_message(Q.qdir, msgs[0]->id));
+        char *ids[BATCH_MAX];
+        for (int i = 0; i < n; i++)
+            ids[i] = msgs[i]->id;
+        qmgr_deliver_job(Q.qdir, key, ids, n);
+        _exit(0);
     }
-    m->pid = pid;
+    j->pid = pid;
+    for (int i = 0; i < n; i++) {
+        if (finish)
+            msgs[i]->finisher = 1;
+        else
+            msgs[i]->jobs++;
+    }
+    j->next = Q.jobs;
+    Q.jobs = j;
     Q.running++;
+}
+
+/* The distinct route keys of a message's pending recipients. */
+static int pending_keys(struct qmsg *m, char keys[][340], int max)
+{
+    struct envelope env;
+    if (queue_load(Q.qdir, "active", m->id, &env) < 0)
+        return -1;
+    struct queue_state st;
+    queue_state_load(Q.qdir, &env, &st);
+    int n = 0;
+    for (int i = 0; i < env.nrcpt; i++) {
+        if (st.done[i])
+            continue;
+        struct route r;
+        route_for(env.rcpts[i], &r);
+        int known = 0;
+        for (int k = 0; k < n; k++)
+            known |= strcmp(keys[k], r.key) == 0;
+        if (!known && n < max)
+            str_copy(keys[n++], r.key, 340);
+    }
+    queue_state_free(&st, env.nrcpt);
+    envelope_free(&env);
+    return n;
+}
+
+struct plan {
+    char key[340];
+    struct qmsg *msgs[BATCH_MAX];
+    int n;
+};
+
+static void launch(struct plan *p)
+{
+    if (p->n)
+        start_job(p->key, p->msgs, p->n, 0);
+    p->n = 0;
 }
 
 static void run_due(void)
 {
+    enum { MAX_PLANS = 64, MAX_KEYS = 16 };
+    static struct plan plans[MAX_PLANS];
+    int nplans = 0;
     time_t now = time(NULL);
-    long limit = conf_long(P_DEFAULT_DESTINATION_CONCURRENCY_LIMIT);
-    for (struct qmsg *m = Q.msgs; m && !Q.stopping; m = m->next_msg) {
-        if (Q.running >= limit)
+    long dest_limit = conf_long(P_DEFAULT_DESTINATION_CONCURRENCY_LIMIT);
+    long total_limit = conf_long(P_DEFAULT_PROCESS_LIMIT);
+    for (struct qmsg *m = Q.msgs, *next; m && !Q.stopping; m = next) {
+        next = m->next_msg;
+        if (m->jobs || m->finisher || m->next > now)
+            continue;
+        if (Q.running + nplans >= total_limit)
             break;
-        if (m->pid == 0 && m->next <= now)
-            start_delivery(m);
+        char keys[MAX_KEYS][340];
+        int nk = pending_keys(m, keys, MAX_KEYS);
+        if (nk < 0) {
+            drop(m);
+            continue;
+        }
+        if (nk == 0) {
+            start_job("", &m, 1, 1); /* nothing to deliver: finish it */
+            continue;
+        }
+        int fits = 1;
+        for (int k = 0; k < nk; k++)
+            fits &= jobs_for(keys[k]) < dest_limit;
+        if (!fits || nplans + nk > MAX_PLANS)
+            continue;
+        for (int k = 0; k < nk; k++) {
+            int p = 0;
+            while (p < nplans && strcmp(plans[p].key, keys[k]) != 0)
+                p++;
+            if (p == nplans)
+                str_copy(plans[nplans++].key, keys[k], sizeof plans[p].key);
+            plans[p].msgs[plans[p].n++] = m;
+            if (plans[p].n == BATCH_MAX)
+                launch(&plans[p]);
+        }
     }
+    for (int p = 0; p < nplans; p++)
+        launch(&plans[p]);
 }
 
-static void finished(pid_t pid, int status)
+static void job_done(struct job *j, int status)
 {
-    for (struct qmsg *m = Q.msgs; m; m = m->next_msg) {
-        if (m->pid != pid)
-            continue;
-        m->pid = 0;
-        Q.running--;
-        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-            drop(m);
-            return;
-        }
-        m->attempts++;
-        long delay = qmgr_backoff(m->attempts, conf_long(P_MINIMAL_BACKOFF_TIME),
-                                  conf_long(P_MAXIMAL_BACKOFF_TIME));
-        m->next = time(NULL) + delay;
-        queue_state_attempt(Q.qdir, m->id, m->next);
-        log_info(m->id, "deferred: next attempt in %lds (attempt %d)", delay, m->attempts);
-        return;
+    Q.running--;
+    for (int i = 0; i < j->n; i++) {
+        struct qmsg *m = j->msgs[i];
+        if (j->finish) {
+            m->finisher = 0;
+            if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+                drop(m);
+            else
+                load_next_attempt(m);
+        } else if (--m->jobs == 0 && !Q.stopping)
+            start_job("", &m, 1, 1);
     }
 }
 
@@ -258,8 +513,18 @@ static void on_chld(evutil_socket_t sig, short what, void *arg)
     (void)arg;
     int status;
     pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-        finished(pid, status);
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (struct job **p = &Q.jobs; *p; p = &(*p)->next) {
+            struct job *j = *p;
+            if (j->pid != pid)
+                continue;
+            *p = j->next;
+            job_done(j, status);
+            free(j->msgs);
+            free(j);
+            break;
+        }
+    }
     if (Q.stopping && Q.running == 0)
         event_base_loopexit(Q.base, NULL);
     else
@@ -290,7 +555,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
                 m->next = 0;
         } else if (strcmp(msg, "SCAN") == 0)
             scan();
-        else if (strlen(msg) == QUEUE_ID_LEN - 1 && strchr(msg, '/') == NULL)
+        else if (strlen(msg) == QUEUE_ID_LEN - 1 && strspn(msg, "0123456789ABCDEF") == (size_t)n)
             add(msg);
     }
     run_due();

@@ -1,18 +1,25 @@
-/* qmgr: the queue manager process. It finds messages in active/ (at
- * start, when smtpd notifies it, and every queue_run_delay), runs one
- * delivery process per message up to default_destination_concurrency_limit,
- * and reschedules deferred mail with exponential backoff between
- * minimal_backoff_time and maximal_backoff_time. A message leaves the
- * queue only when every recipient is delivered or bounced. */
+/* qmgr: the queue manager process. It finds messages in active/ (at start,
+ * when notified through qmgr.sock, and every queue_run_delay), groups the
+ * due recipients by route (route.h), and runs delivery processes: one per
+ * next hop and batch of messages, so that one SMTP connection carries many
+ * messages. Concurrency: at most default_destination_concurrency_limit
+ * processes per next hop and default_process_limit in all. When a message's
+ * deliveries end, its "finish" step sends bounces (RFC 3464) for recipients
+ * that failed for good or outlived maximal_queue_lifetime
+ * (bounce_queue_lifetime for bounces), removes a finished message, or
+ * schedules the next attempt with exponential backoff between
+ * minimal_backoff_time and maximal_backoff_time. */
 #ifndef KP_QMGR_H
 #define KP_QMGR_H
 
 /* Run until SIGTERM; returns the exit status. */
 int qmgr_run(void);
-/* Deliver every pending recipient of one message (in a child process);
- * returns 0 when none is left, 1 when some were deferred. */
-int qmgr_deliver_message(const char *qdir, const char *id);
-/* The next delay after the given number of failed attempts. */
+/* Deliver the recipients of messages ids[0..n-1] whose route key is key. */
+void qmgr_deliver_job(const char *qdir, const char *key, char **ids, int n);
+/* Bounce, remove or reschedule one message after its deliveries; returns 0
+ * when the message left the queue, 1 when recipients remain. */
+int qmgr_finish_message(const char *qdir, const char *id);
+/* The delay after the given number of failed attempts. */
 long qmgr_backoff(int attempts, long minimal, long maximal);
 
 #endif

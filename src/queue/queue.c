@@ -104,10 +104,10 @@ static void write_envelope(struct qfile *q, const struct envelope *env)
     struct buf b;
     buf_init(&b, 1 << 24);
     buf_printf(&b, "KEYPOST-QUEUE 1\nid %s\narrival %ld\nsender %s\nclient %s\nhelo %s\n"
-                   "proto %s\nhold %d\n",
+                   "proto %s\nhold %d\nsmtputf8 %d\neightbit %d\n",
                env->id, (long)env->arrival, env->sender ? env->sender : "",
                env->client ? env->client : "", env->helo ? env->helo : "",
-               env->proto ? env->proto : "", env->hold);
+               env->proto ? env->proto : "", env->hold, env->smtputf8, env->eightbit);
     for (int i = 0; i < env->nrcpt; i++)
         buf_printf(&b, "rcpt %s\n", env->rcpts[i]);
     buf_puts(&b, "\n");
@@ -232,6 +232,10 @@ static int parse_header_line(struct envelope *env, char *line)
         env->proto = strdup(v);
     else if (strcmp(line, "hold") == 0)
         env->hold = atoi(v);
+    else if (strcmp(line, "smtputf8") == 0)
+        env->smtputf8 = atoi(v);
+    else if (strcmp(line, "eightbit") == 0)
+        env->eightbit = atoi(v);
     else if (strcmp(line, "rcpt") == 0)
         return add_rcpt(env, v);
     return 0;
@@ -285,6 +289,7 @@ void envelope_free(struct envelope *env)
 int queue_state_load(const char *qdir, const struct envelope *env, struct queue_state *st)
 {
     st->done = calloc((size_t)env->nrcpt + 1, 1);
+    st->reason = calloc((size_t)env->nrcpt + 1, sizeof(char *));
     st->attempts = 0;
     st->next_attempt = 0;
     char path[4096];
@@ -292,17 +297,30 @@ int queue_state_load(const char *qdir, const struct envelope *env, struct queue_
     FILE *f = fopen(path, "re");
     if (f == NULL)
         return errno == ENOENT ? 0 : -1;
-    char line[128];
-    while (fgets(line, sizeof line, f)) {
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        if (line[len - 1] == '\n')
+            line[--len] = '\0';
         char what = line[0];
-        long v = atol(line + 1);
-        if ((what == 'D' || what == 'B') && v >= 0 && v < env->nrcpt)
+        char *rest;
+        long v = strtol(line + 1, &rest, 10);
+        int valid = v >= 0 && v < env->nrcpt;
+        if (*rest == ' ')
+            rest++;
+        if (valid && (what == 'B' || what == 'T') && *rest) {
+            free(st->reason[v]);
+            st->reason[v] = strdup(rest);
+        }
+        if (valid && (what == 'D' || what == 'B' || what == 'N'))
             st->done[v] = (unsigned char)what;
         else if (what == 'A') {
             st->attempts++;
             st->next_attempt = (time_t)v;
         }
     }
+    free(line);
     fclose(f);
     return 0;
 }
@@ -320,10 +338,15 @@ static int state_append(const char *qdir, const char *id, const char *line)
     return r;
 }
 
-int queue_state_mark(const char *qdir, const char *id, int rcpt, char what)
+int queue_state_mark(const char *qdir, const char *id, int rcpt, char what, const char *reason)
 {
-    char line[64];
-    snprintf(line, sizeof line, "%c %d\n", what, rcpt);
+    char line[700];
+    snprintf(line, sizeof line, "%c %d%s%.600s\n", what, rcpt, reason ? " " : "",
+             reason ? reason : "");
+    /* A reason comes from a remote server: one line, whatever it sent. */
+    for (char *p = line; p[1]; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
     return state_append(qdir, id, line);
 }
 
@@ -334,10 +357,14 @@ int queue_state_attempt(const char *qdir, const char *id, time_t next)
     return state_append(qdir, id, line);
 }
 
-void queue_state_free(struct queue_state *st)
+void queue_state_free(struct queue_state *st, int nrcpt)
 {
+    for (int i = 0; st->reason && i < nrcpt; i++)
+        free(st->reason[i]);
+    free(st->reason);
     free(st->done);
     st->done = NULL;
+    st->reason = NULL;
 }
 
 int queue_remove(const char *qdir, const char *id)

@@ -26,6 +26,8 @@ struct envelope {
     char *helo;
     char *proto;
     int hold;         /* an access table said HOLD */
+    int smtputf8;     /* MAIL FROM had SMTPUTF8 */
+    int eightbit;     /* MAIL FROM had BODY=8BITMIME */
     off_t body_offset; /* where the message starts in the file */
     off_t size;        /* message bytes */
 };
@@ -58,15 +60,18 @@ void envelope_free(struct envelope *env);
 
 /* Delivery state: which recipients are finished, how many attempts. */
 struct queue_state {
-    unsigned char *done;  /* per recipient: 0 pending, 'D' delivered, 'B' bounced */
+    unsigned char *done;  /* per recipient: 0 pending, 'D' delivered, 'B' bounced,
+                             'N' bounced and the sender notified */
+    char **reason;        /* per recipient: the last failure (B or T lines) */
     int attempts;
     time_t next_attempt;
 };
 int queue_state_load(const char *qdir, const struct envelope *env, struct queue_state *st);
-/* Append "D idx"/"B idx" (durable before return). */
-int queue_state_mark(const char *qdir, const char *id, int rcpt, char what);
+/* Append "D idx", "B idx reason", "T idx reason" (temporary failure) or
+ * "N idx" (bounce sent); durable before return. reason may be NULL. */
+int queue_state_mark(const char *qdir, const char *id, int rcpt, char what, const char *reason);
 int queue_state_attempt(const char *qdir, const char *id, time_t next);
-void queue_state_free(struct queue_state *st);
+void queue_state_free(struct queue_state *st, int nrcpt);
 /* Remove a finished or deleted message from every place. */
 int queue_remove(const char *qdir, const char *id);
 /* Move between active/ and hold/. */

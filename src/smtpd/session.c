@@ -52,6 +52,7 @@ struct smtp_session {
     char **rcpts;
     int nrcpt;
     int smtputf8;
+    int eightbit;
     int hold;
     int discard;
     struct qfile *qf;
@@ -127,6 +128,7 @@ static void reset_transaction(struct smtp_session *s)
     s->nrcpt = 0;
     s->sender[0] = '\0';
     s->smtputf8 = 0;
+    s->eightbit = 0;
     s->hold = 0;
     s->discard = 0;
     if (s->qf) {
@@ -322,6 +324,7 @@ static int mail_params(struct smtp_session *s, char *params)
                 reply(s, "501 5.5.4 Bad BODY parameter");
                 return -1;
             }
+            s->eightbit = str_ieq(val, "8BITMIME");
         } else if (str_ieq(items[i], "SMTPUTF8") && !eq) {
             s->smtputf8 = 1;
         } else {
@@ -477,6 +480,8 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         .helo = s->helo,
         .proto = (char *)proto_name(s),
         .hold = s->hold,
+        .smtputf8 = s->smtputf8,
+        .eightbit = s->eightbit,
     };
     s->qf = queue_create(conf_str(P_QUEUE_DIRECTORY), &env);
     if (s->qf == NULL) {

@@ -73,10 +73,17 @@ static int load_inline(struct table *t, const char *body, char *err, size_t errl
     char *items[256];
     int count = str_split_list(copy, items, 256);
     for (int i = 0; i < count; i++) {
-        char *eq = strchr(items[i], '=');
+        char *item = items[i];
+        size_t len = strlen(item);
+        /* "{ key = value with spaces }" keeps white space in the value. */
+        if (item[0] == '{' && len > 1 && item[len - 1] == '}') {
+            item[len - 1] = '\0';
+            item++;
+        }
+        char *eq = strchr(item, '=');
         if (eq)
             *eq = '\0';
-        add_entry(t, items[i], eq ? eq + 1 : "");
+        add_entry(t, str_trim(item), eq ? str_trim(eq + 1) : "");
     }
     free(copy);
     return 0;

@@ -1,0 +1,428 @@
+/* smtp: one connection, many messages. */
+#include "deliver/smtp.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/conf.h"
+#include "deliver/smtpio.h"
+#include "dns/dns.h"
+#include "table/table.h"
+#include "tls/tls_client.h"
+#include "util/buf.h"
+#include "util/log.h"
+#include "util/strutil.h"
+
+#define MAX_MX 10
+#define MAX_ADDRS 8
+
+struct conn_state {
+    struct smtpio io;
+    char host[DNS_NAME_MAX];
+    char relay[200];        /* "host[addr]:port" for the logs */
+    int pipelining, size, eightbit, smtputf8, starttls;
+    int last_host;          /* no further MX to try */
+};
+
+struct batch {
+    const struct route *route;
+    const char *domain;
+    SSL_CTX *tls;
+    struct smtp_item *items;
+    int nitems;
+    smtp_result_fn done;
+    void *arg;
+    unsigned char *finished;  /* per item: every recipient has a result */
+    unsigned char **reported; /* per item and recipient */
+};
+
+static void report(struct batch *b, int item, int k, enum dstatus st, const char *relay,
+                   const char *text)
+{
+    if (b->reported[item][k])
+        return;
+    b->reported[item][k] = 1;
+    struct dresult r;
+    memset(&r, 0, sizeof r);
+    str_copy(r.relay, relay, sizeof r.relay);
+    dresult_set(&r, st, "%s", text);
+    b->done(b->arg, item, k, &r);
+}
+
+/* Give every recipient still open the same outcome. */
+static void report_rest(struct batch *b, enum dstatus st, const char *relay, const char *text)
+{
+    for (int i = 0; i < b->nitems; i++) {
+        if (b->finished[i])
+            continue;
+        for (int k = 0; k < b->items[i].nrcpt; k++)
+            report(b, i, k, st, relay, text);
+        b->finished[i] = 1;
+    }
+}
+
+/* Every recipient of one message gets the same outcome. */
+static void report_item(struct batch *b, int i, enum dstatus st, const char *relay,
+                        const char *text)
+{
+    for (int k = 0; k < b->items[i].nrcpt; k++)
+        report(b, i, k, st, relay, text);
+    b->finished[i] = 1;
+}
+
+static enum dstatus status_of(int code)
+{
+    return code >= 200 && code < 300 ? D_SENT : code >= 500 ? D_BOUNCED : D_DEFERRED;
+}
+
+static void relay_name(struct conn_state *c, const struct sockaddr_storage *ss, int port)
+{
+    char addr[64] = "?";
+    if (ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, addr, sizeof addr);
+    else
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, addr, sizeof addr);
+    snprintf(c->relay, sizeof c->relay, "%s[%s]:%d", c->host, addr, port);
+}
+
+static void parse_ehlo(struct conn_state *c, const char *lines)
+{
+    c->pipelining = c->size = c->eightbit = c->smtputf8 = c->starttls = 0;
+    for (const char *l = lines; *l;) {
+        const char *nl = strchr(l, '\n');
+        size_t n = nl ? (size_t)(nl - l) : strlen(l);
+        char word[32];
+        size_t w = strcspn(l, " \n");
+        if (w >= sizeof word)
+            w = sizeof word - 1;
+        memcpy(word, l, w);
+        word[w] = '\0';
+        c->pipelining |= str_ieq(word, "PIPELINING");
+        c->size |= str_ieq(word, "SIZE");
+        c->eightbit |= str_ieq(word, "8BITMIME");
+        c->smtputf8 |= str_ieq(word, "SMTPUTF8");
+        c->starttls |= str_ieq(word, "STARTTLS");
+        l += n + (nl ? 1 : 0);
+    }
+}
+
+static int ehlo(struct conn_state *c, char *text, size_t len)
+{
+    char lines[4096];
+    if (smtpio_printf(&c->io, "EHLO %s", conf_str(P_SMTP_HELO_NAME)) < 0)
+        return -1;
+    int code = smtpio_reply_lines(&c->io, text, len, lines, sizeof lines);
+    if (code == 250) {
+        /* The first line is the server's name, not an extension. */
+        const char *rest = strchr(lines, '\n');
+        parse_ehlo(c, rest ? rest + 1 : "");
+        return code;
+    }
+    if (code < 0 || code >= 400) {
+        if (smtpio_printf(&c->io, "HELO %s", conf_str(P_SMTP_HELO_NAME)) < 0)
+            return -1;
+        code = smtpio_reply(&c->io, text, len);
+        parse_ehlo(c, "");
+    }
+    return code;
+}
+
+static void policy_for(const struct batch *b, struct tls_policy *p)
+{
+    const char *maps = conf_str(P_SMTP_TLS_POLICY_MAPS);
+    const char *v = NULL;
+    char err[300], key[320];
+    if (*maps) {
+        static struct table *t;
+        if (t == NULL)
+            t = table_open(maps, err, sizeof err);
+        if (t) {
+            if (b->route->mx)
+                v = table_lookup(t, b->domain && *b->route->nexthop ? b->route->nexthop : "");
+            else {
+                snprintf(key, sizeof key, "[%s]:%d", b->route->nexthop, b->route->port);
+                v = table_lookup(t, key);
+                if (v == NULL) {
+                    snprintf(key, sizeof key, "[%s]", b->route->nexthop);
+                    v = table_lookup(t, key);
+                }
+            }
+        }
+    }
+    if (v == NULL || tls_policy_parse(v, p, err, sizeof err) < 0)
+        tls_policy_parse(conf_str(P_SMTP_TLS_SECURITY_LEVEL), p, err, sizeof err);
+    if (p->level == TL_DANE) {
+        log_warn(NULL, "TLS level dane is not available yet; using may for %s",
+                 b->route->nexthop);
+        p->level = TL_MAY;
+    }
+}
+
+/* STARTTLS by policy. Returns 0 to go on, 1 to retry this host in
+ * plaintext (opportunistic TLS that failed), -1 to give up on this host. */
+static int secure(struct batch *b, struct conn_state *c, const struct tls_policy *p,
+                  char *why, size_t len)
+{
+    if (p->level == TL_NONE || (p->level == TL_MAY && !c->starttls))
+        return 0;
+    if (!c->starttls) {
+        snprintf(why, len, "4.7.4 TLS is required, but was not offered by host %s", c->relay);
+        return -1;
+    }
+    char text[600];
+    if (smtpio_printf(&c->io, "STARTTLS") < 0 || smtpio_reply(&c->io, text, sizeof text) != 220) {
+        snprintf(why, len, "4.7.5 STARTTLS refused by %s: %s", c->relay, text);
+        return p->level == TL_MAY ? 1 : -1;
+    }
+    if (smtpio_starttls(&c->io, b->tls, c->host, text, sizeof text) < 0) {
+        log_info(NULL, "%s: %s", c->relay, text);
+        snprintf(why, len, "4.7.5 %s with %s", text, c->relay);
+        return p->level == TL_MAY ? 1 : -1;
+    }
+    struct tls_client_result r;
+    tls_client_check(c->io.ssl, p, b->route->mx ? b->domain : b->route->nexthop, c->host, &r);
+    log_info(NULL, "%s TLS connection established to %s: %s with cipher %s (%d/%d bits)",
+             r.label, c->relay, r.protocol, r.cipher, r.bits, r.alg_bits);
+    if (!r.meets_policy) {
+        snprintf(why, len, "4.7.5 TLS policy %s not met by %s: %s", tls_level_name(p->level),
+                 c->relay, r.reason);
+        return -1;
+    }
+    if (ehlo(c, text, sizeof text) != 250) {
+        snprintf(why, len, "4.4.2 EHLO after STARTTLS failed at %s: %s", c->relay, text);
+        return -1;
+    }
+    return 0;
+}
+
+/* Connect to one address and get to the point of sending mail. Returns 0
+ * on success, else a reply-like reason in why (first digit 4 or 5). */
+static int open_session(struct batch *b, struct conn_state *c,
+                        const struct sockaddr_storage *ss, char *why, size_t len)
+{
+    struct tls_policy p;
+    policy_for(b, &p);
+    for (int plaintext_retry = 0; plaintext_retry < 2; plaintext_retry++) {
+        char text[600];
+        relay_name(c, ss, b->route->port);
+        if (smtpio_connect_addr(&c->io, ss, (int)conf_long(P_SMTP_CONNECT_TIMEOUT), text,
+                                sizeof text) < 0) {
+            snprintf(why, len, "4.4.1 connect to %s: %s", c->relay, text);
+            return -1;
+        }
+        c->io.timeout = (int)conf_long(P_SMTP_HELO_TIMEOUT);
+        int code = smtpio_reply(&c->io, text, sizeof text);
+        if (code != 220) {
+            snprintf(why, len, "%s refused to talk to me: %s", c->relay,
+                     code < 0 ? "4.4.2 no greeting" : text);
+            if (code >= 500 && !c->last_host)
+                why[0] = '4'; /* another MX may still take it */
+            smtpio_close(&c->io);
+            return -1;
+        }
+        code = ehlo(c, text, sizeof text);
+        if (code != 250) {
+            snprintf(why, len, "%s: EHLO/HELO rejected: %s", c->relay, text);
+            smtpio_close(&c->io);
+            return -1;
+        }
+        int s = plaintext_retry ? 0 : secure(b, c, &p, why, len);
+        if (s == 0)
+            return 0;
+        smtpio_close(&c->io);
+        if (s < 0)
+            return -1;
+        p.level = TL_NONE; /* "may": try again without TLS */
+    }
+    return -1;
+}
+
+static void mail_command(struct buf *cmd, const struct conn_state *c, const struct smtp_item *it)
+{
+    buf_printf(cmd, "MAIL FROM:<%s>", it->msg.env->sender);
+    if (c->size)
+        buf_printf(cmd, " SIZE=%lld", (long long)it->msg.env->size);
+    if (it->needs_8bitmime && c->eightbit)
+        buf_puts(cmd, " BODY=8BITMIME");
+    if (it->needs_smtputf8)
+        buf_puts(cmd, " SMTPUTF8");
+    buf_puts(cmd, "\r\n");
+}
+
+/* Send one message. Returns -1 when the connection is no longer usable. */
+static int send_message(struct batch *b, struct conn_state *c, int i)
+{
+    struct smtp_item *it = &b->items[i];
+    char text[600];
+    if (it->needs_smtputf8 && !c->smtputf8) {
+        report_item(b, i, D_BOUNCED, c->relay,
+                    "5.6.7 SMTPUTF8 is required, but was not offered by the server");
+        return 0;
+    }
+    if (it->needs_8bitmime && !c->eightbit) {
+        report_item(b, i, D_BOUNCED, c->relay,
+                    "5.6.3 8BITMIME is required, but was not offered by the server");
+        return 0;
+    }
+    struct buf cmd;
+    buf_init(&cmd, 1 << 20);
+    mail_command(&cmd, c, it);
+    for (int k = 0; c->pipelining && k < it->nrcpt; k++)
+        buf_printf(&cmd, "RCPT TO:<%s>\r\n", it->msg.env->rcpts[it->rcpt[k]]);
+    if (c->pipelining)
+        buf_puts(&cmd, "DATA\r\n");
+    int ok = smtpio_write(&c->io, cmd.data, cmd.len) == 0;
+    buf_free(&cmd);
+    int code = ok ? smtpio_reply(&c->io, text, sizeof text) : -1;
+    if (code != 250) {
+        if (code < 0) return -1;
+        if (c->pipelining) { /* drain the RCPT and DATA replies */
+            for (int k = 0; k <= it->nrcpt; k++)
+                smtpio_reply(&c->io, text + 300, 300);
+        }
+        report_item(b, i, status_of(code), c->relay, text);
+        if (smtpio_printf(&c->io, "RSET") < 0)
+            return -1;
+        return smtpio_reply(&c->io, text, sizeof text) < 0 ? -1 : 0;
+    }
+    int accepted = 0;
+    int ok_rcpt[it->nrcpt > 0 ? it->nrcpt : 1];
+    for (int k = 0; k < it->nrcpt; k++) {
+        if (!c->pipelining &&
+            smtpio_printf(&c->io, "RCPT TO:<%s>", it->msg.env->rcpts[it->rcpt[k]]) < 0)
+            return -1;
+        code = smtpio_reply(&c->io, text, sizeof text);
+        if (code < 0)
+            return -1;
+        ok_rcpt[k] = code / 100 == 2;
+        accepted += ok_rcpt[k];
+        if (!ok_rcpt[k])
+            report(b, i, k, status_of(code), c->relay, text);
+    }
+    if (!c->pipelining && accepted && smtpio_printf(&c->io, "DATA") < 0)
+        return -1;
+    if (c->pipelining || accepted) {
+        code = smtpio_reply(&c->io, text, sizeof text);
+        if (code < 0)
+            return -1;
+    }
+    if (accepted == 0 || code != 354) {
+        for (int k = 0; accepted && k < it->nrcpt; k++)
+            if (ok_rcpt[k])
+                report(b, i, k, status_of(code), c->relay, text);
+        b->finished[i] = 1;
+        smtpio_printf(&c->io, "RSET");
+        return smtpio_reply(&c->io, text, sizeof text) < 0 ? -1 : 0;
+    }
+    if (smtpio_send_body(&c->io, it->msg.path, (long)it->msg.env->body_offset) < 0)
+        return -1;
+    c->io.timeout = (int)conf_long(P_SMTP_DATA_DONE_TIMEOUT);
+    code = smtpio_reply(&c->io, text, sizeof text);
+    c->io.timeout = (int)conf_long(P_SMTP_HELO_TIMEOUT);
+    if (code < 0)
+        return -1; /* no answer to the end of data: deferred, may be delivered twice */
+    for (int k = 0; k < it->nrcpt; k++)
+        if (ok_rcpt[k])
+            report(b, i, k, status_of(code), c->relay, text);
+    b->finished[i] = 1;
+    return 0;
+}
+
+/* Send every unfinished message over the open session. Returns -1 when the
+ * connection broke (the message in progress is deferred). */
+static int send_all(struct batch *b, struct conn_state *c)
+{
+    for (int i = 0; i < b->nitems; i++) {
+        if (b->finished[i])
+            continue;
+        if (send_message(b, c, i) < 0) {
+            char text[400];
+            snprintf(text, sizeof text, "4.4.2 lost connection with %s while sending message",
+                     c->relay);
+            /* Recipients the server already answered keep their result. */
+            report_item(b, i, D_DEFERRED, c->relay, text);
+            return -1;
+        }
+    }
+    smtpio_printf(&c->io, "QUIT");
+    char text[300];
+    smtpio_reply(&c->io, text, sizeof text);
+    return 0;
+}
+
+static int unfinished(const struct batch *b)
+{
+    for (int i = 0; i < b->nitems; i++)
+        if (!b->finished[i])
+            return 1;
+    return 0;
+}
+
+static int host_list(struct batch *b, struct mx_host *mx, int *nmx, char *why, size_t len)
+{
+    if (!b->route->mx) {
+        str_copy(mx[0].name, b->route->nexthop, sizeof mx[0].name);
+        *nmx = 1;
+        return 0;
+    }
+    enum dns_status st = dns_mx(b->route->nexthop, mx, MAX_MX, nmx, why, len);
+    if (st == DNS_OK)
+        return 0;
+    char detail[300];
+    str_copy(detail, why, sizeof detail);
+    snprintf(why, len, "%s %s", st == DNS_NOTFOUND ? "5.1.2 Host or domain name not found:"
+                                                   : "4.4.3 Host or domain name lookup failed:",
+             detail);
+    return -1;
+}
+
+static void free_batch(struct batch *b)
+{
+    for (int i = 0; i < b->nitems; i++)
+        free(b->reported[i]);
+    free(b->reported);
+    free(b->finished);
+}
+
+void smtp_deliver(const struct route *route, const char *domain, SSL_CTX *tls,
+                  struct smtp_item *items, int nitems, smtp_result_fn done, void *arg)
+{
+    struct batch b = {route, domain, tls, items, nitems, done, arg, calloc((size_t)nitems, 1),
+                      calloc((size_t)nitems, sizeof(unsigned char *))};
+    for (int i = 0; i < nitems; i++)
+        b.reported[i] = calloc((size_t)items[i].nrcpt + 1, 1);
+    struct mx_host mx[MAX_MX];
+    int nmx = 0;
+    char why[700] = "4.4.1 no host could be reached";
+    const char *relay = route->nexthop;
+    if (host_list(&b, mx, &nmx, why, sizeof why) < 0) {
+        report_rest(&b, why[0] == '5' ? D_BOUNCED : D_DEFERRED, "none", why);
+        free_batch(&b);
+        return;
+    }
+    for (int h = 0; h < nmx && unfinished(&b); h++) {
+        struct sockaddr_storage addrs[MAX_ADDRS];
+        int naddrs = 0;
+        char err[300];
+        if (dns_addrs(mx[h].name, route->port, addrs, MAX_ADDRS, &naddrs, err, sizeof err) !=
+            DNS_OK) {
+            snprintf(why, sizeof why, "4.4.3 %s", err);
+            continue;
+        }
+        for (int a = 0; a < naddrs && unfinished(&b); a++) {
+            struct conn_state c;
+            memset(&c, 0, sizeof c);
+            str_copy(c.host, mx[h].name, sizeof c.host);
+            c.last_host = h == nmx - 1 && a == naddrs - 1;
+            if (open_session(&b, &c, &addrs[a], why, sizeof why) < 0)
+                continue;
+            send_all(&b, &c);
+            smtpio_close(&c.io);
+        }
+    }
+    report_rest(&b, why[0] == '5' ? D_BOUNCED : D_DEFERRED, relay, why);
+    free_batch(&b);
+}

@@ -1,0 +1,201 @@
+#include "dns/dns.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unbound.h>
+
+#include "conf/conf.h"
+#include "util/strutil.h"
+
+#define RR_A 1
+#define RR_MX 15
+#define RR_AAAA 28
+
+static struct ub_ctx *ctx;
+
+static struct ub_ctx *resolver(char *err, size_t len)
+{
+    if (ctx)
+        return ctx;
+    ctx = ub_ctx_create();
+    if (ctx == NULL) {
+        snprintf(err, len, "cannot create resolver");
+        return NULL;
+    }
+    const char *fwd = conf_str(P_DNS_RESOLVER);
+    int r = *fwd ? ub_ctx_set_fwd(ctx, fwd) : ub_ctx_resolvconf(ctx, NULL);
+    if (r == 0)
+        r = ub_ctx_hosts(ctx, NULL);
+    if (r != 0) {
+        snprintf(err, len, "resolver setup: %s", ub_strerror(r));
+        ub_ctx_delete(ctx);
+        ctx = NULL;
+    }
+    return ctx;
+}
+
+void dns_shutdown(void)
+{
+    if (ctx)
+        ub_ctx_delete(ctx);
+    ctx = NULL;
+}
+
+static enum dns_status query(const char *name, int type, struct ub_result **res, char *err,
+                             size_t len)
+{
+    struct ub_ctx *c = resolver(err, len);
+    if (c == NULL)
+        return DNS_TEMPFAIL;
+    int r = ub_resolve(c, name, type, 1, res);
+    if (r != 0) {
+        snprintf(err, len, "lookup of %s: %s", name, ub_strerror(r));
+        return DNS_TEMPFAIL;
+    }
+    if ((*res)->havedata)
+        return DNS_OK;
+    if ((*res)->nxdomain || (*res)->rcode == 0) {
+        snprintf(err, len, "%s: %s", name, (*res)->nxdomain ? "no such domain" : "no records");
+        return DNS_NOTFOUND;
+    }
+    snprintf(err, len, "lookup of %s failed (rcode %d)", name, (*res)->rcode);
+    return DNS_TEMPFAIL;
+}
+
+/* Wire-format name (as libunbound hands it over, uncompressed) to text. */
+static int wire_name(const unsigned char *p, size_t n, char *out, size_t len)
+{
+    size_t o = 0, i = 0;
+    while (i < n && p[i]) {
+        size_t l = p[i++];
+        if (l > 63 || i + l > n || o + l + 2 > len)
+            return -1;
+        if (o)
+            out[o++] = '.';
+        for (size_t k = 0; k < l; k++) {
+            unsigned char ch = p[i + k];
+            out[o++] = (ch > 0x20 && ch < 0x7f) ? (char)ch : '?';
+        }
+        i += l;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+static int cmp_pref(const void *a, const void *b)
+{
+    return ((const struct mx_host *)a)->pref - ((const struct mx_host *)b)->pref;
+}
+
+enum dns_status dns_mx(const char *domain, struct mx_host *out, int max, int *count,
+                       char *err, size_t errlen)
+{
+    struct ub_result *res = NULL;
+    *count = 0;
+    enum dns_status st = query(domain, RR_MX, &res, err, errlen);
+    if (st == DNS_NOTFOUND && res && !res->nxdomain) {
+        /* No MX: the domain itself, if it has an address (RFC 5321 5.1). */
+        ub_resolve_free(res);
+        str_copy(out[0].name, domain, sizeof out[0].name);
+        out[0].pref = 0;
+        *count = 1;
+        return DNS_OK;
+    }
+    if (st != DNS_OK) {
+        ub_resolve_free(res);
+        return st;
+    }
+    for (int i = 0; res->data[i] && *count < max; i++) {
+        if (res->len[i] < 3)
+            continue;
+        const unsigned char *d = (const unsigned char *)res->data[i];
+        struct mx_host *h = &out[*count];
+        h->pref = (d[0] << 8) | d[1];
+        if (wire_name(d + 2, (size_t)res->len[i] - 2, h->name, sizeof h->name) == 0)
+            (*count)++;
+    }
+    ub_resolve_free(res);
+    if (*count == 1 && out[0].name[0] == '\0') {
+        snprintf(err, errlen, "%s does not accept mail (null MX)", domain);
+        *count = 0;
+        return DNS_NOTFOUND;
+    }
+    qsort(out, (size_t)*count, sizeof *out, cmp_pref);
+    return *count ? DNS_OK : DNS_NOTFOUND;
+}
+
+static void add_addr(struct sockaddr_storage *out, int max, int *count, int family,
+                     const void *addr, int port)
+{
+    if (*count >= max)
+        return;
+    struct sockaddr_storage *ss = &out[(*count)++];
+    memset(ss, 0, sizeof *ss);
+    if (family == AF_INET) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        memcpy(&s4->sin_addr, addr, 4);
+    } else {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        memcpy(&s6->sin6_addr, addr, 16);
+    }
+}
+
+int dns_literal(const char *text, int port, struct sockaddr_storage *out)
+{
+    char buf[80];
+    size_t n = strlen(text);
+    if (n < 3 || text[0] != '[' || text[n - 1] != ']' || n - 2 >= sizeof buf)
+        return -1;
+    memcpy(buf, text + 1, n - 2);
+    buf[n - 2] = '\0';
+    const char *a = str_iprefix(buf, "IPv6:") ? buf + 5 : buf;
+    unsigned char bin[16];
+    int count = 0;
+    if (inet_pton(AF_INET, a, bin) == 1)
+        add_addr(out, 1, &count, AF_INET, bin, port);
+    else if (inet_pton(AF_INET6, a, bin) == 1)
+        add_addr(out, 1, &count, AF_INET6, bin, port);
+    return count ? 0 : -1;
+}
+
+enum dns_status dns_addrs(const char *host, int port, struct sockaddr_storage *out, int max,
+                          int *count, char *err, size_t errlen)
+{
+    *count = 0;
+    if (dns_literal(host, port, out) == 0) {
+        *count = 1;
+        return DNS_OK;
+    }
+    unsigned char bin[16];
+    if (inet_pton(AF_INET, host, bin) == 1) {
+        add_addr(out, max, count, AF_INET, bin, port);
+        return DNS_OK;
+    }
+    enum dns_status worst = DNS_NOTFOUND;
+    static const int types[] = {RR_A, RR_AAAA};
+    for (int t = 0; t < 2; t++) {
+        struct ub_result *res = NULL;
+        enum dns_status st = query(host, types[t], &res, err, errlen);
+        if (st == DNS_TEMPFAIL)
+            worst = DNS_TEMPFAIL;
+        for (int i = 0; st == DNS_OK && res->data[i]; i++) {
+            if (types[t] == RR_A && res->len[i] == 4)
+                add_addr(out, max, count, AF_INET, res->data[i], port);
+            else if (types[t] == RR_AAAA && res->len[i] == 16)
+                add_addr(out, max, count, AF_INET6, res->data[i], port);
+        }
+        ub_resolve_free(res);
+    }
+    if (*count)
+        return DNS_OK;
+    if (worst == DNS_NOTFOUND)
+        snprintf(err, errlen, "%s: no address", host);
+    return worst;
+}

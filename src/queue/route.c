@@ -1,0 +1,152 @@
+#include "queue/route.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy/restrict.h"
+#include "table/table.h"
+#include "util/strutil.h"
+
+static struct table *transports;
+
+/* "[host]:port", "[host]", "host:port", "host" */
+static int parse_host(const char *text, struct route *r)
+{
+    char buf[300];
+    str_copy(buf, text, sizeof buf);
+    r->port = 25;
+    r->mx = buf[0] != '[';
+    char *host = buf, *end = buf;
+    if (buf[0] == '[') {
+        end = strchr(buf, ']');
+        if (end == NULL)
+            return -1;
+        *end++ = '\0';
+        host = buf + 1;
+    }
+    char *colon = strchr(end, ':');
+    if (colon) {
+        long p = str_parse_long(colon + 1);
+        if (p <= 0 || p > 65535)
+            return -1;
+        r->port = (int)p;
+        *colon = '\0';
+    } else if (*end)
+        return -1;
+    if (*host == '\0')
+        return -1;
+    str_copy(r->nexthop, host, sizeof r->nexthop);
+    return 0;
+}
+
+int route_parse(const char *spec, const char *domain, struct route *r, char *err, size_t len)
+{
+    memset(r, 0, sizeof *r);
+    int bad = 0;
+    if (strncmp(spec, "smtp:", 5) == 0) {
+        r->transport = TR_SMTP;
+        bad = parse_host(spec[5] ? spec + 5 : domain, r);
+    } else if (strncmp(spec, "lmtp:", 5) == 0) {
+        r->transport = TR_LMTP;
+        str_copy(r->nexthop, spec + 5, sizeof r->nexthop);
+        bad = strncmp(spec + 5, "inet:", 5) != 0 && strncmp(spec + 5, "unix:/", 6) != 0;
+    } else if (strncmp(spec, "maildir:", 8) == 0) {
+        r->transport = TR_MAILDIR;
+        str_copy(r->nexthop, spec + 8, sizeof r->nexthop);
+        bad = spec[8] != '/';
+    } else if (strncmp(spec, "discard:", 8) == 0) {
+        r->transport = TR_DISCARD;
+        str_copy(r->text, spec[8] ? spec + 8 : "discarded", sizeof r->text);
+    } else if (strncmp(spec, "error:", 6) == 0) {
+        r->transport = TR_ERROR;
+        str_copy(r->text, spec[6] ? spec + 6 : "5.0.0 mail for this destination is refused",
+                 sizeof r->text);
+    } else
+        bad = 1;
+    if (bad) {
+        snprintf(err, len, "bad transport \"%s\" (smtp:, lmtp:inet:|unix:, maildir:/DIR, "
+                 "discard:, error:)", spec);
+        return -1;
+    }
+    if (r->transport == TR_SMTP)
+        snprintf(r->key, sizeof r->key, r->mx ? "smtp:%s:%d" : "smtp:[%s]:%d", r->nexthop,
+                 r->port);
+    else if (r->transport == TR_LMTP || r->transport == TR_MAILDIR)
+        snprintf(r->key, sizeof r->key, "%s", spec);
+    else
+        snprintf(r->key, sizeof r->key, "%s", r->transport == TR_ERROR ? "error:" : "discard:");
+    return 0;
+}
+
+static void check_spec(const char *spec, enum conf_param p, struct conf_errors *errs)
+{
+    struct route r;
+    char err[400];
+    if (route_parse(spec, "example.org", &r, err, sizeof err) < 0)
+        conf_error(errs, "%s: %s: %s", conf_origin(p), conf_name(p), err);
+}
+
+int route_init(struct conf_errors *errs)
+{
+    int before = errs->count;
+    route_free();
+    check_spec(conf_str(P_LOCAL_TRANSPORT), P_LOCAL_TRANSPORT, errs);
+    const char *relay = conf_str(P_RELAYHOST);
+    if (*relay) {
+        char spec[320];
+        snprintf(spec, sizeof spec, "smtp:%s", relay);
+        check_spec(spec, P_RELAYHOST, errs);
+    }
+    const char *maps = conf_str(P_TRANSPORT_MAPS);
+    if (*maps) {
+        char err[512];
+        transports = table_open(maps, err, sizeof err);
+        if (transports == NULL)
+            conf_error(errs, "%s: transport_maps: %s", conf_origin(P_TRANSPORT_MAPS), err);
+        for (size_t i = 0; transports && i < table_count(transports); i++)
+            check_spec(table_lookup(transports, table_key(transports, i)), P_TRANSPORT_MAPS,
+                       errs);
+    }
+    return errs->count - before;
+}
+
+void route_free(void)
+{
+    table_free(transports);
+    transports = NULL;
+}
+
+static const char *lookup_transport(const char *domain)
+{
+    if (transports == NULL)
+        return NULL;
+    const char *v = table_lookup(transports, domain);
+    for (const char *d = strchr(domain, '.'); v == NULL && d; d = strchr(d + 1, '.'))
+        v = table_lookup(transports, d);
+    return v;
+}
+
+void route_for(const char *rcpt, struct route *r)
+{
+    const char *at = strrchr(rcpt, '@');
+    const char *domain = at ? at + 1 : "";
+    char err[400], spec[320];
+    const char *t = lookup_transport(domain);
+    if (t == NULL && restrict_is_local_domain(domain))
+        t = conf_str(P_LOCAL_TRANSPORT);
+    if (t == NULL && *conf_str(P_RELAYHOST)) {
+        snprintf(spec, sizeof spec, "smtp:%s", conf_str(P_RELAYHOST));
+        t = spec;
+    }
+    if (t == NULL) {
+        snprintf(spec, sizeof spec, "smtp:%s", domain);
+        t = spec;
+    }
+    if (route_parse(t, domain, r, err, sizeof err) < 0) {
+        memset(r, 0, sizeof *r);
+        r->transport = TR_ERROR;
+        snprintf(r->text, sizeof r->text, "4.3.5 %s", err);
+        str_copy(r->key, "error:", sizeof r->key);
+    }
+}

@@ -1,0 +1,33 @@
+/* route: where a recipient's mail goes next, without DNS.
+ *   1. transport_maps (domain, then .parent domains): smtp:[host]:port,
+ *      smtp:host[:port] (MX lookup), lmtp:inet:HOST:PORT, lmtp:unix:PATH,
+ *      maildir:DIR, discard:[text], error:text
+ *   2. a mydestination domain: local_transport
+ *   3. relayhost ([host]:port without MX lookup, host with it)
+ *   4. the recipient's domain by MX lookup, port 25
+ * Recipients with the same route key can share one delivery connection. */
+#ifndef KP_ROUTE_H
+#define KP_ROUTE_H
+
+#include <stddef.h>
+
+#include "conf/conf.h"
+
+enum transport { TR_MAILDIR, TR_LMTP, TR_SMTP, TR_DISCARD, TR_ERROR };
+
+struct route {
+    enum transport transport;
+    char nexthop[300];   /* domain or host for smtp; target for lmtp; dir for maildir */
+    int port;
+    int mx;              /* look up MX records for nexthop */
+    char text[300];      /* error: and discard: text */
+    char key[340];       /* equal keys share a connection */
+};
+
+int route_init(struct conf_errors *errs);
+void route_free(void);
+/* Parse one transport spec (as in transport_maps or local_transport). */
+int route_parse(const char *spec, const char *domain, struct route *r, char *err, size_t len);
+void route_for(const char *rcpt, struct route *r);
+
+#endif

@@ -1,0 +1,220 @@
+#include "tls/tls_client.h"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tls/tls.h"
+#include "tls/trust.h"
+#include "util/strutil.h"
+
+static const char *const level_names[] = {"none", "may", "encrypt", "fingerprint",
+                                          "verify", "secure", "dane"};
+
+const char *tls_level_name(enum tls_level level)
+{
+    return level_names[level];
+}
+
+int tls_policy_parse(const char *text, struct tls_policy *out, char *err, size_t errlen)
+{
+    char copy[1200];
+    if (str_copy(copy, text, sizeof copy) >= sizeof copy) {
+        snprintf(err, errlen, "TLS policy too long");
+        return -1;
+    }
+    memset(out, 0, sizeof *out);
+    char *words[16];
+    int n = str_split_list(copy, words, 16);
+    if (n == 0) {
+        out->level = TL_NONE;
+        return 0;
+    }
+    int found = 0;
+    for (size_t i = 0; i < sizeof level_names / sizeof level_names[0]; i++)
+        if (strcmp(words[0], level_names[i]) == 0) {
+            out->level = (enum tls_level)i;
+            found = 1;
+        }
+    if (!found) {
+        snprintf(err, errlen, "unknown TLS security level \"%s\"", words[0]);
+        return -1;
+    }
+    for (int i = 1; i < n; i++) {
+        if (strncmp(words[i], "match=", 6) == 0)
+            str_copy(out->match, words[i] + 6, sizeof out->match);
+        else if (strncmp(words[i], "protocols=", 10) != 0 && strncmp(words[i], "ciphers=", 8) != 0) {
+            snprintf(err, errlen, "unknown TLS policy attribute \"%s\"", words[i]);
+            return -1;
+        }
+    }
+    if (out->level == TL_FINGERPRINT && out->match[0] == '\0') {
+        snprintf(err, errlen, "fingerprint level needs match=FINGERPRINT");
+        return -1;
+    }
+    return 0;
+}
+
+static int load_client_keys(SSL_CTX *ctx, struct conf_errors *errs)
+{
+    char why[512];
+    const char *cert = conf_str(P_SMTP_TLS_CERT_FILE);
+    const char *key = conf_str(P_SMTP_TLS_KEY_FILE);
+    if (*cert && (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+                  SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+                  SSL_CTX_check_private_key(ctx) != 1)) {
+        tls_error_string(why, sizeof why);
+        conf_error(errs, "%s: smtp_tls_cert_file %s / smtp_tls_key_file %s: %s",
+                   conf_origin(P_SMTP_TLS_CERT_FILE), cert, key, why);
+        return -1;
+    }
+    char *files = strdup(conf_str(P_SMTP_TLS_CHAIN_FILES));
+    char *item[16];
+    int n = str_split_list(files, item, 16), bad = 0;
+    for (int i = 0; i < n && !bad; i++)
+        if (SSL_CTX_use_PrivateKey_file(ctx, item[i], SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_use_certificate_chain_file(ctx, item[i]) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            tls_error_string(why, sizeof why);
+            conf_error(errs, "%s: smtp_tls_chain_files %s: %s",
+                       conf_origin(P_SMTP_TLS_CHAIN_FILES), item[i], why);
+            bad = 1;
+        }
+    free(files);
+    return bad ? -1 : 0;
+}
+
+SSL_CTX *tls_client_ctx(struct conf_errors *errs)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        conf_error(errs, "cannot create the TLS client context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION);
+    /* Verification happens after the handshake, against the destination's
+     * policy: an unverified server is still fine at "may" and "encrypt". */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    const char *cafile = conf_str(P_SMTP_TLS_CAFILE);
+    char why[512];
+    if (*cafile && SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1) {
+        tls_error_string(why, sizeof why);
+        conf_error(errs, "%s: smtp_tls_CAfile %s: %s", conf_origin(P_SMTP_TLS_CAFILE), cafile,
+                   why);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (load_client_keys(ctx, errs) < 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static SSL_CTX *shared_ctx;
+
+void tls_client_set_shared(SSL_CTX *ctx)
+{
+    if (shared_ctx)
+        SSL_CTX_free(shared_ctx);
+    shared_ctx = ctx;
+}
+
+SSL_CTX *tls_client_shared(void)
+{
+    return shared_ctx;
+}
+
+SSL *tls_client_connect(SSL_CTX *ctx, int fd, const char *sni, char *err, size_t errlen)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
+        snprintf(err, errlen, "cannot create TLS session");
+        SSL_free(ssl);
+        return NULL;
+    }
+    if (sni && *sni && sni[0] != '[')
+        SSL_set_tlsext_host_name(ssl, sni);
+    if (SSL_connect(ssl) != 1) {
+        char why[400];
+        tls_error_string(why, sizeof why);
+        snprintf(err, errlen, "TLS handshake failed: %s", *why ? why : "connection closed");
+        SSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
+}
+
+/* One of the names (':' or '|' separated) matches the certificate. */
+static int any_name_matches(X509 *cert, const char *names)
+{
+    char copy[1024];
+    str_copy(copy, names, sizeof copy);
+    for (char *save = NULL, *n = strtok_r(copy, ":|, ", &save); n;
+         n = strtok_r(NULL, ":|, ", &save)) {
+        /* OpenSSL reads a leading dot (".example.com") as "any subdomain". */
+        if (X509_check_host(cert, n, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1)
+            return 1;
+    }
+    return 0;
+}
+
+static int fingerprint_matches(X509 *cert, const char *list)
+{
+    char cfp[TRUST_FP_LEN], pfp[TRUST_FP_LEN], copy[1024];
+    const EVP_MD *md = tls_digest_by_name(conf_str(P_SMTP_TLS_FINGERPRINT_DIGEST));
+    if (trust_fingerprints(cert, md, cfp, pfp, sizeof cfp) < 0)
+        return 0;
+    str_copy(copy, list, sizeof copy);
+    for (char *save = NULL, *f = strtok_r(copy, "|, ", &save); f;
+         f = strtok_r(NULL, "|, ", &save))
+        if (str_ieq(f, cfp) || str_ieq(f, pfp))
+            return 1;
+    return 0;
+}
+
+void tls_client_check(SSL *ssl, const struct tls_policy *p, const char *nexthop,
+                      const char *mxhost, struct tls_client_result *r)
+{
+    memset(r, 0, sizeof *r);
+    const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
+    str_copy(r->protocol, SSL_get_version(ssl), sizeof r->protocol);
+    str_copy(r->cipher, c ? SSL_CIPHER_get_name(c) : "unknown", sizeof r->cipher);
+    r->bits = c ? SSL_CIPHER_get_bits(c, &r->alg_bits) : 0;
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+    if (cert) {
+        r->chain_ok = SSL_get_verify_result(ssl) == X509_V_OK;
+        const char *names = p->match[0] ? p->match
+                            : p->level == TL_SECURE ? nexthop : mxhost;
+        r->name_ok = any_name_matches(cert, names);
+        r->fingerprint_ok = p->level == TL_FINGERPRINT && fingerprint_matches(cert, p->match);
+    }
+    int verified = (r->chain_ok && r->name_ok) || r->fingerprint_ok;
+    str_copy(r->label, verified ? "Verified" : r->chain_ok ? "Trusted" : "Untrusted",
+             sizeof r->label);
+    switch (p->level) {
+    case TL_FINGERPRINT:
+        r->meets_policy = r->fingerprint_ok;
+        if (!r->meets_policy)
+            snprintf(r->reason, sizeof r->reason, "server certificate fingerprint not in match list");
+        break;
+    case TL_VERIFY:
+    case TL_SECURE:
+        r->meets_policy = r->chain_ok && r->name_ok;
+        if (!r->chain_ok)
+            snprintf(r->reason, sizeof r->reason, "server certificate not trusted: %s",
+                     cert ? X509_verify_cert_error_string(SSL_get_verify_result(ssl))
+                          : "no certificate");
+        else if (!r->name_ok)
+            snprintf(r->reason, sizeof r->reason, "server certificate name does not match %s",
+                     p->match[0] ? p->match : p->level == TL_SECURE ? nexthop : mxhost);
+        break;
+    default:
+        r->meets_policy = 1;
+        break;
+    }
+    X509_free(cert);
+}

@@ -1,0 +1,520 @@
+"""keypost against real peers nobody here wrote: Dovecot's LMTP server as
+keypost's local_transport (inet and unix), and Debian's Postfix as a client
+relaying to keypost over STARTTLS, presenting a serverAuth-only certificate
+that keypost trusts by its public-key pin.
+
+Each test starts private instances: their own configuration, state, queue
+and log in a temporary directory, listening on loopback only. The system's
+Dovecot and Postfix services are never touched. Missing binaries fail the
+tests: run scripts/install-deps.sh."""
+import glob
+import os
+import pwd
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import time
+
+import pytest
+
+from kptest import free_port, make_tmpdir
+
+INSTALL_HINT = "run scripts/install-deps.sh as root (installs dovecot-lmtpd and postfix)"
+SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def need(name):
+    path = shutil.which(name, path=SBIN_PATH)
+    if path is None:
+        pytest.fail(f"{name} not found: {INSTALL_HINT}", pytrace=False)
+    return path
+
+
+def need_root(what):
+    if os.geteuid() != 0:
+        pytest.fail(f"a private {what} instance needs root (it changes to its own users); "
+                    "run the integration tests as root", pytrace=False)
+
+
+def need_user(name):
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pytest.fail(f"user {name!r} does not exist: {INSTALL_HINT}", pytrace=False)
+
+
+def wait_for(check, what, timeout=15, interval=0.05):
+    """Poll check() until it returns something true; fail with what()."""
+    deadline = time.time() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError(what() if callable(what) else what)
+        time.sleep(interval)
+
+
+def read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def message(subject, token, to="alice@example.org", sender="bob@remote.test", lines=2000):
+    """A message with lines SMTP must dot-stuff and a body larger than any
+    single buffer on the way, so that a truncation or a lost dot shows."""
+    body = [f"token {token}", ".leading dot", "..two leading dots", ".", " . ", ""]
+    body += [f"line {i:05d} " + "abcdefghijklmnopqrstuvwxyz" * 3 for i in range(lines)]
+    body += [".", f"end {token}"]
+    head = [f"From: <{sender}>", f"To: <{to}>", f"Subject: {subject}",
+            f"Message-ID: <{token}@peers.keypost.test>"]
+    return ("\r\n".join(head) + "\r\n\r\n" + "\r\n".join(body) + "\r\n").encode()
+
+
+def body_of(raw):
+    """The body of a stored message with LF line ends (Dovecot stores LF)."""
+    text = raw.replace("\r\n", "\n")
+    return text.split("\n\n", 1)[1]
+
+
+def assert_same_body(stored, sent):
+    got, want = body_of(stored), body_of(sent.decode())
+    assert got == want, (f"body changed on the way: {len(got)} chars stored, {len(want)} sent;"
+                         f" first difference at {next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))}")
+
+
+# ---- a private Dovecot LMTP server -----------------------------------------
+
+class Dovecot:
+    """dovecot -F with its own base_dir, state_dir, log and Maildir root.
+    users=None: every recipient exists (static userdb); otherwise a
+    passwd-file userdb lists only those users, and LMTP refuses the rest."""
+
+    def __init__(self, users=None):
+        self.bin = need("dovecot")
+        need_root("Dovecot")
+        self.owner = need_user("keypost")
+        self.dir = make_tmpdir("kp-dovecot-")
+        self.port = free_port()
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+        self.base = os.path.join(self.dir, "run")
+        self.socket = os.path.join(self.base, "lmtp")
+        self.vmail = os.path.join(self.dir, "vmail")
+        self.logfile = os.path.join(self.dir, "dovecot.log")
+        self.proc = None
+        os.makedirs(os.path.join(self.dir, "state"))
+        os.makedirs(self.vmail)
+        os.chown(self.vmail, self.owner.pw_uid, self.owner.pw_gid)
+        uid, gid = self.owner.pw_uid, self.owner.pw_gid
+        home = f"{self.vmail}/%d/%n"
+        if users is None:
+            userdb = (f"  driver = static\n"
+                      f"  args = uid={uid} gid={gid} home={home} allow_all_users=yes\n")
+        else:
+            passwd = os.path.join(self.dir, "users")
+            with open(passwd, "w") as f:
+                for u in users:
+                    f.write(f"{u}::{uid}:{gid}::{home}::\n")
+            userdb = (f"  driver = passwd-file\n  args = {passwd}\n")
+        with open(self.conf, "w") as f:
+            f.write(f"""\
+base_dir = {self.base}
+state_dir = {self.dir}/state
+log_path = {self.logfile}
+instance_name = kptest-{os.path.basename(self.dir)}
+protocols = lmtp
+listen = 127.0.0.1
+ssl = no
+first_valid_uid = {min(uid, 500)}
+first_valid_gid = 1
+mail_location = maildir:{self.vmail}/%d/%n
+passdb {{
+  driver = static
+  args = nopassword=y
+}}
+userdb {{
+{userdb}}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+  unix_listener lmtp {{
+    mode = 0666
+  }}
+}}
+""")
+
+    def start(self):
+        out = open(os.path.join(self.dir, "stdout"), "w")
+        # Its own session: stop() can end the master and all its children.
+        self.proc = subprocess.Popen([self.bin, "-F", "-c", self.conf], stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("dovecot exited: " + self.output())
+            if not os.path.exists(self.socket):
+                return False
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(ready, lambda: "dovecot did not listen: " + self.output())
+        return self
+
+    def output(self):
+        return read(os.path.join(self.dir, "stdout")) + read(self.logfile)
+
+    def delivered(self, rcpt):
+        local, domain = rcpt.lower().split("@")
+        return sorted(glob.glob(os.path.join(self.vmail, domain, local, "new", "*")))
+
+    def wait_delivered(self, rcpt, count=1, timeout=15, kp=None):
+        return wait_for(lambda: len(self.delivered(rcpt)) >= count and self.delivered(rcpt),
+                        lambda: f"{rcpt}: not in Dovecot's Maildir; dovecot log:\n"
+                                f"{self.output()}\nkeypost log:\n{kp.log() if kp else ''}",
+                        timeout=timeout)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        try:  # children that outlived their master
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc = None
+
+
+@pytest.fixture
+def make_dovecot():
+    started = []
+
+    def factory(users=None, start=True):
+        d = Dovecot(users)
+        started.append(d)
+        return d.start() if start else d
+
+    yield factory
+    for d in started:
+        d.stop()
+    for d in started:
+        shutil.rmtree(d.dir, ignore_errors=True)
+
+
+# ---- a private Postfix instance sending to keypost ------------------------
+
+MASTER_CF = """\
+# No smtpd listener: this Postfix only sends (to relayhost = keypost).
+# No chroot: the queue directory is a temporary directory.
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+class Postfix:
+    """`postfix -c DIR start` with its own main.cf, master.cf, queue and data
+    directories and maillog_file, relaying everything to keypost."""
+
+    def __init__(self, relay_port, **params):
+        self.postfix = need("postfix")
+        self.sendmail = need("sendmail")
+        need_root("Postfix")
+        owner = need_user("postfix")
+        self.dir = make_tmpdir("kp-postfix-")
+        self.confdir = os.path.join(self.dir, "conf")
+        self.queue = os.path.join(self.dir, "queue")
+        data = os.path.join(self.dir, "data")
+        self.logfile = os.path.join(self.dir, "maillog")
+        for d in (self.confdir, self.queue, data):
+            os.makedirs(d)
+        os.chown(data, owner.pw_uid, owner.pw_gid)  # master.lock lives there
+        self.main = {
+            "compatibility_level": "3.6",
+            "queue_directory": self.queue,
+            "data_directory": data,
+            "myhostname": "partner.postfix.test",
+            "mydomain": "postfix.test",
+            "myorigin": "$myhostname",
+            "mydestination": "",
+            "local_transport": "error:5.1.1 local delivery is disabled",
+            "alias_maps": "",
+            "alias_database": "",
+            "inet_interfaces": "loopback-only",
+            "inet_protocols": "ipv4",
+            "relayhost": f"[127.0.0.1]:{relay_port}",
+            "smtp_tls_security_level": "encrypt",
+            "smtp_tls_loglevel": "1",
+            "maillog_file": self.logfile,
+            "maillog_file_prefixes": self.dir,
+            "biff": "no",
+        }
+        self.main.update({k: str(v) for k, v in params.items()})
+        with open(os.path.join(self.confdir, "main.cf"), "w") as f:
+            for k, v in self.main.items():
+                f.write(f"{k} = {v}\n")
+        with open(os.path.join(self.confdir, "master.cf"), "w") as f:
+            f.write(MASTER_CF)
+        self.started = False
+
+    def start(self):
+        r = subprocess.run([self.postfix, "-c", self.confdir, "start"], capture_output=True,
+                           text=True, timeout=60)
+        self.started = True
+        assert r.returncode == 0, f"postfix start failed: {r.stdout}{r.stderr}\n{self.log()}"
+        return self
+
+    def send(self, sender, rcpts, msg):
+        r = subprocess.run([self.sendmail, "-C", self.confdir, "-i", "-f", sender, "--",
+                            *rcpts], input=msg, capture_output=True, timeout=30)
+        assert r.returncode == 0, f"sendmail failed: {r.stdout!r} {r.stderr!r}\n{self.log()}"
+
+    def log(self):
+        return read(self.logfile)
+
+    def wait_log(self, pattern, timeout=15, kp=None):
+        return wait_for(lambda: re.search(pattern, self.log()),
+                        lambda: f"no Postfix log line matching {pattern!r}; postfix log:\n"
+                                f"{self.log()}\nkeypost log:\n{kp.log() if kp else ''}",
+                        timeout=timeout)
+
+    def stop(self):
+        if not self.started:
+            return
+        self.started = False
+        r = subprocess.run([self.postfix, "-c", self.confdir, "stop"], capture_output=True,
+                           text=True, timeout=30)
+        if r.returncode != 0:  # postfix-script waits 5 s, then kill -9s the group
+            pidfile = os.path.join(self.queue, "pid", "master.pid")
+            try:
+                pid = int(read(pidfile).split()[0])
+                os.killpg(pid, signal.SIGKILL)
+            except (ValueError, IndexError, ProcessLookupError, PermissionError):
+                pass
+
+
+@pytest.fixture
+def make_postfix():
+    started = []
+
+    def factory(relay_port, start=True, **params):
+        p = Postfix(relay_port, **params)
+        started.append(p)
+        return p.start() if start else p
+
+    yield factory
+    for p in started:
+        p.stop()
+    for p in started:
+        shutil.rmtree(p.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def partner(pki):
+    """A "public CA" issuing serverAuth-only leaves, as public CAs do now:
+    the partner's certificate, and another one whose key is pinned instead."""
+    pki.ca("peers-public-ca")
+    crt, key = pki.leaf("partner.postfix.test", issuer="peers-public-ca", eku="serverAuth")
+    other, _ = pki.leaf("other.partner.test", issuer="peers-public-ca", eku="serverAuth")
+    return {"crt": crt, "key": key, "fp": pki.fingerprints(crt),
+            "other_fp": pki.fingerprints(other)}
+
+
+def lmtp_status(kp, rcpt, status, target):
+    """keypost's delivery line for rcpt through the LMTP target."""
+    return kp.wait_log(rf"(\w+): to=<{re.escape(rcpt)}>, relay=(?:lmtp:)?{re.escape(target)}, "
+                       rf"delay=\d+, status={status} \((.*)\)")
+
+
+# ---- Dovecot LMTP as local_transport --------------------------------------
+
+def test_dovecot_lmtp_inet(make_server, make_dovecot):
+    dv = make_dovecot()
+    kp = make_server(local_transport=f"lmtp:inet:127.0.0.1:{dv.port}")
+    msg = message("to dovecot over tcp", "tok-lmtp-inet")
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port) as s:
+        s.ehlo("client.test")
+        s.sendmail("bob@remote.test", ["alice@example.org"], msg)
+    files = dv.wait_delivered("alice@example.org", kp=kp)
+    assert len(files) == 1
+    stored = read(files[0])
+    assert "Subject: to dovecot over tcp" in stored
+    assert "Return-Path: <bob@remote.test>" in stored  # Dovecot's, from MAIL FROM
+    assert "Delivered-To: alice@example.org" in stored  # Dovecot's, from RCPT TO
+    assert "by mx.keypost.test" in stored  # keypost's Received
+    assert_same_body(stored, msg)
+    m = lmtp_status(kp, "alice@example.org", "sent", f"inet:127.0.0.1:{dv.port}")
+    assert re.match(r"250 2\.0\.0 <alice@example\.org> \S+ Saved", m.group(2)), m.group(0)
+    kp.wait_log(m.group(1) + r": removed")
+    assert re.search(r"lmtp\(alice@example\.org\).*saved mail to INBOX", dv.output())
+
+
+def test_dovecot_lmtp_unix_socket(make_server, make_dovecot):
+    dv = make_dovecot()
+    kp = make_server(local_transport=f"lmtp:unix:{dv.socket}")
+    msg = message("to dovecot over a unix socket", "tok-lmtp-unix")
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port) as s:
+        s.ehlo("client.test")
+        s.sendmail("bob@remote.test", ["alice@example.org", "carol@example.org"], msg)
+    for rcpt in ("alice@example.org", "carol@example.org"):
+        files = dv.wait_delivered(rcpt, kp=kp)
+        assert len(files) == 1
+        assert_same_body(read(files[0]), msg)
+        lmtp_status(kp, rcpt, "sent", f"unix:{dv.socket}")
+    assert "Connect from local" in dv.output()
+
+
+def test_dovecot_refuses_unknown_user(make_server, make_dovecot):
+    dv = make_dovecot(users=["known@example.org"])
+    target = f"inet:127.0.0.1:{dv.port}"
+    kp = make_server(local_transport="lmtp:" + target)
+    msg = message("one known, one unknown", "tok-lmtp-unknown", lines=10)
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port) as s:
+        s.ehlo("client.test")
+        s.sendmail("bob@remote.test", ["nobody@example.org", "known@example.org"], msg)
+    files = dv.wait_delivered("known@example.org", kp=kp)
+    assert_same_body(read(files[0]), msg)
+    sent = lmtp_status(kp, "known@example.org", "sent", target)
+    bounced = lmtp_status(kp, "nobody@example.org", "bounced", target)
+    assert bounced.group(1) == sent.group(1)
+    assert re.match(r"550 5\.1\.1 <nobody@example\.org> User doesn't exist", bounced.group(2))
+    kp.wait_log(sent.group(1) + r": removed")  # both recipients are final
+    assert dv.delivered("nobody@example.org") == []
+
+
+def test_dovecot_down_then_up_is_retried(make_server, make_dovecot):
+    dv = make_dovecot(start=False)
+    target = f"inet:127.0.0.1:{dv.port}"
+    kp = make_server(local_transport="lmtp:" + target)
+    msg = message("retried", "tok-lmtp-retry", lines=10)
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port) as s:
+        s.ehlo("client.test")
+        s.sendmail("bob@remote.test", ["alice@example.org"], msg)
+    m = lmtp_status(kp, "alice@example.org", "deferred", target)
+    assert "Connection refused" in m.group(2), m.group(0)
+    kp.wait_log(m.group(1) + r": deferred: .*next attempt in \d+s")
+    dv.start()
+    files = dv.wait_delivered("alice@example.org", timeout=20, kp=kp)
+    assert len(files) == 1
+    lmtp_status(kp, "alice@example.org", "sent", target)
+
+
+# ---- Postfix as a sender relaying to keypost ------------------------------
+
+def test_postfix_relays_to_keypost_over_tls(make_server, make_postfix):
+    kp = make_server()
+    pf = make_postfix(kp.smtp_port)
+    msg = message("from postfix", "tok-postfix-plain", sender="sender@postfix.test")
+    pf.send("sender@postfix.test", ["alice@example.org"], msg)
+    m = pf.wait_log(r"to=<alice@example\.org>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*"
+                    r"status=sent \(250 2\.0\.0 Ok: queued as (\w+)\)", kp=kp)
+    qid = m.group(1)
+    assert re.search(r"Untrusted TLS connection established to 127\.0\.0\.1\[127\.0\.0\.1\]:"
+                     r"\d+: TLSv1\.[23]", pf.log())
+    kp.wait_log(r"Anonymous TLS connection established from unknown\[127\.0\.0\.1\]")
+    kp.wait_log(qid + r": from=<sender@postfix\.test>, size=\d+, nrcpt=1")
+    kp.wait_log(qid + r": to=<alice@example\.org>, relay=local, delay=\d+, status=sent")
+    files = kp.wait_delivered("alice@example.org")
+    stored = read(files[0])
+    assert "Return-Path: <sender@postfix.test>" in stored
+    assert re.search(r"from partner\.postfix\.test \(unknown \[127\.0\.0\.1\]\)", stored) or \
+        "partner.postfix.test" in stored, stored[:2000]
+    assert "with ESMTPS" in stored
+    assert_same_body(stored, msg)
+
+
+def ccert_server(make_server, tmpbase, pins):
+    table = os.path.join(tmpbase, "relay_clientcerts")
+    with open(table, "w") as f:
+        for fp, name in pins:
+            f.write(f"{fp} {name}\n")
+    os.chmod(table, 0o644)
+    return make_server(mynetworks="192.0.2.0/24", smtpd_tls_ask_ccert="yes",
+                       relay_clientcerts=f"texthash:{table}",
+                       smtpd_relay_restrictions="permit_tls_clientcerts, "
+                                                "reject_unauth_destination")
+
+
+def test_postfix_serverauth_cert_relays_by_pubkey_pin(make_server, make_postfix, tmpbase,
+                                                     partner):
+    pin = partner["fp"]["pubkey_fingerprint"]
+    kp = ccert_server(make_server, tmpbase, [(pin, "partner.postfix.test")])
+    pf = make_postfix(kp.smtp_port, smtp_tls_cert_file=partner["crt"],
+                      smtp_tls_key_file=partner["key"])
+    msg = message("relayed by key pin", "tok-postfix-pin", to="someone@elsewhere.test",
+                  sender="sender@example.org", lines=50)
+    pf.send("sender@example.org", ["someone@elsewhere.test"], msg)
+    m = pf.wait_log(r"to=<someone@elsewhere\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, "
+                    r".*status=sent \(250 2\.0\.0 Ok: queued as (\w+)\)", kp=kp)
+    qid = m.group(1)
+    kp.wait_log(r"Untrusted TLS connection established from unknown\[127\.0\.0\.1\]")
+    c = kp.wait_log(r"ccert: status=trusted via=pubkey-pin chain=\w+ "
+                    r"subject_cn=\"partner\.postfix\.test\" issuer_cn=\"peers-public-ca\" "
+                    r"cert_fingerprint=(\S+) pubkey_fingerprint=(\S+)")
+    assert c.group(2) == pin
+    assert c.group(1) == partner["fp"]["cert_fingerprint"]
+    kp.wait_log(qid + r": from=<sender@example\.org>, size=\d+, nrcpt=1")
+    # Relaying is not built yet: the message waits in the queue.
+    kp.wait_log(qid + r": to=<someone@elsewhere\.test>, relay=none, delay=\d+, status=deferred")
+    assert "Relay access denied" not in kp.log()
+
+
+def test_postfix_serverauth_cert_without_pin_is_refused(make_server, make_postfix, tmpbase,
+                                                       partner):
+    # The table pins another key from the same CA, not the partner's.
+    other = partner["other_fp"]["pubkey_fingerprint"]
+    kp = ccert_server(make_server, tmpbase, [(other, "other.partner.test")])
+    pf = make_postfix(kp.smtp_port, smtp_tls_cert_file=partner["crt"],
+                      smtp_tls_key_file=partner["key"])
+    msg = message("not pinned", "tok-postfix-nopin", to="someone@elsewhere.test",
+                  sender="sender@example.org", lines=10)
+    pf.send("sender@example.org", ["someone@elsewhere.test"], msg)
+    pf.wait_log(r"to=<someone@elsewhere\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*"
+                r"status=bounced \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: 554 5\.7\.1 "
+                r"<someone@elsewhere\.test>: Relay access denied \(in reply to RCPT TO "
+                r"command\)\)", kp=kp)
+    kp.wait_log(r"ccert: status=untrusted via=none chain=failed "
+                r"subject_cn=\"partner\.postfix\.test\"")
+    kp.wait_log(r"NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.1\]: 554 5\.7\.1 "
+                r"<someone@elsewhere\.test>: Relay access denied; from=<sender@example\.org> "
+                r"to=<someone@elsewhere\.test> proto=ESMTPS? helo=<partner\.postfix\.test>")
+    # Postfix's bounce (MAIL FROM:<>) goes back through keypost to the local
+    # sender: a local recipient needs no relay permission.
+    files = kp.wait_delivered("sender@example.org")
+    dsn = read(files[0])
+    assert "Return-Path: <>" in dsn
+    assert "Relay access denied" in dsn and "someone@elsewhere.test" in dsn

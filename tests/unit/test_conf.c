@@ -1,0 +1,372 @@
+/* Unit tests for the parameter table and main.cf reader (src/conf/conf.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf/conf.h"
+
+static char tmpdir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    conf_defaults();
+    return 0;
+}
+
+/* Write text to a fresh file in the temp dir and return its path. */
+static const char *write_conf(const char *name, const char *text)
+{
+    static char path[128];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* 1 when some error message equals want exactly. */
+static int has_error(const struct conf_errors *errs, const char *want)
+{
+    for (int i = 0; i < errs->count; i++)
+        if (strcmp(errs->msgs[i], want) == 0)
+            return 1;
+    return 0;
+}
+
+static void print_errors(const struct conf_errors *errs)
+{
+    for (int i = 0; i < errs->count; i++)
+        print_message("error: %s\n", errs->msgs[i]);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    char host[256] = "localhost";
+    gethostname(host, sizeof host - 1);
+    assert_string_equal(conf_str(P_MYHOSTNAME), host);
+    assert_string_equal(conf_str(P_QUEUE_DIRECTORY), "/var/spool/keypost");
+    assert_string_equal(conf_str(P_MYNETWORKS), "127.0.0.0/8, [::1]/128");
+    assert_int_equal(conf_long(P_MESSAGE_SIZE_LIMIT), 10240000);
+    assert_int_equal(conf_long(P_SMTPD_RECIPIENT_LIMIT), 1000);
+    assert_int_equal(conf_long(P_LINE_LENGTH_LIMIT), 2048);
+    assert_int_equal(conf_long(P_SMTPD_HARD_ERROR_LIMIT), 20);
+    assert_int_equal(conf_long(P_SMTPD_TIMEOUT), 300);
+    assert_int_equal(conf_long(P_MAXIMAL_BACKOFF_TIME), 4000);
+    assert_int_equal(conf_long(P_MAXIMAL_QUEUE_LIFETIME), 5 * 86400);
+    assert_false(conf_bool(P_SMTPD_TLS_ASK_CCERT));
+    assert_false(conf_bool(P_TLS_TRUST_SERVER_CCERTS));
+    assert_string_equal(conf_str(P_SMTPD_TLS_SECURITY_LEVEL), "none");
+    assert_string_equal(conf_str(P_SMTPD_FORBID_BARE_NEWLINE), "normalize");
+    assert_string_equal(conf_str(P_SMTPD_RELAY_RESTRICTIONS),
+                        "permit_mynetworks, reject_unauth_destination");
+    assert_string_equal(conf_origin(P_QUEUE_DIRECTORY), "default");
+    assert_string_equal(conf_name(P_QUEUE_DIRECTORY), "queue_directory");
+    /* Defaults that refer to other parameters are expanded. */
+    char want[600];
+    snprintf(want, sizeof want, "%s, localhost", host);
+    assert_string_equal(conf_str(P_MYDESTINATION), want);
+    snprintf(want, sizeof want, "%s ESMTP keypost", host);
+    assert_string_equal(conf_str(P_SMTPD_BANNER), want);
+    assert_string_equal(conf_str(P_SMTPD_CLIENT_EVENT_LIMIT_EXCEPTIONS),
+                        conf_str(P_MYNETWORKS));
+}
+
+static void test_defaults_reset(void **state)
+{
+    (void)state;
+    struct conf_errors errs = {0};
+    assert_int_equal(conf_set("message_size_limit", "5", &errs), 0);
+    assert_int_equal(conf_long(P_MESSAGE_SIZE_LIMIT), 5);
+    assert_string_equal(conf_origin(P_MESSAGE_SIZE_LIMIT), "command line");
+    conf_defaults();
+    assert_int_equal(conf_long(P_MESSAGE_SIZE_LIMIT), 10240000);
+    assert_string_equal(conf_origin(P_MESSAGE_SIZE_LIMIT), "default");
+    assert_int_equal(errs.count, 0);
+}
+
+static void test_expansion(void **state)
+{
+    (void)state;
+    struct conf_errors errs = {0};
+    assert_int_equal(conf_set("myhostname", "mx.example.org", &errs), 0);
+    assert_string_equal(conf_str(P_MYDESTINATION), "mx.example.org, localhost");
+    assert_string_equal(conf_str(P_SMTPD_BANNER), "mx.example.org ESMTP keypost");
+
+    assert_int_equal(conf_set("smtpd_banner", "${myhostname}x $mail_owner.$myhostname", &errs), 0);
+    assert_string_equal(conf_str(P_SMTPD_BANNER), "mx.example.orgx keypost.mx.example.org");
+
+    /* Nested: a value that refers to one that refers to another. */
+    assert_int_equal(conf_set("relayhost", "$mydestination", &errs), 0);
+    assert_string_equal(conf_str(P_RELAYHOST), "mx.example.org, localhost");
+
+    /* Expansion uses the current value: changing myhostname again follows. */
+    assert_int_equal(conf_set("myhostname", "other.test", &errs), 0);
+    assert_string_equal(conf_str(P_RELAYHOST), "other.test, localhost");
+
+    /* The key file follows the certificate file by default. */
+    assert_int_equal(conf_set("smtpd_tls_cert_file", "/etc/keypost/cert.pem", &errs), 0);
+    assert_string_equal(conf_str(P_SMTPD_TLS_KEY_FILE), "/etc/keypost/cert.pem");
+    assert_int_equal(errs.count, 0);
+}
+
+static void test_expansion_errors(void **state)
+{
+    (void)state;
+    struct conf_errors errs = {0};
+    assert_int_equal(conf_set("relayhost", "$no_such_parameter", &errs), -1);
+    assert_true(errs.count >= 1);
+    assert_true(has_error(&errs, "command line: unknown parameter in expansion: $no_such_parameter"));
+    conf_errors_free(&errs);
+    assert_int_equal(errs.count, 0);
+    assert_null(errs.msgs);
+
+    conf_defaults();
+    /* A loop is detected instead of recursing forever. */
+    conf_set("relayhost", "$smtp_tls_cert_file", &errs);
+    conf_errors_free(&errs);
+    assert_int_equal(conf_set("smtp_tls_cert_file", "$relayhost", &errs), -1);
+    assert_true(errs.count >= 1);
+    int loop = 0;
+    for (int i = 0; i < errs.count; i++)
+        loop |= strstr(errs.msgs[i], "parameter expansion loop") != NULL;
+    assert_true(loop);
+    conf_errors_free(&errs);
+}
+
+static void test_conf_set_unknown(void **state)
+{
+    (void)state;
+    struct conf_errors errs = {0};
+    assert_int_equal(conf_set("no_such_thing", "1", &errs), -1);
+    assert_int_equal(errs.count, 1);
+    assert_string_equal(errs.msgs[0], "unknown parameter \"no_such_thing\"");
+    conf_errors_free(&errs);
+}
+
+static void test_time_units(void **state)
+{
+    (void)state;
+    static const struct { const char *text; long secs; } cases[] = {
+        {"45", 45}, {"45s", 45}, {"5m", 300}, {"2h", 7200}, {"1d", 86400}, {"0", 0},
+        {"3w", 3 * 604800},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct conf_errors errs = {0};
+        assert_int_equal(conf_set("smtpd_timeout", cases[i].text, &errs), 0);
+        assert_int_equal(conf_long(P_SMTPD_TIMEOUT), cases[i].secs);
+        assert_int_equal(errs.count, 0);
+    }
+    static const char *const bad[] = {"5x", "m", "", "-5s", "5mm", "1.5h", "99999999999999999999d"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        conf_defaults();
+        struct conf_errors errs = {0};
+        assert_int_equal(conf_set("queue_run_delay", bad[i], &errs), -1);
+        char want[256];
+        snprintf(want, sizeof want,
+                 "command line: bad value for queue_run_delay: \"%s\" (expected a time such as 300s or 5m)",
+                 bad[i]);
+        if (!has_error(&errs, want))
+            print_errors(&errs);
+        assert_true(has_error(&errs, want));
+        conf_errors_free(&errs);
+    }
+}
+
+static void test_load_file(void **state)
+{
+    (void)state;
+    const char *path = write_conf("main.cf",
+                                  "# keypost test configuration\n"
+                                  "\n"
+                                  "myhostname = mx.example.org\n"
+                                  "   # an indented comment\n"
+                                  "mydestination = example.org,\n"
+                                  "    $myhostname,\n"
+                                  "\tlocalhost\n"
+                                  "message_size_limit=2048\n"
+                                  "smtpd_timeout = 2m   \n"
+                                  "smtpd_tls_ask_ccert = yes\n"
+                                  "smtpd_banner = ${myhostname} ESMTP\n"
+                                  "smtpd_forbid_bare_newline = reject\r\n");
+    struct conf_errors errs = {0};
+    int n = conf_load(path, &errs);
+    print_errors(&errs);
+    assert_int_equal(n, 0);
+    assert_int_equal(errs.count, 0);
+    assert_string_equal(conf_str(P_MYHOSTNAME), "mx.example.org");
+    /* Continuation lines join with a single space. */
+    assert_string_equal(conf_str(P_MYDESTINATION), "example.org, mx.example.org, localhost");
+    assert_int_equal(conf_long(P_MESSAGE_SIZE_LIMIT), 2048);
+    assert_int_equal(conf_long(P_SMTPD_TIMEOUT), 120);
+    assert_true(conf_bool(P_SMTPD_TLS_ASK_CCERT));
+    assert_string_equal(conf_str(P_SMTPD_BANNER), "mx.example.org ESMTP");
+    assert_string_equal(conf_str(P_SMTPD_FORBID_BARE_NEWLINE), "reject");
+    /* Origins name the file and the line where the parameter starts. */
+    char want[300];
+    snprintf(want, sizeof want, "%s:3", path);
+    assert_string_equal(conf_origin(P_MYHOSTNAME), want);
+    snprintf(want, sizeof want, "%s:5", path);
+    assert_string_equal(conf_origin(P_MYDESTINATION), want);
+    snprintf(want, sizeof want, "%s:8", path);
+    assert_string_equal(conf_origin(P_MESSAGE_SIZE_LIMIT), want);
+    /* Untouched parameters keep their defaults. */
+    assert_string_equal(conf_origin(P_QUEUE_DIRECTORY), "default");
+    assert_int_equal(conf_long(P_SMTPD_RECIPIENT_LIMIT), 1000);
+}
+
+static void test_later_line_wins(void **state)
+{
+    (void)state;
+    const char *path = write_conf("twice.cf", "message_size_limit = 100\n"
+                                              "message_size_limit = 200\n");
+    struct conf_errors errs = {0};
+    assert_int_equal(conf_load(path, &errs), 0);
+    assert_int_equal(conf_long(P_MESSAGE_SIZE_LIMIT), 200);
+    char want[300];
+    snprintf(want, sizeof want, "%s:2", path);
+    assert_string_equal(conf_origin(P_MESSAGE_SIZE_LIMIT), want);
+}
+
+static void test_comment_inside_continuation(void **state)
+{
+    (void)state;
+    const char *path = write_conf("cont.cf", "mynetworks = 10.0.0.0/8,\n"
+                                             "# not part of it\n"
+                                             "  192.168.0.0/16\n"
+                                             "relayhost = [relay.example]:25\n");
+    struct conf_errors errs = {0};
+    assert_int_equal(conf_load(path, &errs), 0);
+    assert_string_equal(conf_str(P_MYNETWORKS), "10.0.0.0/8, 192.168.0.0/16");
+    assert_string_equal(conf_str(P_RELAYHOST), "[relay.example]:25");
+}
+
+static void test_errors_name_file_and_line(void **state)
+{
+    (void)state;
+    const char *path = write_conf("bad.cf",
+                                  "  indented_first = 1\n"           /* 1 */
+                                  "myhostname = ok.example\n"        /* 2 */
+                                  "no_such_parameter = 1\n"          /* 3 */
+                                  "smtpd_tls_ask_ccert = maybe\n"    /* 4 */
+                                  "# comment\n"                      /* 5 */
+                                  "message_size_limit = lots\n"      /* 6 */
+                                  "smtpd_timeout = 5 minutes\n"      /* 7 */
+                                  "smtpd_tls_security_level = must\n"/* 8 */
+                                  "just a line without equals\n"     /* 9 */
+                                  "smtpd_recipient_limit =\n"        /* 10 */
+                                  "   -5\n"                          /* 11 */
+                                  "relayhost = $undefined_thing\n"); /* 12 */
+    struct conf_errors errs = {0};
+    int n = conf_load(path, &errs);
+    char want[512];
+#define EXPECT(...)                                                                  \
+    do {                                                                             \
+        snprintf(want, sizeof want, __VA_ARGS__);                                    \
+        if (!has_error(&errs, want)) {                                               \
+            print_message("missing: %s\n", want);                                     \
+            print_errors(&errs);                                                     \
+        }                                                                            \
+        assert_true(has_error(&errs, want));                                         \
+    } while (0)
+    EXPECT("%s:1: continuation line without a parameter before it", path);
+    EXPECT("%s:3: unknown parameter \"no_such_parameter\"", path);
+    EXPECT("%s:4: bad value for smtpd_tls_ask_ccert: \"maybe\" (expected yes or no)", path);
+    EXPECT("%s:6: bad value for message_size_limit: \"lots\" (expected a number)", path);
+    EXPECT("%s:7: bad value for smtpd_timeout: \"5 minutes\" (expected a time such as 300s or 5m)",
+           path);
+    EXPECT("%s:8: bad value for smtpd_tls_security_level: \"must\" (expected one of "
+           "none|may|encrypt)",
+           path);
+    EXPECT("%s:9: missing '=' after parameter name", path);
+    EXPECT("%s:10: bad value for smtpd_recipient_limit: \"-5\" (expected a number)", path);
+    EXPECT("%s:12: unknown parameter in expansion: $undefined_thing", path);
+#undef EXPECT
+    /* Every error is reported, and the return value counts them. */
+    assert_int_equal(n, errs.count);
+    assert_int_equal(errs.count, 9);
+    /* The good line in between still took effect. */
+    assert_string_equal(conf_str(P_MYHOSTNAME), "ok.example");
+    conf_errors_free(&errs);
+}
+
+static void test_missing_file(void **state)
+{
+    (void)state;
+    char path[128];
+    snprintf(path, sizeof path, "%s/does-not-exist.cf", tmpdir);
+    struct conf_errors errs = {0};
+    assert_int_equal(conf_load(path, &errs), 1);
+    char want[300];
+    snprintf(want, sizeof want, "%s:0: cannot open configuration: No such file or directory",
+             path);
+    assert_string_equal(errs.msgs[0], want);
+    conf_errors_free(&errs);
+}
+
+static void test_bool_and_enum_values(void **state)
+{
+    (void)state;
+    struct conf_errors errs = {0};
+    static const char *const yes[] = {"yes", "YES", "true", "1"};
+    static const char *const no[] = {"no", "No", "false", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(conf_set("smtpd_tls_req_ccert", yes[i], &errs), 0);
+        assert_true(conf_bool(P_SMTPD_TLS_REQ_CCERT));
+        assert_int_equal(conf_set("smtpd_tls_req_ccert", no[i], &errs), 0);
+        assert_false(conf_bool(P_SMTPD_TLS_REQ_CCERT));
+    }
+    assert_int_equal(conf_set("smtpd_tls_fingerprint_digest", "sha1", &errs), 0);
+    assert_string_equal(conf_str(P_SMTPD_TLS_FINGERPRINT_DIGEST), "sha1");
+    assert_int_equal(errs.count, 0);
+    /* Enum choices are matched exactly. */
+    assert_int_equal(conf_set("smtpd_tls_fingerprint_digest", "sha", &errs), -1);
+    assert_true(has_error(&errs, "command line: bad value for smtpd_tls_fingerprint_digest: "
+                                 "\"sha\" (expected one of sha256|sha1|md5)"));
+    conf_errors_free(&errs);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    strcpy(tmpdir, "/tmp/kp-test-conf-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_defaults, setup),
+        cmocka_unit_test_setup(test_defaults_reset, setup),
+        cmocka_unit_test_setup(test_expansion, setup),
+        cmocka_unit_test_setup(test_expansion_errors, setup),
+        cmocka_unit_test_setup(test_conf_set_unknown, setup),
+        cmocka_unit_test_setup(test_time_units, setup),
+        cmocka_unit_test_setup(test_load_file, setup),
+        cmocka_unit_test_setup(test_later_line_wins, setup),
+        cmocka_unit_test_setup(test_comment_inside_continuation, setup),
+        cmocka_unit_test_setup(test_errors_name_file_and_line, setup),
+        cmocka_unit_test_setup(test_missing_file, setup),
+        cmocka_unit_test_setup(test_bool_and_enum_values, setup),
+    };
+    int r = cmocka_run_group_tests(tests, group_setup, group_teardown);
+    conf_defaults();
+    return r;
+}
