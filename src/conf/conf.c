@@ -81,6 +81,16 @@ static const struct param_def defs[P_COUNT] = {
     [P_DNS_RESOLVER] = {"dns_resolver", CT_STR, "", NULL},
     [P_BOUNCE_QUEUE_LIFETIME] = {"bounce_queue_lifetime", CT_TIME, "5d", NULL},
     [P_DEFAULT_PROCESS_LIMIT] = {"default_process_limit", CT_LONG, "100", NULL},
+    [P_SMTPD_POLICY_SERVICE_TIMEOUT] = {"smtpd_policy_service_timeout", CT_TIME, "100s", NULL},
+    [P_SMTPD_POLICY_SERVICE_MAX_IDLE] = {"smtpd_policy_service_max_idle", CT_TIME, "300s", NULL},
+    [P_SMTPD_POLICY_SERVICE_MAX_TTL] = {"smtpd_policy_service_max_ttl", CT_TIME, "1000s", NULL},
+    [P_SMTPD_POLICY_SERVICE_TRY_LIMIT] = {"smtpd_policy_service_try_limit", CT_LONG, "2", NULL},
+    [P_SMTPD_POLICY_SERVICE_RETRY_DELAY] =
+        {"smtpd_policy_service_retry_delay", CT_TIME, "1s", NULL},
+    [P_SMTPD_POLICY_SERVICE_DEFAULT_ACTION] = {"smtpd_policy_service_default_action", CT_STR,
+                                               "451 4.3.5 Server configuration problem", NULL},
+    [P_SMTPD_POLICY_SERVICE_POLICY_CONTEXT] =
+        {"smtpd_policy_service_policy_context", CT_STR, "", NULL},
     [P_LOCAL_TRANSPORT] = {"local_transport", CT_STR, "maildir:/var/mail/keypost", NULL},
     [P_MINIMAL_BACKOFF_TIME] = {"minimal_backoff_time", CT_TIME, "300s", NULL},
     [P_MAXIMAL_BACKOFF_TIME] = {"maximal_backoff_time", CT_TIME, "4000s", NULL},

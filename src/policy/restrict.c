@@ -7,21 +7,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy/policy.h"
 #include "table/table.h"
 #include "tls/tls.h"
+#include "util/buf.h"
+#include "util/log.h"
 #include "util/strutil.h"
 
 enum rkind {
     R_PERMIT, R_REJECT, R_DEFER, R_PERMIT_MYNETWORKS, R_REJECT_UNAUTH_DESTINATION,
-    R_PERMIT_TLS_CLIENTCERTS, R_PERMIT_TLS_ALL_CLIENTCERTS, R_CHECK_CCERT_ACCESS
+    R_PERMIT_TLS_CLIENTCERTS, R_PERMIT_TLS_ALL_CLIENTCERTS, R_CHECK_CCERT_ACCESS,
+    R_CHECK_POLICY_SERVICE, R_CHECK_CLIENT_ACCESS, R_CHECK_HELO_ACCESS,
+    R_CHECK_SENDER_ACCESS, R_CHECK_RECIPIENT_ACCESS
 };
 
 enum { ORDER_CERT = 1, ORDER_PUBKEY = 2 };
 
 struct restriction {
     enum rkind kind;
-    struct table *table;      /* check_ccert_access */
+    struct table *table;      /* check_*_access */
     int order[2];             /* search order for check_ccert_access */
+    char *target;             /* check_policy_service */
+    char *context;            /* its policy_context */
 };
 
 struct rlist {
@@ -103,6 +110,63 @@ static int parse_ccert_spec(char *spec, struct restriction *r, char *err, size_t
     return r->table ? 0 : -1;
 }
 
+static const struct { const char *name; enum rkind kind; } table_names[] = {
+    {"check_client_access", R_CHECK_CLIENT_ACCESS},
+    {"check_helo_access", R_CHECK_HELO_ACCESS},
+    {"check_sender_access", R_CHECK_SENDER_ACCESS},
+    {"check_recipient_access", R_CHECK_RECIPIENT_ACCESS},
+};
+
+/* "inet:HOST:PORT", "unix:/PATH" or "{ TARGET, policy_context = TEXT }" */
+static int parse_policy_spec(char *spec, struct restriction *r, char *err, size_t errlen)
+{
+    char *context = NULL;
+    size_t n = strlen(spec);
+    if (spec[0] == '{' && n > 1 && spec[n - 1] == '}') {
+        spec[n - 1] = '\0';
+        spec++;
+        char *pc = strstr(spec, "policy_context");
+        if (pc) {
+            char *eq = strchr(pc, '=');
+            context = eq ? str_trim(eq + 1) : NULL;
+            *pc = '\0';
+        }
+        spec = str_trim(spec);
+        n = strlen(spec);
+        while (n && (spec[n - 1] == ',' || isspace((unsigned char)spec[n - 1])))
+            spec[--n] = '\0';
+    }
+    if (!policy_target_ok(spec)) {
+        snprintf(err, errlen, "check_policy_service: \"%s\" is not inet:ADDRESS:PORT or "
+                 "unix:/PATH", spec);
+        return -1;
+    }
+    r->target = strdup(spec);
+    r->context = strdup(context ? context : conf_str(P_SMTPD_POLICY_SERVICE_POLICY_CONTEXT));
+    return 0;
+}
+
+/* A restriction that takes the next list element as its argument. */
+static int parse_with_argument(const char *name, char *arg, struct restriction *r, char *err,
+                               size_t errlen)
+{
+    if (strcmp(name, "check_ccert_access") == 0) {
+        r->kind = R_CHECK_CCERT_ACCESS;
+        return parse_ccert_spec(arg, r, err, errlen);
+    }
+    if (strcmp(name, "check_policy_service") == 0) {
+        r->kind = R_CHECK_POLICY_SERVICE;
+        return parse_policy_spec(arg, r, err, errlen);
+    }
+    for (size_t k = 0; k < sizeof table_names / sizeof table_names[0]; k++)
+        if (strcmp(name, table_names[k].name) == 0) {
+            r->kind = table_names[k].kind;
+            r->table = table_open(arg, err, errlen);
+            return r->table ? 0 : -1;
+        }
+    return 1; /* not one of these */
+}
+
 static int parse_list(enum conf_param p, const char *stage, struct rlist *out,
                       struct conf_errors *errs)
 {
@@ -121,21 +185,20 @@ static int parse_list(enum conf_param p, const char *stage, struct rlist *out,
                 r->kind = simple_names[k].kind;
                 found = 1;
             }
-        if (!found && strcmp(items[i], "check_ccert_access") == 0) {
-            char err[512];
-            r->kind = R_CHECK_CCERT_ACCESS;
-            if (i + 1 >= n) {
-                conf_error(errs, "%s: %s: check_ccert_access needs a table", conf_origin(p),
-                           conf_name(p));
+        if (!found) {
+            char err[512] = "";
+            const char *name = items[i];
+            int r2 = parse_with_argument(name, i + 1 < n ? items[i + 1] : (char *)"", r, err,
+                                         sizeof err);
+            if (r2 <= 0)
+                i++;
+            if (r2 < 0) {
+                conf_error(errs, "%s: %s: %s: %s", conf_origin(p), conf_name(p), name,
+                           i < n ? err : "needs an argument");
                 bad++;
                 continue;
             }
-            if (parse_ccert_spec(items[++i], r, err, sizeof err) < 0) {
-                conf_error(errs, "%s: %s: %s", conf_origin(p), conf_name(p), err);
-                bad++;
-                continue;
-            }
-            found = 1;
+            found = r2 == 0;
         }
         if (!found) {
             conf_error(errs, "%s: %s: unknown restriction \"%s\"", conf_origin(p),
@@ -240,8 +303,11 @@ int restrict_init(struct conf_errors *errs)
 void restrict_free(void)
 {
     for (int l = 0; l < L_COUNT; l++) {
-        for (int i = 0; i < lists[l].count; i++)
+        for (int i = 0; i < lists[l].count; i++) {
             table_free(lists[l].items[i].table);
+            free(lists[l].items[i].target);
+            free(lists[l].items[i].context);
+        }
         free(lists[l].items);
         memset(&lists[l], 0, sizeof lists[l]);
     }
@@ -387,6 +453,67 @@ static enum restrict_action ccert_access(const struct restriction *r,
     return RA_DUNNO;
 }
 
+/* Look up key, then its parent domains ("a.b.c": "b.c", ".b.c", "c", ".c"). */
+static const char *lookup_domain(const struct table *t, const char *domain)
+{
+    const char *v = table_lookup(t, domain);
+    for (const char *d = strchr(domain, '.'); v == NULL && d && d[1]; d = strchr(d + 1, '.')) {
+        v = table_lookup(t, d + 1);
+        if (v == NULL)
+            v = table_lookup(t, d);
+    }
+    return v;
+}
+
+/* Postfix access(5) order for addresses: user@domain, domain, user@. */
+static const char *lookup_address(const struct table *t, const char *addr)
+{
+    if (*addr == '\0')
+        return table_lookup(t, "<>");
+    const char *v = table_lookup(t, addr);
+    const char *at = strrchr(addr, '@');
+    if (v == NULL && at)
+        v = lookup_domain(t, at + 1);
+    if (v == NULL && at) {
+        char user[300];
+        snprintf(user, sizeof user, "%.*s@", (int)(at - addr) < 290 ? (int)(at - addr) : 290,
+                 addr);
+        v = table_lookup(t, user);
+    }
+    return v;
+}
+
+/* Client: host name and parents, then the address and its shorter prefixes. */
+static const char *lookup_client(const struct table *t, const struct restrict_ctx *c)
+{
+    const char *v = strcmp(c->client_name, "unknown") ? lookup_domain(t, c->client_name) : NULL;
+    char addr[64];
+    str_copy(addr, c->client_addr, sizeof addr);
+    char sep = strchr(addr, ':') ? ':' : '.';
+    while (v == NULL && addr[0]) {
+        v = table_lookup(t, addr);
+        char *cut = strrchr(addr, sep);
+        if (cut == NULL)
+            break;
+        *cut = '\0';
+    }
+    return v;
+}
+
+static enum restrict_action table_access(const struct restriction *r,
+                                         const struct restrict_ctx *c, const char *object,
+                                         const char *stage, struct restrict_result *out)
+{
+    const char *v = NULL;
+    switch (r->kind) {
+    case R_CHECK_CLIENT_ACCESS: v = lookup_client(r->table, c); break;
+    case R_CHECK_HELO_ACCESS: v = *c->helo ? lookup_domain(r->table, c->helo) : NULL; break;
+    case R_CHECK_SENDER_ACCESS: v = lookup_address(r->table, c->sender); break;
+    default: v = lookup_address(r->table, c->recipient); break;
+    }
+    return v ? access_action(v, object, stage, out) : RA_DUNNO;
+}
+
 static int tls_pinned(const struct restrict_ctx *c)
 {
     if (c->tls == NULL || !c->tls->trust.has_cert || relay_pins == NULL)
@@ -424,29 +551,200 @@ static enum restrict_action eval_one(const struct restriction *r, const struct r
         return c->tls && c->tls->trust.chain_ok ? RA_PERMIT : RA_DUNNO;
     case R_CHECK_CCERT_ACCESS:
         return ccert_access(r, c, object, l->stage, out);
+    case R_CHECK_CLIENT_ACCESS:
+    case R_CHECK_HELO_ACCESS:
+    case R_CHECK_SENDER_ACCESS:
+    case R_CHECK_RECIPIENT_ACCESS:
+        return table_access(r, c, object, l->stage, out);
+    case R_CHECK_POLICY_SERVICE:
+        break; /* asynchronous: see run() */
     }
     return RA_DUNNO;
 }
 
-void restrict_check_rcpt(const struct restrict_ctx *ctx, struct restrict_result *out)
+/* ---- policy delegation -------------------------------------------------- */
+
+static void add_attr(struct buf *b, const char *name, const char *value)
 {
+    buf_printf(b, "%s=", name);
+    /* A value with a newline would end the request early. */
+    for (const char *p = value ? value : ""; *p; p++)
+        buf_append(b, *p == '\n' || *p == '\r' ? " " : p, 1);
+    buf_puts(b, "\n");
+}
+
+static void policy_request(const struct restrict_ctx *c, const struct restriction *r,
+                           struct buf *b)
+{
+    char num[32];
+    const struct tls_peer *t = c->tls;
+    const struct trust_result *tr = t ? &t->trust : NULL;
+    add_attr(b, "request", "smtpd_access_policy");
+    add_attr(b, "protocol_state", c->protocol_state ? c->protocol_state : "RCPT");
+    add_attr(b, "protocol_name", c->protocol_name);
+    add_attr(b, "helo_name", c->helo);
+    add_attr(b, "queue_id", c->queue_id);
+    add_attr(b, "sender", c->sender);
+    add_attr(b, "recipient", c->recipient);
+    snprintf(num, sizeof num, "%d", c->recipient_count);
+    add_attr(b, "recipient_count", num);
+    add_attr(b, "client_address", c->client_addr);
+    add_attr(b, "client_name", c->client_name);
+    add_attr(b, "reverse_client_name", c->client_name);
+    snprintf(num, sizeof num, "%d", c->client_port);
+    add_attr(b, "client_port", num);
+    add_attr(b, "server_address", c->server_addr);
+    snprintf(num, sizeof num, "%d", c->server_port);
+    add_attr(b, "server_port", num);
+    add_attr(b, "instance", c->instance);
+    snprintf(num, sizeof num, "%ld", c->size);
+    add_attr(b, "size", c->size ? num : "0");
+    add_attr(b, "sasl_method", "");
+    add_attr(b, "sasl_username", "");
+    add_attr(b, "sasl_sender", "");
+    /* As Postfix: subject and issuer only for a verified chain. */
+    add_attr(b, "ccert_subject", tr && tr->chain_ok ? tr->subject_cn : "");
+    add_attr(b, "ccert_issuer", tr && tr->chain_ok ? tr->issuer_cn : "");
+    add_attr(b, "ccert_fingerprint", tr && tr->has_cert ? tr->cert_fp : "");
+    add_attr(b, "ccert_pubkey_fingerprint", tr && tr->has_cert ? tr->pubkey_fp : "");
+    add_attr(b, "encryption_protocol", t ? t->protocol : "");
+    add_attr(b, "encryption_cipher", t ? t->cipher : "");
+    snprintf(num, sizeof num, "%d", t ? t->bits : 0);
+    add_attr(b, "encryption_keysize", t ? num : "0");
+    add_attr(b, "etrn_domain", "");
+    add_attr(b, "stress", "");
+    add_attr(b, "compatibility_level", "3.6");
+    add_attr(b, "mail_version", "keypost");
+    add_attr(b, "policy_context", r->context);
+}
+
+/* What a policy server's action means here (access(5) plus the actions
+ * only policy servers use). */
+static enum restrict_action policy_action(struct restrict_eval *ev, const char *action,
+                                          const char *object, const char *stage)
+{
+    const char *sp = action + strcspn(action, " \t");
+    const char *text = sp + strspn(sp, " \t");
+    size_t wl = (size_t)(sp - action);
+    if (wl == 15 && strncasecmp(action, "DEFER_IF_PERMIT", wl) == 0) {
+        snprintf(ev->out->reply, sizeof ev->out->reply, "450 4.7.1 <%s>: %s rejected: %s",
+                 object, stage, *text ? text : "Service unavailable");
+        return RA_DEFER;
+    }
+    if ((wl == 15 && strncasecmp(action, "DEFER_IF_REJECT", wl) == 0) ||
+        (wl == 4 && (strncasecmp(action, "WARN", wl) == 0 || strncasecmp(action, "INFO", wl) == 0))) {
+        log_info(NULL, "policy: %s", action);
+        return RA_DUNNO;
+    }
+    if (wl == 7 && strncasecmp(action, "PREPEND", wl) == 0) {
+        if (*text && ev->out->prepend[0] == '\0')
+            str_copy(ev->out->prepend, text, sizeof ev->out->prepend);
+        return RA_DUNNO;
+    }
+    return access_action(action, object, stage, ev->out);
+}
+
+static int run(struct restrict_eval *ev);
+
+static void policy_answer(void *arg, const char *action)
+{
+    struct restrict_eval *ev = arg;
+    ev->call = NULL;
+    str_copy(ev->action, action, sizeof ev->action);
+    ev->have_action = 1;
+    if (ev->in_run)
+        return; /* run() picks it up */
+    if (run(ev))
+        ev->done(ev->arg, ev->out);
+}
+
+/* Returns 1 when the result is final, 0 while a policy server is asked. */
+static int apply(struct restrict_eval *ev, enum restrict_action a)
+{
+    if (a == RA_REJECT || a == RA_DEFER) {
+        ev->out->action = a;
+        ev->list = L_COUNT;
+        return 1;
+    }
+    if (a == RA_HOLD || a == RA_DISCARD)
+        ev->sticky = a;
+    if (a == RA_PERMIT) {
+        ev->list++;
+        ev->item = 0;
+    } else
+        ev->item++;
+    return 0;
+}
+
+static int run(struct restrict_eval *ev)
+{
+    char object[600];
+    while (ev->list < L_COUNT) {
+        const struct rlist *l = &lists[ev->list];
+        if (ev->item >= l->count) {
+            ev->list++;
+            ev->item = 0;
+            continue;
+        }
+        const struct restriction *r = &l->items[ev->item];
+        object_of(l, ev->ctx, object, sizeof object);
+        if (ev->have_action) {
+            ev->have_action = 0;
+            if (apply(ev, policy_action(ev, ev->action, object, l->stage)))
+                return 1;
+            continue;
+        }
+        if (r->kind == R_CHECK_POLICY_SERVICE) {
+            struct buf req;
+            buf_init(&req, 65536);
+            policy_request(ev->ctx, r, &req);
+            ev->in_run = 1;
+            ev->call = policy_query(r->target, req.data, req.len, policy_answer, ev);
+            ev->in_run = 0;
+            buf_free(&req);
+            if (!ev->have_action)
+                return 0; /* policy_answer() continues */
+            continue;
+        }
+        if (apply(ev, eval_one(r, l, ev->ctx, ev->out)))
+            return 1;
+    }
+    if (ev->out->action != RA_REJECT && ev->out->action != RA_DEFER)
+        ev->out->action = ev->sticky == RA_DUNNO ? RA_PERMIT : ev->sticky;
+    return 1;
+}
+
+int restrict_start(struct restrict_eval *ev, const struct restrict_ctx *ctx,
+                   struct restrict_result *out, restrict_done_fn done, void *arg)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->ctx = ctx;
+    ev->out = out;
+    ev->done = done;
+    ev->arg = arg;
+    ev->sticky = RA_DUNNO;
     out->action = RA_DUNNO;
     out->reply[0] = '\0';
-    enum restrict_action sticky = RA_DUNNO; /* HOLD or DISCARD seen earlier */
-    for (int l = 0; l < L_COUNT; l++) {
-        for (int i = 0; i < lists[l].count; i++) {
-            enum restrict_action a = eval_one(&lists[l].items[i], &lists[l], ctx, out);
-            if (a == RA_REJECT || a == RA_DEFER) {
-                out->action = a;
-                return;
-            }
-            if (a == RA_HOLD || a == RA_DISCARD) {
-                sticky = a;
-                continue;
-            }
-            if (a == RA_PERMIT)
-                break;
-        }
-    }
-    out->action = sticky == RA_DUNNO ? RA_PERMIT : sticky;
+    out->prepend[0] = '\0';
+    return run(ev);
+}
+
+void restrict_cancel(struct restrict_eval *ev)
+{
+    if (ev->call)
+        policy_cancel(ev->call);
+    ev->call = NULL;
+}
+
+static void sync_done(void *arg, const struct restrict_result *out)
+{
+    (void)arg;
+    (void)out;
+}
+
+void restrict_check_rcpt(const struct restrict_ctx *ctx, struct restrict_result *out)
+{
+    struct restrict_eval ev;
+    /* Without an event loop policy queries answer at once. */
+    restrict_start(&ev, ctx, out, sync_done, NULL);
 }

@@ -6,7 +6,12 @@
  *   permit reject defer permit_mynetworks reject_unauth_destination
  *   permit_tls_clientcerts permit_tls_all_clientcerts
  *   check_ccert_access TYPE:TABLE
- *   check_ccert_access { TYPE:TABLE, search_order = cert_fingerprint, pubkey_fingerprint } */
+ *   check_ccert_access { TYPE:TABLE, search_order = cert_fingerprint, pubkey_fingerprint }
+ *   check_client_access, check_helo_access, check_sender_access,
+ *   check_recipient_access TYPE:TABLE (access(5) actions)
+ *   check_policy_service inet:ADDR:PORT | unix:/PATH | { TARGET, policy_context = X }
+ * A policy service makes the evaluation asynchronous: restrict_start()
+ * returns 0 and calls done() when the answer is in. */
 #ifndef KP_RESTRICT_H
 #define KP_RESTRICT_H
 
@@ -16,6 +21,7 @@
 #include "conf/conf.h"
 
 struct tls_peer;
+struct policy_call;
 
 enum restrict_action { RA_DUNNO, RA_PERMIT, RA_REJECT, RA_DEFER, RA_HOLD, RA_DISCARD };
 
@@ -27,18 +33,50 @@ struct restrict_ctx {
     const char *sender;
     const char *recipient;
     const struct tls_peer *tls; /* NULL when the session is not encrypted */
+    /* for policy services */
+    int client_port;
+    const char *server_addr;
+    int server_port;
+    const char *protocol_name;
+    const char *protocol_state;  /* NULL: "RCPT" */
+    const char *queue_id;
+    const char *instance;
+    int recipient_count;
+    long size;
 };
 
 struct restrict_result {
     enum restrict_action action;
     char reply[512];           /* the full SMTP reply for reject/defer */
+    char prepend[512];         /* a header line a policy server asked for */
+};
+
+typedef void (*restrict_done_fn)(void *arg, const struct restrict_result *out);
+
+/* The state of one evaluation; lives as long as the caller's ctx. */
+struct restrict_eval {
+    const struct restrict_ctx *ctx;
+    struct restrict_result *out;
+    restrict_done_fn done;
+    void *arg;
+    int list, item;
+    enum restrict_action sticky;
+    struct policy_call *call;
+    int in_run, have_action;
+    char action[1024];
 };
 
 /* Parse every restriction list and table; errors name the FILE:LINE. */
 int restrict_init(struct conf_errors *errs);
 void restrict_free(void);
 /* Evaluate all lists for one recipient. HOLD and DISCARD are returned as
- * such only when no later list rejects. */
+ * such only when no later list rejects. Returns 1 with *out final, or 0
+ * when done(arg, out) will be called from the event loop. */
+int restrict_start(struct restrict_eval *ev, const struct restrict_ctx *ctx,
+                   struct restrict_result *out, restrict_done_fn done, void *arg);
+/* The caller goes away while an evaluation is pending. */
+void restrict_cancel(struct restrict_eval *ev);
+/* Synchronous form (no event loop: policy services get the default action). */
 void restrict_check_rcpt(const struct restrict_ctx *ctx, struct restrict_result *out);
 /* 1 when domain (without '@') is one of mydestination. */
 int restrict_is_local_domain(const char *domain);

@@ -19,6 +19,7 @@
 struct qfile {
     char *qdir;
     char id[QUEUE_ID_LEN];
+    int hold;  /* commit into hold/ instead of active/ */
     int fd;
     int failed;
     size_t used;
@@ -121,6 +122,7 @@ struct qfile *queue_create(const char *qdir, const struct envelope *env)
     if (q == NULL)
         return NULL;
     q->qdir = strdup(qdir);
+    q->hold = env->hold;
     q->failed = 0;
     q->used = 0;
     char path[4096];
@@ -153,9 +155,18 @@ int queue_commit_file(struct qfile *q)
         return -1;
     char from[4096], to[4096];
     snprintf(from, sizeof from, "%s/tmp/%s", q->qdir, q->id);
-    snprintf(to, sizeof to, "%s/active/%s", q->qdir, q->id);
+    snprintf(to, sizeof to, "%s/%s/%s", q->qdir, q->hold ? "hold" : "active", q->id);
     if (rename(from, to) < 0)
         return -1;
+    if (q->hold) { /* rare: make it durable here, the group syncs active/ */
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/hold", q->qdir);
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int r = fd >= 0 ? fsync(fd) : -1;
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
     return 0;
 }
 

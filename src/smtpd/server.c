@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "policy/policy.h"
 #include "policy/restrict.h"
 #include "queue/commit.h"
 #include "smtpd/anvil.h"
@@ -262,6 +263,23 @@ static void describe_client(const struct sockaddr *sa, int kind, struct session_
     cl->tls_available = W.tls != NULL;
 }
 
+static void describe_server(int fd, struct session_client *cl)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return;
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &s6->sin6_addr, cl->server_addr_text, sizeof cl->server_addr_text);
+        cl->server_port = ntohs(s6->sin6_port);
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &s4->sin_addr, cl->server_addr_text, sizeof cl->server_addr_text);
+        cl->server_port = ntohs(s4->sin_port);
+    }
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
@@ -278,6 +296,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    describe_server(fd, &cl);
     c->fd = fd;
     c->sess = session_new(&conn_io, c, &cl);
     c->next = W.conns;
@@ -362,6 +381,7 @@ int server_run(struct listener *ls, int nls, struct tls_server *tls)
     signal(SIGPIPE, SIG_IGN);
     W.base = event_base_new();
     W.tls = tls;
+    policy_set_base(W.base);
     if (W.base == NULL || commit_start(W.base, conf_str(P_QUEUE_DIRECTORY)) < 0) {
         log_err(NULL, "cannot start the event loop or the commit thread");
         return 2;
@@ -382,6 +402,7 @@ int server_run(struct listener *ls, int nls, struct tls_server *tls)
     evsignal_add(W.sig_usr1, NULL);
     event_base_dispatch(W.base);
     commit_stop();
+    policy_shutdown();
     if (W.grace)
         event_free(W.grace);
     event_free(W.sig_term);

@@ -30,6 +30,7 @@ enum sstate {
     ST_COMMIT = 1 << 5,  /* waiting for the queue file to become durable */
     ST_TLS = 1 << 6,     /* waiting for the TLS handshake */
     ST_CLOSED = 1 << 7,
+    ST_POLICY = 1 << 8,  /* waiting for a policy server's answer */
 };
 #define ST_ANY_COMMAND (ST_CONNECT | ST_HELO | ST_MAIL | ST_RCPT)
 
@@ -55,6 +56,14 @@ struct smtp_session {
     int eightbit;
     int hold;
     int discard;
+    long declared_size;
+    char prepend[512];
+    char pending_rcpt[MAX_ADDR];
+    char instance[48];
+    unsigned long transactions;
+    struct restrict_ctx rctx;
+    struct restrict_eval reval;
+    struct restrict_result rres;
     struct qfile *qf;
     struct data_reader dr;
     /* bookkeeping */
@@ -131,6 +140,10 @@ static void reset_transaction(struct smtp_session *s)
     s->eightbit = 0;
     s->hold = 0;
     s->discard = 0;
+    s->declared_size = 0;
+    s->prepend[0] = '\0';
+    if (s->sender[0] || s->nrcpt)
+        s->transactions++;
     if (s->qf) {
         queue_abort(s->qf);
         s->qf = NULL;
@@ -319,6 +332,7 @@ static int mail_params(struct smtp_session *s, char *params)
                 reply(s, "552 5.3.4 Message size exceeds fixed limit");
                 return -1;
             }
+            s->declared_size = v;
         } else if (str_ieq(items[i], "BODY") && eq) {
             if (!str_ieq(val, "7BIT") && !str_ieq(val, "8BITMIME")) {
                 reply(s, "501 5.5.4 Bad BODY parameter");
@@ -365,22 +379,27 @@ static int rcpt_syntax_ok(const char *addr)
     return at && at != addr && at[1] != '\0';
 }
 
-static void apply_restrictions(struct smtp_session *s, const char *rcpt)
+/* "Name: value" with a printable name and no control characters. */
+static int is_header_line(const char *h)
 {
-    struct restrict_ctx ctx = {
-        .client = &s->client.addr,
-        .client_name = s->client.name,
-        .client_addr = s->client.addr_text,
-        .helo = s->helo,
-        .sender = s->sender,
-        .recipient = rcpt,
-        .tls = s->tls_active ? &s->tls : NULL,
-    };
-    struct restrict_result res;
-    restrict_check_rcpt(&ctx, &res);
-    if (res.action == RA_REJECT || res.action == RA_DEFER) {
-        log_reject(s, "RCPT", res.reply, rcpt);
-        reply(s, "%s", res.reply);
+    const char *colon = strchr(h, ':');
+    if (colon == NULL || colon == h)
+        return 0;
+    for (const char *p = h; p < colon; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return 0;
+    for (const char *p = colon; *p; p++)
+        if ((unsigned char)*p < 0x20 && *p != '\t')
+            return 0;
+    return 1;
+}
+
+static void rcpt_decided(struct smtp_session *s, const struct restrict_result *res)
+{
+    const char *rcpt = s->pending_rcpt;
+    if (res->action == RA_REJECT || res->action == RA_DEFER) {
+        log_reject(s, "RCPT", res->reply, rcpt);
+        reply(s, "%s", res->reply);
         return;
     }
     char **n = realloc(s->rcpts, sizeof(char *) * (size_t)(s->nrcpt + 1));
@@ -390,10 +409,49 @@ static void apply_restrictions(struct smtp_session *s, const char *rcpt)
     }
     s->rcpts = n;
     s->rcpts[s->nrcpt++] = strdup(rcpt);
-    s->hold |= res.action == RA_HOLD;
-    s->discard |= res.action == RA_DISCARD;
+    s->hold |= res->action == RA_HOLD;
+    s->discard |= res->action == RA_DISCARD;
+    if (res->prepend[0] && s->prepend[0] == '\0' && is_header_line(res->prepend))
+        str_copy(s->prepend, res->prepend, sizeof s->prepend);
     s->state = ST_RCPT;
     reply(s, "250 2.1.5 Ok");
+}
+
+static void policy_done(void *arg, const struct restrict_result *res)
+{
+    struct smtp_session *s = arg;
+    s->state = s->nrcpt ? ST_RCPT : ST_MAIL;
+    rcpt_decided(s, res);
+    if (!s->released && s->state != ST_CLOSED)
+        s->io->resume(s->ctx);
+}
+
+static void apply_restrictions(struct smtp_session *s, const char *rcpt)
+{
+    str_copy(s->pending_rcpt, rcpt, sizeof s->pending_rcpt);
+    snprintf(s->instance, sizeof s->instance, "%s.%lu", s->sid, s->transactions);
+    s->rctx = (struct restrict_ctx){
+        .client = &s->client.addr,
+        .client_name = s->client.name,
+        .client_addr = s->client.addr_text,
+        .helo = s->helo,
+        .sender = s->sender,
+        .recipient = s->pending_rcpt,
+        .tls = s->tls_active ? &s->tls : NULL,
+        .client_port = s->client.port,
+        .server_addr = s->client.server_addr_text,
+        .server_port = s->client.server_port,
+        .protocol_name = proto_name(s),
+        .queue_id = "",
+        .instance = s->instance,
+        .recipient_count = s->nrcpt,
+        .size = s->declared_size,
+    };
+    if (restrict_start(&s->reval, &s->rctx, &s->rres, policy_done, s)) {
+        rcpt_decided(s, &s->rres);
+        return;
+    }
+    s->state = ST_POLICY; /* input waits until policy_done() */
 }
 
 static void cmd_rcpt(struct smtp_session *s, const char *arg)
@@ -437,6 +495,8 @@ static void write_received(struct smtp_session *s)
     char date[64];
     buf_init(&b, 4096);
     rfc5322_date(date, sizeof date);
+    if (s->prepend[0])
+        buf_printf(&b, "%s\r\n", s->prepend);
     buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo, s->client.name,
                s->client.addr_text);
     if (s->tls_active) {
@@ -684,6 +744,14 @@ static void finish_message(struct smtp_session *s)
     if (s->dr.bare_lf)
         log_info(s->sid, "%s: bare <LF> normalized to <CR><LF> in message from %s[%s]", id,
                  s->client.name, s->client.addr_text);
+    if (s->discard) {
+        log_info(s->sid, "%s: discard: END-OF-MESSAGE from %s[%s]: an access rule said DISCARD; "
+                 "from=<%s>", id, s->client.name, s->client.addr_text, s->sender);
+        reply(s, "250 2.0.0 Ok: discarded as %s", id);
+        s->state = ST_HELO;
+        reset_transaction(s);
+        return;
+    }
     s->state = ST_COMMIT;
     commit_submit(s->qf, commit_done, s);
 }
@@ -724,7 +792,7 @@ size_t session_feed(struct smtp_session *s, const char *p, size_t n)
 {
     size_t i = 0;
     while (i < n) {
-        if (s->state & (ST_COMMIT | ST_TLS | ST_CLOSED))
+        if (s->state & (ST_COMMIT | ST_TLS | ST_CLOSED | ST_POLICY))
             break;
         if (s->state == ST_DATA)
             i += feed_data(s, p + i, n - i);
@@ -843,6 +911,8 @@ void session_release(struct smtp_session *s)
     s->released = 1;
     if (s->state == ST_COMMIT && s->qf)
         return; /* commit_done() finishes the job */
+    if (s->state == ST_POLICY)
+        restrict_cancel(&s->reval);
     if (s->state == ST_DATA && s->qf)
         log_info(s->sid, "%s: lost connection after DATA from %s[%s]; message discarded",
                  queue_file_id(s->qf), s->client.name, s->client.addr_text);

@@ -32,6 +32,8 @@ struct session_client {
     char addr_text[64];   /* "192.0.2.1" or "2001:db8::1" */
     char name[256];       /* "unknown" unless resolved */
     int port;
+    char server_addr_text[64];
+    int server_port;
     enum listener_kind kind;
     int tls_available;    /* a TLS context exists */
 };

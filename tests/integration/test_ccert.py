@@ -45,8 +45,9 @@ def openssl_fps(crt, digest="sha256"):
 
 
 class Cert:
-    def __init__(self, pki, name, crt, key, chain=()):
+    def __init__(self, pki, name, crt, key, chain=(), issuer=None):
         self.name = name
+        self.issuer = issuer or name  # issuer CN; self-signed when None
         self.crt = crt
         self.key = key
         # What the client sends: the leaf followed by its intermediates.
@@ -63,7 +64,7 @@ def cc(pki):
 
     def leaf(name, chain=(), **kw):
         crt, key = p.leaf(name, **kw)
-        c[name] = Cert(p, name, crt, key, [p.path(i, "crt") for i in chain])
+        c[name] = Cert(p, name, crt, key, [p.path(i, "crt") for i in chain], kw.get("issuer"))
 
     p.ca("clique-ca")
     p.ca("other-ca")
@@ -178,12 +179,13 @@ class Session:
         self.sid = m.group(1)
 
     def lines(self, wait=r"ccert: "):
-        self.kp.wait_log(rf" {self.sid}: {wait}")
+        if wait:
+            self.kp.wait_log(rf" {self.sid}: {wait}")
         return [ln for ln in self.kp.log().splitlines() if f" {self.sid}: " in ln]
 
     def line(self, pattern):
-        self.kp.wait_log(rf" {self.sid}: {pattern}")
-        for ln in self.lines():
+        self.kp.wait_log(rf"(?m) {self.sid}: {pattern}")
+        for ln in self.lines(wait=None):
             m = re.search(rf" {self.sid}: ({pattern})", ln)
             if m:
                 return m
@@ -222,7 +224,8 @@ def send_message(kp, cert, rcpt, tls="1.3"):
 
 # name: (certificate, label, status, via, chain, reason, relay allowed),
 # for tls_trust_server_ccerts = no; YES_OVERRIDES lists what "yes" changes.
-PURPOSE = "unsupported certificate purpose"
+# OpenSSL 1.1 says "unsupported", OpenSSL 3 "unsuitable" (X509_V_ERR_INVALID_PURPOSE).
+PURPOSE = "(unsupported|unsuitable) certificate purpose"
 NO_ISSUER = "unable to get local issuer certificate"
 SELF_SIGNED = "self.signed certificate"
 CASES = {
@@ -265,11 +268,14 @@ def expected(name, mode):
 def check_session(sess, cc, exp, tls="1.3"):
     certname, label, status, via, chain, reason, allowed = exp
     ver = re.escape("TLSv1.2" if tls == "1.2" else "TLSv1.3")
+    lines = sess.lines()  # both lines are written together, at the handshake
     # (a) Postfix's line.
-    sess.line(rf"{label} TLS connection established from unknown\[127\.0\.0\.1\]: "
-              rf"{ver} with cipher \S+ \(\d+/\d+ bits\)$")
+    tls_line = [ln for ln in lines if "TLS connection established" in ln]
+    assert len(tls_line) == 1 and re.search(
+        rf" {sess.sid}: {label} TLS connection established from unknown\[127\.0\.0\.1\]: "
+        rf"{ver} with cipher \S+ \(\d+/\d+ bits\)$", tls_line[0]), (label, lines)
     # (b) keypost's decision.
-    ccert = [ln for ln in sess.lines() if f" {sess.sid}: ccert: " in ln]
+    ccert = [ln for ln in lines if f" {sess.sid}: ccert: " in ln]
     assert len(ccert) == 1, ccert
     text = ccert[0].split(f" {sess.sid}: ", 1)[1]
     if certname is None:
@@ -281,7 +287,7 @@ def check_session(sess, cc, exp, tls="1.3"):
                          r'days_left=(-?\d+)(?: reason="([^"]*)")?', text)
         assert m, text
         assert (m.group(1), m.group(2), m.group(3)) == (status, via, chain), text
-        assert m.group(4) == certname, text
+        assert (m.group(4), m.group(5)) == (certname, cert.issuer), text
         assert m.group(6) == cert.cert_fp and m.group(7) == cert.pubkey_fp, text
         if chain == "ok":
             assert m.group(9) is None, text
@@ -345,6 +351,35 @@ def test_no_starttls_is_not_a_certificate(server):
     assert sess.rcpt[FOREIGN][0] == 554
     assert sess.rcpt[LOCAL][0] == 250
     assert not any("ccert:" in ln for ln in sess.lines(wait="NOQUEUE: reject: "))
+
+
+def test_fingerprint_digest_sha1(pki, cc, servers_base, tmp_path):
+    """smtpd_tls_fingerprint_digest = sha1: pins, log and tables use SHA-1."""
+    key_fp = openssl_fps(cc["peer-pinkey"].crt, "sha1")[1]
+    cert_fp = openssl_fps(cc["peer-pincert"].crt, "sha1")[0]
+    pins = tmp_path / "pins-sha1"
+    pins.write_text(f"{key_fp} peer-pinkey\n{cert_fp} peer-pincert\n"
+                    f"{cc['peer-otherca'].pubkey_fp} a sha256 pin pins nobody here\n")
+    kp = start_server(pki, servers_base, "sha1",
+                      **clique_params(cc, smtpd_tls_fingerprint_digest="sha1",
+                                      relay_clientcerts=f"texthash:{pins}"))
+    try:
+        sess = converse(kp, cc["peer-pinkey"])
+        assert sess.rcpt[FOREIGN][0] == 250, sess.rcpt
+        sess.line(rf"ccert: status=trusted via=pubkey-pin chain=failed .* "
+                  rf"pubkey_fingerprint={key_fp} ")
+        sess = converse(kp, cc["peer-pincert"], tls="1.2")
+        assert sess.rcpt[FOREIGN][0] == 250, sess.rcpt
+        sess.line(rf"ccert: status=trusted via=cert-pin chain=failed .* "
+                  rf"cert_fingerprint={cert_fp} ")
+        sess = converse(kp, cc["peer-rsa"])
+        sess.line(r"ccert: status=trusted via=chain chain=ok ")
+        # a SHA-256 pin does not match a SHA-1 digest
+        sess = converse(kp, cc["peer-otherca"])
+        assert sess.rcpt[FOREIGN][0] == 554, sess.rcpt
+        sess.line(r"ccert: status=untrusted via=none chain=failed ")
+    finally:
+        stop_server(kp)
 
 
 # ---- smtpd_tls_ccert_verifydepth -----------------------------------------
