@@ -123,12 +123,17 @@ static int verify_chain(const struct trust_config *cfg, X509 *leaf, STACK_OF(X50
     X509_STORE_CTX_set_purpose(ctx, purpose);
     X509_STORE_CTX_set_trust(ctx, purpose == X509_PURPOSE_SSL_SERVER ? X509_TRUST_SSL_SERVER
                                                                       : X509_TRUST_SSL_CLIENT);
-    /* Postfix passes its verifydepth to OpenSSL unchanged: intermediates allowed. */
-    X509_STORE_CTX_set_depth(ctx, cfg->verify_depth);
+    /* Postfix's verifydepth N admits chains of N+1 certificates (leaf
+     * included); OpenSSL's depth N admits N intermediates, one more. */
+    X509_STORE_CTX_set_depth(ctx, cfg->verify_depth + 1);
     int ok = X509_verify_cert(ctx) == 1;
+    int err = X509_STORE_CTX_get_error(ctx);
+    if (ok && sk_X509_num(X509_STORE_CTX_get0_chain(ctx)) > cfg->verify_depth + 1) {
+        ok = 0;
+        err = X509_V_ERR_CERT_CHAIN_TOO_LONG;
+    }
     if (!ok)
-        snprintf(out->reason, sizeof out->reason, "%s",
-                 X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+        snprintf(out->reason, sizeof out->reason, "%s", X509_verify_cert_error_string(err));
     X509_STORE_CTX_free(ctx);
     return ok;
 }
