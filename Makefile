@@ -5,8 +5,8 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation
-CPPFLAGS += -Isrc
-LIBS    := -levent_openssl -levent_core -levent_pthreads -lssl -lcrypto -lunbound -lpthread
+CPPFLAGS += -Isrc -I/usr/include/postgresql
+LIBS    := -levent_openssl -levent_core -levent_pthreads -lssl -lcrypto -lunbound -llmdb -lpq -lpthread
 
 SRC_LIB := $(filter-out src/main.c,$(wildcard src/*/*.c))
 SRC     := src/main.c $(SRC_LIB)

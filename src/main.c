@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "conf/conf.h"
 #include "master/master.h"
+#include "table/table.h"
 
 #define DEFAULT_CONFIG "/etc/keypost/keypost.cf"
 
@@ -16,7 +17,8 @@ static int usage(void)
             "usage: keypost serve [-c FILE]        run the mail server in the foreground\n"
             "       keypost check [-c FILE]        check a configuration\n"
             "       keypost fingerprint [-d DIGEST] FILE.pem\n"
-            "       keypost queue [-c FILE] list|flush|delete ID|hold ID|release ID\n");
+            "       keypost queue [-c FILE] list|flush|delete ID|hold ID|release ID\n"
+            "       keypost map FILE...           build FILE.lmdb for lmdb:FILE tables\n");
     return 1;
 }
 
@@ -52,6 +54,21 @@ static int cmd_check(int argc, char **argv)
     return 0;
 }
 
+static int cmd_map(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage();
+    int status = 0;
+    for (int i = 1; i < argc; i++) {
+        char err[600];
+        if (table_build_lmdb(argv[i], err, sizeof err) < 0) {
+            fprintf(stderr, "keypost map: %s\n", err);
+            status = 1;
+        }
+    }
+    return status;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     const char *config = config_arg(argc, argv);
@@ -75,5 +92,7 @@ int main(int argc, char **argv)
         return cli_fingerprint(argc, argv);
     if (strcmp(cmd, "queue") == 0)
         return cli_queue(argc, argv);
+    if (strcmp(cmd, "map") == 0)
+        return cmd_map(argc, argv);
     return usage();
 }

@@ -80,7 +80,9 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
 
 int master_check_config(const char *path, struct conf_errors *errs)
 {
-    return load_all(path, errs, NULL);
+    if (load_all(path, errs, NULL))
+        return errs->count;
+    return restrict_probe_tables(errs);
 }
 
 /* ---- children ---------------------------------------------------------- */

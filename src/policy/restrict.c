@@ -3,6 +3,8 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stdarg.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,7 +298,24 @@ int restrict_init(struct conf_errors *errs)
         relay_pins = table_open(pins, err, sizeof err);
         if (relay_pins == NULL)
             conf_error(errs, "%s: relay_clientcerts: %s", conf_origin(P_RELAY_CLIENTCERTS), err);
+        else if (table_is_remote(relay_pins))
+            conf_error(errs, "%s: relay_clientcerts must be a local table (texthash:, lmdb:, "
+                       "inline:); share peer keys through check_ccert_access %s instead",
+                       conf_origin(P_RELAY_CLIENTCERTS), pins);
     }
+    return errs->count - before;
+}
+
+int restrict_probe_tables(struct conf_errors *errs)
+{
+    int before = errs->count;
+    for (int l = 0; l < L_COUNT; l++)
+        for (int i = 0; i < lists[l].count; i++) {
+            char err[600];
+            struct table *t = lists[l].items[i].table;
+            if (t && table_probe(t, err, sizeof err) < 0)
+                conf_error(errs, "table %s cannot be read: %s", table_spec(t), err);
+        }
     return errs->count - before;
 }
 
@@ -436,82 +455,105 @@ static enum restrict_action access_action(const char *value, const char *object,
     return RA_DEFER;
 }
 
-static enum restrict_action ccert_access(const struct restriction *r,
-                                         const struct restrict_ctx *c, const char *object,
-                                         const char *stage, struct restrict_result *out)
+/* Lookup keys in Postfix's order. Each generator fills keys[] (pointing
+ * into store) and returns the count. */
+#define MAX_LOOKUP_KEYS 16
+struct keyset {
+    const char *keys[MAX_LOOKUP_KEYS];
+    int n;
+    char store[MAX_LOOKUP_KEYS][300];
+};
+
+static void key_add(struct keyset *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void key_add(struct keyset *k, const char *fmt, ...)
 {
-    if (c->tls == NULL || !c->tls->trust.has_cert)
-        return RA_DUNNO;
-    for (int i = 0; i < 2; i++) {
-        const char *key = r->order[i] == ORDER_CERT     ? c->tls->trust.cert_fp
-                          : r->order[i] == ORDER_PUBKEY ? c->tls->trust.pubkey_fp
-                                                        : NULL;
-        const char *v = key ? table_lookup(r->table, key) : NULL;
-        if (v)
-            return access_action(v, object, stage, out);
-    }
-    return RA_DUNNO;
+    if (k->n >= MAX_LOOKUP_KEYS)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(k->store[k->n], sizeof k->store[0], fmt, ap);
+    va_end(ap);
+    k->keys[k->n] = k->store[k->n];
+    k->n++;
 }
 
-/* Look up key, then its parent domains ("a.b.c": "b.c", ".b.c", "c", ".c"). */
-static const char *lookup_domain(const struct table *t, const char *domain)
+/* A domain, then its parents: "a.b.c": "b.c", ".b.c", "c", ".c". */
+static void domain_keys(struct keyset *k, const char *domain)
 {
-    const char *v = table_lookup(t, domain);
-    for (const char *d = strchr(domain, '.'); v == NULL && d && d[1]; d = strchr(d + 1, '.')) {
-        v = table_lookup(t, d + 1);
-        if (v == NULL)
-            v = table_lookup(t, d);
+    key_add(k, "%s", domain);
+    for (const char *d = strchr(domain, '.'); d && d[1]; d = strchr(d + 1, '.')) {
+        key_add(k, "%s", d + 1);
+        key_add(k, "%s", d);
     }
-    return v;
 }
 
-/* Postfix access(5) order for addresses: user@domain, domain, user@. */
-static const char *lookup_address(const struct table *t, const char *addr)
+/* Addresses: user@domain, domain (and parents), user@; "<>" for null. */
+static void address_keys(struct keyset *k, const char *addr)
 {
-    if (*addr == '\0')
-        return table_lookup(t, "<>");
-    const char *v = table_lookup(t, addr);
+    if (*addr == '\0') {
+        key_add(k, "<>");
+        return;
+    }
+    key_add(k, "%s", addr);
     const char *at = strrchr(addr, '@');
-    if (v == NULL && at)
-        v = lookup_domain(t, at + 1);
-    if (v == NULL && at) {
-        char user[300];
-        snprintf(user, sizeof user, "%.*s@", (int)(at - addr) < 290 ? (int)(at - addr) : 290,
-                 addr);
-        v = table_lookup(t, user);
-    }
-    return v;
+    if (at == NULL)
+        return;
+    domain_keys(k, at + 1);
+    key_add(k, "%.*s@", (int)(at - addr), addr);
 }
 
-/* Client: host name and parents, then the address and its shorter prefixes. */
-static const char *lookup_client(const struct table *t, const struct restrict_ctx *c)
+/* Client: name and parents, then the address and its shorter prefixes. */
+static void client_keys(struct keyset *k, const struct restrict_ctx *c)
 {
-    const char *v = strcmp(c->client_name, "unknown") ? lookup_domain(t, c->client_name) : NULL;
+    if (strcmp(c->client_name, "unknown") != 0)
+        domain_keys(k, c->client_name);
     char addr[64];
     str_copy(addr, c->client_addr, sizeof addr);
     char sep = strchr(addr, ':') ? ':' : '.';
-    while (v == NULL && addr[0]) {
-        v = table_lookup(t, addr);
+    for (;;) {
+        key_add(k, "%s", addr);
         char *cut = strrchr(addr, sep);
-        if (cut == NULL)
+        if (cut == NULL || cut == addr)
             break;
         *cut = '\0';
     }
-    return v;
 }
 
-static enum restrict_action table_access(const struct restriction *r,
-                                         const struct restrict_ctx *c, const char *object,
-                                         const char *stage, struct restrict_result *out)
+static void ccert_keys(struct keyset *k, const struct restriction *r,
+                       const struct restrict_ctx *c)
 {
-    const char *v = NULL;
-    switch (r->kind) {
-    case R_CHECK_CLIENT_ACCESS: v = lookup_client(r->table, c); break;
-    case R_CHECK_HELO_ACCESS: v = *c->helo ? lookup_domain(r->table, c->helo) : NULL; break;
-    case R_CHECK_SENDER_ACCESS: v = lookup_address(r->table, c->sender); break;
-    default: v = lookup_address(r->table, c->recipient); break;
+    if (c->tls == NULL || !c->tls->trust.has_cert)
+        return;
+    for (int i = 0; i < 2; i++) {
+        if (r->order[i] == ORDER_CERT)
+            key_add(k, "%s", c->tls->trust.cert_fp);
+        else if (r->order[i] == ORDER_PUBKEY)
+            key_add(k, "%s", c->tls->trust.pubkey_fp);
     }
-    return v ? access_action(v, object, stage, out) : RA_DUNNO;
+}
+
+static void lookup_keys(struct keyset *k, const struct restriction *r,
+                        const struct restrict_ctx *c)
+{
+    k->n = 0;
+    switch (r->kind) {
+    case R_CHECK_CCERT_ACCESS: ccert_keys(k, r, c); break;
+    case R_CHECK_CLIENT_ACCESS: client_keys(k, c); break;
+    case R_CHECK_HELO_ACCESS:
+        if (*c->helo)
+            domain_keys(k, c->helo);
+        break;
+    case R_CHECK_SENDER_ACCESS: address_keys(k, c->sender); break;
+    default: address_keys(k, c->recipient); break;
+    }
+}
+
+static int is_table_kind(enum rkind kind)
+{
+    return kind == R_CHECK_CCERT_ACCESS || kind == R_CHECK_CLIENT_ACCESS ||
+           kind == R_CHECK_HELO_ACCESS || kind == R_CHECK_SENDER_ACCESS ||
+           kind == R_CHECK_RECIPIENT_ACCESS;
 }
 
 static int tls_pinned(const struct restrict_ctx *c)
@@ -550,14 +592,12 @@ static enum restrict_action eval_one(const struct restriction *r, const struct r
     case R_PERMIT_TLS_ALL_CLIENTCERTS:
         return c->tls && c->tls->trust.chain_ok ? RA_PERMIT : RA_DUNNO;
     case R_CHECK_CCERT_ACCESS:
-        return ccert_access(r, c, object, l->stage, out);
     case R_CHECK_CLIENT_ACCESS:
     case R_CHECK_HELO_ACCESS:
     case R_CHECK_SENDER_ACCESS:
     case R_CHECK_RECIPIENT_ACCESS:
-        return table_access(r, c, object, l->stage, out);
     case R_CHECK_POLICY_SERVICE:
-        break; /* asynchronous: see run() */
+        break; /* may wait: see run() */
     }
     return RA_DUNNO;
 }
@@ -646,6 +686,37 @@ static enum restrict_action policy_action(struct restrict_eval *ev, const char *
 
 static int run(struct restrict_eval *ev);
 
+static void store_table_result(struct restrict_eval *ev, const char *value, int tempfail)
+{
+    ev->waiting_table = NULL;
+    ev->have_table = 1;
+    ev->table_tempfail = tempfail;
+    ev->table_found = value != NULL;
+    str_copy(ev->action, value ? value : "", sizeof ev->action);
+}
+
+static void table_answer(void *arg, const char *value, int tempfail)
+{
+    struct restrict_eval *ev = arg;
+    store_table_result(ev, value, tempfail);
+    if (ev->in_run)
+        return;
+    if (run(ev))
+        ev->done(ev->arg, ev->out);
+}
+
+/* The outcome of a finished table lookup. */
+static enum restrict_action table_outcome(struct restrict_eval *ev, const char *object,
+                                          const char *stage)
+{
+    if (ev->table_tempfail) {
+        snprintf(ev->out->reply, sizeof ev->out->reply,
+                 "451 4.3.0 <%s>: Temporary lookup failure", object);
+        return RA_DEFER;
+    }
+    return ev->table_found ? access_action(ev->action, object, stage, ev->out) : RA_DUNNO;
+}
+
 static void policy_answer(void *arg, const char *action)
 {
     struct restrict_eval *ev = arg;
@@ -694,6 +765,28 @@ static int run(struct restrict_eval *ev)
                 return 1;
             continue;
         }
+        if (ev->have_table) {
+            ev->have_table = 0;
+            if (apply(ev, table_outcome(ev, object, l->stage)))
+                return 1;
+            continue;
+        }
+        if (is_table_kind(r->kind)) {
+            struct keyset keys;
+            lookup_keys(&keys, r, ev->ctx);
+            const char *value = NULL;
+            int tempfail = 0;
+            ev->in_run = 1;
+            ev->waiting_table = r->table;
+            int now = keys.n == 0 || table_lookup_keys(r->table, keys.keys, keys.n, &value,
+                                                       &tempfail, table_answer, ev);
+            ev->in_run = 0;
+            if (now)
+                store_table_result(ev, value, tempfail);
+            else if (!ev->have_table)
+                return 0; /* table_answer() continues */
+            continue;
+        }
         if (r->kind == R_CHECK_POLICY_SERVICE) {
             struct buf req;
             buf_init(&req, 65536);
@@ -734,6 +827,9 @@ void restrict_cancel(struct restrict_eval *ev)
     if (ev->call)
         policy_cancel(ev->call);
     ev->call = NULL;
+    if (ev->waiting_table)
+        table_cancel(ev->waiting_table, ev);
+    ev->waiting_table = NULL;
 }
 
 static void sync_done(void *arg, const struct restrict_result *out)

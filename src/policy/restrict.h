@@ -22,6 +22,7 @@
 
 struct tls_peer;
 struct policy_call;
+struct table;
 
 enum restrict_action { RA_DUNNO, RA_PERMIT, RA_REJECT, RA_DEFER, RA_HOLD, RA_DISCARD };
 
@@ -62,13 +63,17 @@ struct restrict_eval {
     int list, item;
     enum restrict_action sticky;
     struct policy_call *call;
+    struct table *waiting_table;
     int in_run, have_action;
+    int have_table, table_tempfail, table_found;
     char action[1024];
 };
 
 /* Parse every restriction list and table; errors name the FILE:LINE. */
 int restrict_init(struct conf_errors *errs);
 void restrict_free(void);
+/* Ask every remote table (pgsql) once, for `keypost check`. */
+int restrict_probe_tables(struct conf_errors *errs);
 /* Evaluate all lists for one recipient. HOLD and DISCARD are returned as
  * such only when no later list rejects. Returns 1 with *out final, or 0
  * when done(arg, out) will be called from the event loop. */

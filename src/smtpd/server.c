@@ -18,6 +18,7 @@
 
 #include "policy/policy.h"
 #include "policy/restrict.h"
+#include "table/pgsql.h"
 #include "queue/commit.h"
 #include "smtpd/anvil.h"
 #include "util/log.h"
@@ -382,6 +383,7 @@ int server_run(struct listener *ls, int nls, struct tls_server *tls)
     W.base = event_base_new();
     W.tls = tls;
     policy_set_base(W.base);
+    pgsql_set_base(W.base);
     if (W.base == NULL || commit_start(W.base, conf_str(P_QUEUE_DIRECTORY)) < 0) {
         log_err(NULL, "cannot start the event loop or the commit thread");
         return 2;

@@ -3,12 +3,18 @@
 #include "table/table.h"
 
 #include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "util/strutil.h"
+
+#include <lmdb.h>
+
+#include "table/pgsql.h"
 
 struct entry {
     char *key;
@@ -17,8 +23,12 @@ struct entry {
 
 struct table {
     char *spec;
-    struct entry *entries;
+    struct entry *entries;  /* texthash, inline */
     size_t count;
+    MDB_env *env;           /* lmdb */
+    MDB_dbi dbi;
+    char *value;            /* the last lmdb value, valid until the next lookup */
+    struct pgsql_table *pg; /* pgsql */
 };
 
 static int add_entry(struct table *t, const char *key, const char *value)
@@ -39,7 +49,9 @@ static int cmp_entry(const void *a, const void *b)
     return strcmp(((const struct entry *)a)->key, ((const struct entry *)b)->key);
 }
 
-static int load_texthash(struct table *t, const char *path, char *err, size_t errlen)
+/* Read "key value" lines; fn gets each pair. */
+static int read_pairs(const char *path, int (*fn)(void *arg, const char *k, const char *v),
+                      void *arg, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
@@ -55,10 +67,125 @@ static int load_texthash(struct table *t, const char *path, char *err, size_t er
         char *sp = s + strcspn(s, " \t");
         if (*sp)
             *sp++ = '\0';
-        add_entry(t, s, str_trim(sp));
+        if (fn(arg, s, str_trim(sp)) < 0) {
+            snprintf(err, errlen, "cannot store the entries of %s", path);
+            free(line);
+            fclose(f);
+            return -1;
+        }
     }
     free(line);
     fclose(f);
+    return 0;
+}
+
+static int add_pair(void *arg, const char *k, const char *v)
+{
+    return add_entry(arg, k, v);
+}
+
+static int load_texthash(struct table *t, const char *path, char *err, size_t errlen)
+{
+    return read_pairs(path, add_pair, t, err, errlen);
+}
+
+/* lmdb:PATH reads PATH.lmdb, built by `keypost map PATH`. The file is
+ * replaced by rename, so an open map stays valid; no lock file is used. */
+static int open_lmdb(struct table *t, const char *path, char *err, size_t errlen)
+{
+    char file[4096];
+    snprintf(file, sizeof file, "%s.lmdb", path);
+    MDB_txn *txn = NULL;
+    int r = mdb_env_create(&t->env);
+    if (r == 0)
+        r = mdb_env_open(t->env, file, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0);
+    if (r == 0)
+        r = mdb_txn_begin(t->env, NULL, MDB_RDONLY, &txn);
+    if (r == 0)
+        r = mdb_dbi_open(txn, NULL, 0, &t->dbi);
+    if (txn)
+        mdb_txn_abort(txn);
+    if (r != 0) {
+        snprintf(err, errlen, "cannot open table %s: %s (build it with `keypost map %s`)", file,
+                 mdb_strerror(r), path);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *lookup_lmdb(const struct table *t, const char *lower)
+{
+    MDB_txn *txn;
+    if (mdb_txn_begin(t->env, NULL, MDB_RDONLY, &txn) != 0)
+        return NULL;
+    MDB_val k = {strlen(lower), (void *)lower}, v;
+    struct table *mt = (struct table *)t; /* the cached value is not part of the contents */
+    free(mt->value);
+    mt->value = NULL;
+    if (mdb_get(txn, t->dbi, &k, &v) == 0)
+        mt->value = strndup(v.mv_data, v.mv_size);
+    mdb_txn_abort(txn);
+    return mt->value;
+}
+
+struct map_writer {
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    int rc;
+};
+
+static int put_pair(void *arg, const char *k, const char *v)
+{
+    struct map_writer *w = arg;
+    char lower[512];
+    if (str_copy(lower, k, sizeof lower) >= sizeof lower)
+        return 0;
+    str_lower(lower);
+    MDB_val key = {strlen(lower), lower}, val = {strlen(v), (void *)v};
+    w->rc = mdb_put(w->txn, w->dbi, &key, &val, 0);
+    return w->rc ? -1 : 0;
+}
+
+int table_build_lmdb(const char *path, char *err, size_t errlen)
+{
+    char tmp[4096], final[4096], lock[4200];
+    snprintf(final, sizeof final, "%s.lmdb", path);
+    snprintf(tmp, sizeof tmp, "%s.lmdb.tmp", path);
+    snprintf(lock, sizeof lock, "%s-lock", tmp);
+    unlink(tmp);
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    MDB_env *env = NULL;
+    struct map_writer w = {0};
+    int r = mdb_env_create(&env);
+    if (r == 0)
+        r = mdb_env_set_mapsize(env, (size_t)st.st_size * 8 + (1 << 20));
+    if (r == 0)
+        r = mdb_env_open(env, tmp, MDB_NOSUBDIR, 0644);
+    if (r == 0)
+        r = mdb_txn_begin(env, NULL, 0, &w.txn);
+    if (r == 0)
+        r = mdb_dbi_open(w.txn, NULL, 0, &w.dbi);
+    if (r == 0 && read_pairs(path, put_pair, &w, err, errlen) < 0)
+        r = w.rc ? w.rc : -1;
+    if (r == 0)
+        r = mdb_txn_commit(w.txn);
+    else if (w.txn)
+        mdb_txn_abort(w.txn);
+    if (env)
+        mdb_env_close(env);
+    unlink(lock);
+    if (r == 0 && rename(tmp, final) < 0)
+        r = errno;
+    if (r != 0) {
+        if (r > 0)
+            snprintf(err, errlen, "cannot build %s: %s", final, mdb_strerror(r));
+        unlink(tmp);
+        return -1;
+    }
     return 0;
 }
 
@@ -100,8 +227,12 @@ struct table *table_open(const char *spec, char *err, size_t errlen)
         r = load_texthash(t, spec + 9, err, errlen);
     else if (strncmp(spec, "inline:", 7) == 0)
         r = load_inline(t, spec + 7, err, errlen);
+    else if (strncmp(spec, "lmdb:", 5) == 0)
+        r = open_lmdb(t, spec + 5, err, errlen);
+    else if (strncmp(spec, "pgsql:", 6) == 0)
+        r = (t->pg = pgsql_open(spec + 6, err, errlen)) ? 0 : -1;
     else {
-        snprintf(err, errlen, "unsupported table type in \"%s\" (use texthash: or inline:)",
+        snprintf(err, errlen, "unsupported table type in \"%s\" (texthash:, inline:, lmdb:, pgsql:)",
                  spec);
         r = -1;
     }
@@ -120,6 +251,14 @@ const char *table_lookup(const struct table *t, const char *key)
     if (str_copy(lower, key, sizeof lower) >= sizeof lower)
         return NULL;
     str_lower(lower);
+    if (t->env)
+        return lookup_lmdb(t, lower);
+    if (t->pg) {
+        const char *keys[1] = {key}, *value = NULL;
+        int tempfail = 0;
+        pgsql_lookup(t->pg, keys, 1, &value, &tempfail, NULL, NULL); /* blocking here */
+        return value;
+    }
     struct entry probe = {lower, NULL};
     if (t->count == 0)
         return NULL;
@@ -130,6 +269,34 @@ const char *table_lookup(const struct table *t, const char *key)
 const char *table_spec(const struct table *t)
 {
     return t->spec;
+}
+
+int table_is_remote(const struct table *t)
+{
+    return t->pg != NULL;
+}
+
+int table_lookup_keys(struct table *t, const char *const *keys, int n, const char **value,
+                      int *tempfail, table_done_fn done, void *arg)
+{
+    *tempfail = 0;
+    *value = NULL;
+    if (t->pg)
+        return pgsql_lookup(t->pg, keys, n, value, tempfail, done, arg);
+    for (int i = 0; i < n && *value == NULL; i++)
+        *value = table_lookup(t, keys[i]);
+    return 1;
+}
+
+void table_cancel(struct table *t, void *arg)
+{
+    if (t->pg)
+        pgsql_cancel(t->pg, arg);
+}
+
+int table_probe(struct table *t, char *err, size_t errlen)
+{
+    return t->pg ? pgsql_probe(t->pg, err, errlen) : 0;
 }
 
 size_t table_count(const struct table *t)
@@ -152,5 +319,9 @@ void table_free(struct table *t)
     }
     free(t->entries);
     free(t->spec);
+    free(t->value);
+    if (t->env)
+        mdb_env_close(t->env);
+    pgsql_free(t->pg);
     free(t);
 }
