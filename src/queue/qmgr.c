@@ -266,6 +266,7 @@ struct qmsg {
     time_t next;
     int jobs;        /* delivery processes working on it */
     int finisher;    /* a finish process is running */
+    int self_finish; /* its only delivery process finishes it too */
     int seen;
     struct qmsg *next_msg;
 };
@@ -394,6 +395,11 @@ static void start_job(const char *key, struct qmsg **msgs, int n, int finish)
         for (int i = 0; i < n; i++)
             ids[i] = msgs[i]->id;
         qmgr_deliver_job(Q.qdir, key, ids, n);
+        /* A message with no other delivery process is finished here, which
+         * saves a process per message in the common case. */
+        for (int i = 0; i < n; i++)
+            if (msgs[i]->self_finish)
+                qmgr_finish_message(Q.qdir, msgs[i]->id);
         _exit(0);
     }
     j->pid = pid;
@@ -475,6 +481,7 @@ static void run_due(void)
             fits &= jobs_for(keys[k]) < dest_limit;
         if (!fits || nplans + nk > MAX_PLANS)
             continue;
+        m->self_finish = nk == 1;
         for (int k = 0; k < nk; k++) {
             int p = 0;
             while (p < nplans && strcmp(plans[p].key, keys[k]) != 0)
@@ -501,7 +508,15 @@ static void job_done(struct job *j, int status)
                 drop(m);
             else
                 load_next_attempt(m);
-        } else if (--m->jobs == 0 && !Q.stopping)
+        } else if (--m->jobs == 0 && m->self_finish) {
+            m->self_finish = 0;
+            char path[4096];
+            snprintf(path, sizeof path, "%s/active/%s", Q.qdir, m->id);
+            if (access(path, F_OK) < 0)
+                drop(m); /* finished and removed by the delivery process */
+            else
+                load_next_attempt(m);
+        } else if (m->jobs == 0 && !Q.stopping)
             start_job("", &m, 1, 1);
     }
 }
