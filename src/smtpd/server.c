@@ -39,6 +39,7 @@ struct conn {
     int handshaking;
     int in_pump;
     int pump_again;
+    int timed_out;     /* the 421 is being flushed; the next timeout ends it */
     struct conn *prev, *next;
 };
 
@@ -220,13 +221,21 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
-        if (c->handshaking)
-            log_info(session_id(c->sess), "timeout during TLS handshake");
-        else if (!c->closing)
+        if (c->handshaking || c->timed_out) {
+            if (c->handshaking)
+                log_info(session_id(c->sess), "timeout during TLS handshake");
+            conn_free(c);
+            return;
+        }
+        /* Tell the client why (421), with one more timeout to flush it. */
+        c->timed_out = 1;
+        if (!c->closing)
             session_timeout(c->sess);
         c->closing = 1;
-        /* A client that does not read gets no more time to flush. */
-        conn_free(c);
+        struct timeval tv = {5, 0};
+        bufferevent_set_timeouts(c->bev, &tv, &tv);
+        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+        conn_after_io(c);
         return;
     }
     if (c->handshaking && (what & BEV_EVENT_ERROR))

@@ -315,14 +315,15 @@ static int tls_required(const struct smtp_session *s)
 /* MAIL parameters: SIZE, BODY, SMTPUTF8. Returns 0 or -1 (replied). */
 static int mail_params(struct smtp_session *s, char *params)
 {
-    char *items[16];
-    int n = str_split_list(params, items, 16);
-    for (int i = 0; i < n; i++) {
-        char *eq = strchr(items[i], '=');
+    /* ESMTP parameters are separated by spaces only; each one is checked
+     * (the command line length bounds how many there can be). */
+    char *save = NULL;
+    for (char *item = strtok_r(params, " ", &save); item; item = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(item, '=');
         const char *val = eq ? eq + 1 : "";
         if (eq)
             *eq = '\0';
-        if (str_ieq(items[i], "SIZE") && eq) {
+        if (str_ieq(item, "SIZE") && eq) {
             long v = str_parse_long(val);
             if (v < 0) {
                 reply(s, "501 5.5.4 Bad SIZE parameter");
@@ -333,16 +334,16 @@ static int mail_params(struct smtp_session *s, char *params)
                 return -1;
             }
             s->declared_size = v;
-        } else if (str_ieq(items[i], "BODY") && eq) {
+        } else if (str_ieq(item, "BODY") && eq) {
             if (!str_ieq(val, "7BIT") && !str_ieq(val, "8BITMIME")) {
                 reply(s, "501 5.5.4 Bad BODY parameter");
                 return -1;
             }
             s->eightbit = str_ieq(val, "8BITMIME");
-        } else if (str_ieq(items[i], "SMTPUTF8") && !eq) {
+        } else if (str_ieq(item, "SMTPUTF8") && !eq) {
             s->smtputf8 = 1;
         } else {
-            reply(s, "555 5.5.4 Unsupported option: %s", items[i]);
+            reply(s, "555 5.5.4 Unsupported option: %s", item);
             return -1;
         }
     }
@@ -365,7 +366,8 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
     int bad = mail_params(s, pcopy);
     free(pcopy);
     if (bad < 0 || check_address_text(s, addr, s->smtputf8, "sender") < 0) {
-        s->smtputf8 = 0;
+        s->smtputf8 = s->eightbit = 0;
+        s->declared_size = 0;
         return;
     }
     str_copy(s->sender, addr, sizeof s->sender);

@@ -26,8 +26,11 @@ def tls_client_context():
 class Conn:
     """A raw SMTP client: bytes out exactly as given, replies parsed in."""
 
+    opened = []  # closed by the server fixture, so a failed test never stalls
+
     def __init__(self, port, host="127.0.0.1", timeout=5, banner=True):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        Conn.opened.append(self)
         self.buf = b""
         self.banner = self.expect(220) if banner else None
 
@@ -160,6 +163,8 @@ def server(make_server):
         return kp
 
     yield factory
+    while Conn.opened:
+        Conn.opened.pop().close()
     for kp in started:
         log = kp.log()
         assert "ended unexpectedly" not in log, log
@@ -267,6 +272,21 @@ def test_commands_out_of_order(server):
     assert not re.search(r"from=<second@remote\.test>, size", kp.log())
 
 
+def test_mail_parameters_all_checked(server):
+    """Every MAIL parameter is checked, however many there are: a SIZE or an
+    unknown option after many harmless ones is not skipped."""
+    kp = server(message_size_limit=2000)
+    c = Conn(kp.smtp_port)
+    c.cmd("EHLO client.test", 250)
+    c.cmd("MAIL FROM:<bob@remote.test> BODY=8BITMIME XBOGUS=1", 555, "5.5.4")
+    many = " ".join(["BODY=8BITMIME"] * 16)
+    c.cmd(f"MAIL FROM:<bob@remote.test> {many} SIZE=999999", 552, "5.3.4")
+    c.cmd(f"MAIL FROM:<bob@remote.test> {many} XBOGUS=1", 555, "5.5.4")
+    c.cmd("MAIL FROM:<bob@remote.test> SIZE=100 BODY=7BIT", 250)
+    c.cmd("QUIT", 221)
+    c.close()
+
+
 # ---- pipelining ------------------------------------------------------------
 
 def test_pipelined_burst_in_one_write(server):
@@ -304,6 +324,35 @@ def test_two_pipelined_messages_in_one_write(server):
     two = read_mail(kp.wait_delivered("m2@example.org")[0])
     assert b"Subject: one" in one and b"Subject: two" in two
     assert b"\n.dot-stuffed" in one and b"..dot-stuffed" not in one
+
+
+def test_pipelined_flood_client_not_reading(server):
+    """A client that pipelines far more than it reads: the server applies
+    back-pressure but loses no command and no reply, in order."""
+    import threading
+    kp = server()
+    n = 40000
+    c = Conn(kp.smtp_port, timeout=20)
+    c.cmd("EHLO client.test", 250)
+    payload = b"".join(b"NOOP %d\r\n" % i for i in range(n)) + b"QUIT\r\n"
+    errors = []
+
+    def writer():
+        try:
+            c.sock.sendall(payload)
+        except OSError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(0.5)  # not reading: the server's output fills up
+    got = c.replies(n + 1)
+    t.join(10)
+    assert not errors, errors
+    assert all(code == 250 for code, _ in got[:n]), [g for g in got[:n] if g[0] != 250][:3]
+    assert got[n][0] == 221
+    assert c.rest_until_close() == b""
+    c.close()
 
 
 # ---- SMTP smuggling and bare LF --------------------------------------------
@@ -344,6 +393,38 @@ def test_smuggling_normalize_keeps_one_message(server):
     assert len(re.findall(r"from=<sender@remote\.test>, size=\d+, nrcpt=1", log)) == 1, log
     assert "evil@x" not in log, log
     assert "bare <LF> normalized" in log
+
+
+def test_smuggling_byte_at_a_time(server):
+    """The end-of-data state machine holds across reads: the same hostile
+    body fed one byte per segment is still one message."""
+    kp = server()
+    body = b"Subject: drip\r\n\r\nx"
+    for end in FAKE_ENDS:
+        body += end + SMUGGLED
+    body += b"..stuffed\r\n.\r\n"
+    c = Conn(kp.smtp_port)
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.cmd("EHLO client.test", 250)
+    c.cmd("MAIL FROM:<drip@remote.test>", 250)
+    c.cmd("RCPT TO:<drip@example.org>", 250)
+    c.cmd("DATA", 354)
+    for i in range(len(body)):
+        c.send(body[i:i + 1])
+        if i % 8 == 0:
+            time.sleep(0.001)
+    c.send(b"QUIT\r\n")
+    got = c.replies(2)
+    assert [code for code, _ in got] == [250, 221], got
+    assert c.rest_until_close() == b""
+    c.close()
+    files = kp.wait_delivered("drip@example.org")
+    settle(kp, "sentinel@example.org")
+    assert len(kp.delivered("drip@example.org")) == 1
+    assert kp.delivered("victim@example.org") == []
+    text = read_mail(files[0])
+    assert text.count(b"MAIL FROM:<evil@x>") == len(FAKE_ENDS), text
+    assert b"\n.stuffed\n" in text, text
 
 
 def test_bare_lf_reject_mode(server):
@@ -494,9 +575,9 @@ def test_garbage_instead_of_client_hello(server):
         except OSError:
             assert time.time() < deadline
             time.sleep(0.05)
-    garbage = [b"EHLO client.test\r\n", b"GET / HTTP/1.0\r\n\r\n", os.urandom(4096),
+    garbage = [b"EHLO client.test\r\n", b"GET / HTTP/1.0\r\n\r\n", b"\x00" + os.urandom(4096),
                b"\x16\x03\x01\xff\xff" + os.urandom(300),  # a record claiming 64 KiB
-               b"\x16\x03\x01\x00\x10" + b"\x01" * 16]      # a nonsense handshake
+               b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00"]  # a 1-byte ClientHello
     for junk in garbage:
         # STARTTLS, then junk.
         c = Conn(kp.smtp_port)
