@@ -203,8 +203,18 @@ static void on_write(struct bufferevent *bev, void *arg)
 
 static void log_tls_failure(struct conn *c)
 {
-    char why[512];
-    tls_error_string(why, sizeof why);
+    char why[512] = "";
+    size_t o = 0;
+    unsigned long e;
+    /* libevent keeps OpenSSL's errors for the bufferevent that had them. */
+    while ((e = bufferevent_get_openssl_error(c->bev)) != 0 && o + 1 < sizeof why) {
+        char one[200];
+        ERR_error_string_n(e, one, sizeof one);
+        int n = snprintf(why + o, sizeof why - o, "%s%s", o ? "; " : "", one);
+        o += n > 0 ? (size_t)n : 0;
+    }
+    if (!*why)
+        tls_error_string(why, sizeof why);
     log_info(session_id(c->sess), "TLS handshake failed: %s", *why ? why : "connection closed");
 }
 
