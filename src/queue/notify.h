@@ -1,6 +1,7 @@
-/* notify: wakes the queue manager through a datagram socket in the queue
- * directory ("qmgr.sock"). Losing a notice loses no mail: the queue
- * manager also scans the queue every queue_run_delay. */
+/* notify: commands to the queue manager through a datagram socket in the
+ * queue directory ("qmgr.sock"): FLUSH, SCAN, or a queue id. New messages
+ * need no notice (the queue manager watches active/ with inotify); a lost
+ * notice costs at most queue_run_delay, never mail. */
 #ifndef KP_NOTIFY_H
 #define KP_NOTIFY_H
 

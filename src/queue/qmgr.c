@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -287,8 +288,8 @@ static struct {
     struct job *jobs;
     int running;
     int stopping;
-    struct event *tick, *notify, *sig_term, *sig_chld;
-    int notify_fd;
+    struct event *tick, *notify, *watch, *sig_term, *sig_chld;
+    int notify_fd, watch_fd;
     time_t last_scan;
 } Q;
 
@@ -576,6 +577,42 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
     run_due();
 }
 
+/* New files in active/ (renamed there by smtpd's commit or by a release):
+ * the kernel tells us, so no message waits for a lost notice. */
+static void on_watch(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        for (char *p = buf; p < buf + n;) {
+            struct inotify_event *e = (struct inotify_event *)p;
+            if (e->mask & IN_Q_OVERFLOW)
+                scan();
+            else if (e->len && strlen(e->name) == QUEUE_ID_LEN - 1 &&
+                     strspn(e->name, "0123456789ABCDEF") == QUEUE_ID_LEN - 1)
+                add(e->name);
+            p += sizeof *e + e->len;
+        }
+    }
+    run_due();
+}
+
+static void watch_active(void)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/active", Q.qdir);
+    Q.watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (Q.watch_fd < 0 || inotify_add_watch(Q.watch_fd, path, IN_MOVED_TO | IN_CLOSE_WRITE) < 0) {
+        log_warn(NULL, "cannot watch %s (%s): new mail waits for notices and queue runs",
+                 path, strerror(errno));
+        return;
+    }
+    Q.watch = event_new(Q.base, Q.watch_fd, EV_READ | EV_PERSIST, on_watch, NULL);
+    event_add(Q.watch, NULL);
+}
+
 static void on_term(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
@@ -606,6 +643,7 @@ int qmgr_run(void)
     event_add(Q.notify, NULL);
     evsignal_add(Q.sig_term, NULL);
     evsignal_add(Q.sig_chld, NULL);
+    watch_active();
     scan();
     run_due();
     event_base_dispatch(Q.base);
