@@ -202,3 +202,84 @@ def test_key_mismatch_is_an_error(tmpbase, pki):
         r = subprocess.run([KEYPOST, cmd, "-c", cf], capture_output=True, text=True, timeout=10)
         assert r.returncode == 1, (cmd, r.stderr)
         assert f"{cf}:4: private key {other_key} does not match certificate" in r.stderr
+
+
+def _tls12_cert_for(port, cipher):
+    """The server certificate's key type chosen for a TLS 1.2 cipher suite."""
+    ctx = tls_client_context()
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(cipher)
+    with smtplib.SMTP("127.0.0.1", port) as s:
+        s.starttls(context=ctx)
+        der = s.sock.getpeercert(binary_form=True)
+        version = s.sock.version()
+    out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-text"], input=der,
+                         capture_output=True, check=True).stdout.decode()
+    return version, out
+
+
+def test_chain_files_rsa_and_ecdsa_side_by_side(make_server, pki, tmpbase):
+    import os
+    files = []
+    for kind in ("rsa", "ec"):
+        crt, key = pki.leaf(f"mx-{kind}.keypost.test", issuer="rootca", eku="serverAuth",
+                            kind=kind)
+        path = os.path.join(tmpbase, f"chain-{kind}.pem")
+        with open(path, "w") as f:  # Postfix's form: key, then certificate chain
+            f.write(open(key).read() + open(crt).read() + open(pki.path("rootca", "crt")).read())
+        files.append(path)
+    kp = make_server(smtpd_tls_cert_file="", smtpd_tls_chain_files=", ".join(files))
+    version, text = _tls12_cert_for(kp.smtp_port, "ECDHE-RSA-AES128-GCM-SHA256")
+    assert version == "TLSv1.2" and "rsaEncryption" in text and "mx-rsa.keypost.test" in text
+    version, text = _tls12_cert_for(kp.smtp_port, "ECDHE-ECDSA-AES128-GCM-SHA256")
+    assert version == "TLSv1.2" and "id-ecPublicKey" in text and "mx-ec.keypost.test" in text
+
+
+def test_old_tls_versions_refused(make_server):
+    kp = make_server()
+    r = subprocess.run(["openssl", "s_client", "-starttls", "smtp", "-tls1_1", "-connect",
+                        f"127.0.0.1:{kp.smtp_port}"], input="", capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0, r.stdout
+    assert "Cipher    : 0000" in r.stdout  # no TLS 1.1 session was made
+    kp.wait_log(r"TLS handshake failed: .*(unsupported protocol|no protocols available|"
+                r"version too low|wrong version)")
+    r = subprocess.run(["openssl", "s_client", "-starttls", "smtp", "-tls1_2", "-connect",
+                        f"127.0.0.1:{kp.smtp_port}"], input="QUIT\n", capture_output=True,
+                       text=True, timeout=30)
+    assert "Protocol  : TLSv1.2" in r.stdout or "Protocol: TLSv1.2" in r.stdout, r.stdout
+
+
+def test_tls_security_level_encrypt_requires_starttls(make_server):
+    kp = make_server(smtpd_tls_security_level="encrypt")
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port) as s:
+        s.ehlo("client.test")
+        code, msg = s.mail("bob@example.org")
+        assert code == 530 and b"5.7.0" in msg
+        s.starttls(context=tls_client_context())
+        s.ehlo("client.test")
+        code, _ = s.mail("bob@example.org")
+        assert code == 250
+
+
+def test_tls_security_level_none_offers_no_starttls(make_server):
+    kp = make_server(smtpd_tls_security_level="none", smtpd_tls_cert_file="",
+                     smtpd_tls_key_file="")
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port) as s:
+        s.ehlo("client.test")
+        assert not s.has_extn("starttls")
+        code, _ = s.docmd("STARTTLS")
+        assert code == 502
+
+
+def test_help_vrfy_noop_rset(make_server):
+    kp = make_server()
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port) as s:
+        s.ehlo("client.test")
+        assert s.docmd("HELP")[0] == 214
+        code, msg = s.docmd("VRFY", "alice@example.org")
+        assert code == 252
+        assert s.docmd("NOOP") == (250, b"2.0.0 Ok")
+        s.mail("bob@example.org")
+        assert s.docmd("RSET")[0] == 250
+        assert s.rcpt("alice@example.org")[0] == 503  # RSET ended the transaction
