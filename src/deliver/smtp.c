@@ -24,7 +24,6 @@ struct conn_state {
     char host[DNS_NAME_MAX];
     char relay[200];        /* "host[addr]:port" for the logs */
     int pipelining, size, eightbit, smtputf8, starttls;
-    int last_host;          /* no further MX to try */
 };
 
 struct batch {
@@ -216,16 +215,22 @@ static int open_session(struct batch *b, struct conn_state *c,
         c->io.timeout = (int)conf_long(P_SMTP_HELO_TIMEOUT);
         int code = smtpio_reply(&c->io, text, sizeof text);
         if (code != 220) {
-            snprintf(why, len, "%s refused to talk to me: %s", c->relay,
-                     code < 0 ? "4.4.2 no greeting" : text);
-            if (code >= 500 && !c->last_host)
-                why[0] = '4'; /* another MX may still take it */
+            /* The reply comes first: its code decides, if this was the last host. */
+            if (code < 0)
+                snprintf(why, len, "4.4.2 host %s sent no greeting: %s", c->relay, text);
+            else
+                snprintf(why, len, "%s (host %s refused to talk to me)", text, c->relay);
             smtpio_close(&c->io);
             return -1;
         }
         code = ehlo(c, text, sizeof text);
         if (code != 250) {
-            snprintf(why, len, "%s: EHLO/HELO rejected: %s", c->relay, text);
+            if (code < 0)
+                snprintf(why, len, "4.4.2 lost connection with %s in reply to EHLO: %s",
+                         c->relay, text);
+            else
+                snprintf(why, len, "%s (in reply to EHLO/HELO command from %s)", text,
+                         c->relay);
             smtpio_close(&c->io);
             return -1;
         }
@@ -416,7 +421,6 @@ void smtp_deliver(const struct route *route, const char *domain, SSL_CTX *tls,
             struct conn_state c;
             memset(&c, 0, sizeof c);
             str_copy(c.host, mx[h].name, sizeof c.host);
-            c.last_host = h == nmx - 1 && a == naddrs - 1;
             if (open_session(&b, &c, &addrs[a], why, sizeof why) < 0)
                 continue;
             send_all(&b, &c);

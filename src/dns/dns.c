@@ -27,6 +27,10 @@ static struct ub_ctx *resolver(char *err, size_t len)
     }
     const char *fwd = conf_str(P_DNS_RESOLVER);
     int r = *fwd ? ub_ctx_set_fwd(ctx, fwd) : ub_ctx_resolvconf(ctx, NULL);
+    /* libunbound answers the special-use "test." itself (RFC 6761); a
+     * resolver named in dns_resolver may serve it on purpose. */
+    if (r == 0 && *fwd)
+        r = ub_ctx_set_option(ctx, "local-zone:", "test. transparent");
     if (r == 0)
         r = ub_ctx_hosts(ctx, NULL);
     if (r != 0) {

@@ -15,7 +15,8 @@ static void rfc5322_date(time_t t, char *out, size_t len)
     strftime(out, len, "%a, %d %b %Y %H:%M:%S +0000", &tm);
 }
 
-/* "5.1.1" from a reason like "550 5.1.1 <x>: unknown user"; else 5.0.0. */
+/* "5.1.1" from a reason like "550 5.1.1 <x>: unknown user"; else 5.0.0. A
+ * 4.x.x status stays (an expired message: the last temporary failure). */
 static void status_code(const char *reason, char *out, size_t len)
 {
     snprintf(out, len, "5.0.0");
@@ -24,7 +25,7 @@ static void status_code(const char *reason, char *out, size_t len)
             int n = 0;
             while (n < 12 && (p[n] == '.' || (p[n] >= '0' && p[n] <= '9')))
                 n++;
-            snprintf(out, len, "5%.*s", n - 1, p + 1);
+            snprintf(out, len, "%.*s", n, p);
             return;
         }
     }

@@ -100,6 +100,26 @@ static void smtp_result(void *arg, int item, int k, const struct dresult *r)
     record(c->qdir, m, m->idx[k], r);
 }
 
+static int has_8bit(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            return 1;
+    return 0;
+}
+
+/* SMTPUTF8 is needed only when an address of this delivery is not ASCII
+ * (RFC 6531 3.2); a message that merely declared it goes anywhere. */
+static int needs_smtputf8(const struct loaded *m)
+{
+    if (!m->env.smtputf8)
+        return 0;
+    int need = has_8bit(m->env.sender);
+    for (int k = 0; k < m->n && !need; k++)
+        need = has_8bit(m->env.rcpts[m->idx[k]]);
+    return need;
+}
+
 static void deliver_smtp(const char *qdir, const struct route *route, struct loaded *msgs,
                          int n)
 {
@@ -110,7 +130,7 @@ static void deliver_smtp(const char *qdir, const struct route *route, struct loa
         if (msgs[i].n == 0)
             continue;
         items[nitems] = (struct smtp_item){{&msgs[i].env, msgs[i].path}, msgs[i].idx, msgs[i].n,
-                                           msgs[i].env.smtputf8, msgs[i].env.eightbit};
+                                           needs_smtputf8(&msgs[i]), msgs[i].env.eightbit};
         map[nitems++] = i;
     }
     struct smtp_ctx ctx = {qdir, msgs, map};

@@ -32,8 +32,8 @@ static int parse_host(const char *text, struct route *r)
             return -1;
         r->port = (int)p;
         *colon = '\0';
-    } else if (*end)
-        return -1;
+    } else if (buf[0] == '[' && *end)
+        return -1; /* junk after "[host]" */
     if (*host == '\0')
         return -1;
     str_copy(r->nexthop, host, sizeof r->nexthop);
@@ -75,7 +75,9 @@ int route_parse(const char *spec, const char *domain, struct route *r, char *err
     else if (r->transport == TR_LMTP || r->transport == TR_MAILDIR)
         snprintf(r->key, sizeof r->key, "%s", spec);
     else
-        snprintf(r->key, sizeof r->key, "%s", r->transport == TR_ERROR ? "error:" : "discard:");
+        /* Routes that differ only in their text must not share a job. */
+        snprintf(r->key, sizeof r->key, "%s%s", r->transport == TR_ERROR ? "error:" : "discard:",
+                 r->text);
     return 0;
 }
 
