@@ -29,6 +29,7 @@ struct pconn {
     struct server *srv;
     struct bufferevent *bev;
     struct policy_call *call;   /* in flight, or NULL when idle */
+    char action[MAX_REPLY];     /* of the reply being read, which may come in pieces */
     time_t created, last_used;
     struct pconn *next;
 };
@@ -192,7 +193,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         failed(c, "data without a request");
         return;
     }
-    char action[MAX_REPLY] = "";
+    char *action = c->action;
     for (;;) {
         size_t n;
         char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
@@ -206,7 +207,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             break;
         }
         if (strncmp(line, "action=", 7) == 0)
-            str_copy(action, line + 7, sizeof action);
+            str_copy(action, line + 7, MAX_REPLY);
         free(line);
     }
     if (action[0] == '\0') {
@@ -217,8 +218,12 @@ static void on_read(struct bufferevent *bev, void *arg)
     c->call = NULL;
     c->last_used = time(NULL);
     call->conn = NULL;
+    /* Idle connections wait without a timeout; _max_idle retires them. */
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    struct server *srv = c->srv;
     finish(call, action);
-    dispatch(c->srv);
+    c->action[0] = '\0';
+    dispatch(srv);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -248,8 +253,6 @@ static struct pconn *conn_new(struct server *srv)
         return NULL;
     }
     bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
-    struct timeval tv = {conf_long(P_SMTPD_POLICY_SERVICE_TIMEOUT), 0};
-    bufferevent_set_timeouts(c->bev, &tv, &tv);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     c->next = srv->conns;
     srv->conns = c;
@@ -302,11 +305,15 @@ static void dispatch(struct server *srv)
             srv->waiting = call->next;
             if (srv->waiting == NULL)
                 srv->waiting_tail = NULL;
-            log_warn(NULL, "policy service %s: cannot connect", srv->target);
+            call->next = NULL;
+            call->tries++;
+            log_warn(NULL, "policy service %s: cannot connect (try %d of %ld)", srv->target,
+                     call->tries, conf_long(P_SMTPD_POLICY_SERVICE_TRY_LIMIT));
             /* Answer from the loop, never from inside policy_query(). */
-            struct timeval now = {0, 0};
-            call->retry = evtimer_new(base, give_up_now, call);
-            evtimer_add(call->retry, &now);
+            int last = call->tries >= conf_long(P_SMTPD_POLICY_SERVICE_TRY_LIMIT);
+            struct timeval tv = {last ? 0 : conf_long(P_SMTPD_POLICY_SERVICE_RETRY_DELAY), 0};
+            call->retry = evtimer_new(base, last ? give_up_now : retry_later, call);
+            evtimer_add(call->retry, &tv);
             continue;
         }
         struct policy_call *call = srv->waiting;
@@ -317,6 +324,9 @@ static void dispatch(struct server *srv)
         call->tries++;
         call->conn = c;
         c->call = call;
+        c->action[0] = '\0';
+        struct timeval tv = {conf_long(P_SMTPD_POLICY_SERVICE_TIMEOUT), 0};
+        bufferevent_set_timeouts(c->bev, &tv, &tv);
         bufferevent_write(c->bev, call->request.data, call->request.len);
         bufferevent_write(c->bev, "\n", 1);
     }

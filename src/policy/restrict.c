@@ -412,10 +412,33 @@ static void object_of(const struct rlist *l, const struct restrict_ctx *c, char 
         snprintf(out, len, "%s", c->recipient);
 }
 
-/* Map an access-table value to a result (Postfix access(5) actions). */
-static enum restrict_action access_action(const char *value, const char *object,
-                                          const char *stage, struct restrict_result *out)
+/* Format a reply "CODE X.Y.Z <object>: Stage rejected: text". A text that
+ * starts with its own enhanced status code ("5.7.9 go away") keeps it, with
+ * the class made to agree with the reply code, as Postfix does. */
+static void format_reply(char *out, size_t len, const char *code, const char *dsn,
+                         const char *object, const char *stage, const char *text)
 {
+    char own[16];
+    size_t n = strspn(text, "0123456789.");
+    if (n >= 5 && n < sizeof own && (text[n] == ' ' || text[n] == '\0') &&
+        (text[0] == '2' || text[0] == '4' || text[0] == '5') && text[1] == '.') {
+        memcpy(own, text, n);
+        own[n] = '\0';
+        own[0] = code[0];
+        dsn = own;
+        text += n;
+        text += strspn(text, " ");
+    }
+    snprintf(out, len, "%s %s <%s>: %s rejected: %s", code, dsn, object, stage,
+             *text ? text : "Access denied");
+}
+
+/* What an access-table value or a policy server's action means: access(5)
+ * actions, plus DEFER_IF_PERMIT, DEFER_IF_REJECT, PREPEND, WARN and INFO. */
+static enum restrict_action interpret_action(struct restrict_eval *ev, const char *value,
+                                             const char *object, const char *stage)
+{
+    struct restrict_result *out = ev->out;
     char word[32];
     size_t n = strcspn(value, " \t");
     if (n >= sizeof word)
@@ -433,23 +456,40 @@ static enum restrict_action access_action(const char *value, const char *object,
         return RA_HOLD;
     if (str_ieq(word, "DISCARD"))
         return RA_DISCARD;
+    if (str_ieq(word, "WARN") || str_ieq(word, "INFO")) {
+        log_info(NULL, "%s: %s: <%s>: %s", str_ieq(word, "WARN") ? "warn" : "info", stage,
+                 object, text);
+        return RA_DUNNO;
+    }
+    if (str_ieq(word, "PREPEND")) {
+        if (*text && out->prepend[0] == '\0')
+            str_copy(out->prepend, text, sizeof out->prepend);
+        return RA_DUNNO;
+    }
+    /* Conditional: remembered, decided by the final outcome. */
+    if (str_ieq(word, "DEFER_IF_PERMIT") || str_ieq(word, "DEFER_IF_REJECT")) {
+        char *slot = str_ieq(word, "DEFER_IF_PERMIT") ? ev->defer_if_permit : ev->defer_if_reject;
+        if (*slot == '\0')
+            format_reply(slot, sizeof ev->defer_if_permit, "450", "4.7.1", object, stage,
+                         *text ? text : "Service unavailable");
+        return RA_DUNNO;
+    }
     if (str_ieq(word, "REJECT")) {
-        snprintf(out->reply, sizeof out->reply, "554 5.7.1 <%s>: %s rejected: %s", object,
-                 stage, *text ? text : "Access denied");
+        format_reply(out->reply, sizeof out->reply, "554", "5.7.1", object, stage, text);
         return RA_REJECT;
     }
     if (str_ieq(word, "DEFER")) {
-        snprintf(out->reply, sizeof out->reply, "450 4.7.1 <%s>: %s rejected: %s", object,
-                 stage, *text ? text : "Access denied");
+        format_reply(out->reply, sizeof out->reply, "450", "4.7.1", object, stage, text);
         return RA_DEFER;
     }
     if (n == 3 && (word[0] == '4' || word[0] == '5') && isdigit((unsigned char)word[1]) &&
         isdigit((unsigned char)word[2])) {
-        snprintf(out->reply, sizeof out->reply, "%s %c.7.1 <%s>: %s rejected: %s", word,
-                 word[0], object, stage, *text ? text : "Access denied");
+        format_reply(out->reply, sizeof out->reply, word, word[0] == '4' ? "4.7.1" : "5.7.1",
+                     object, stage, text);
         return word[0] == '4' ? RA_DEFER : RA_REJECT;
     }
     /* An unknown action is a configuration error: fail safe, temporarily. */
+    log_warn(NULL, "unknown access action \"%s\" for <%s>", value, object);
     snprintf(out->reply, sizeof out->reply,
              "451 4.3.5 <%s>: %s rejected: Server configuration error", object, stage);
     return RA_DEFER;
@@ -613,6 +653,20 @@ static void add_attr(struct buf *b, const char *name, const char *value)
     buf_puts(b, "\n");
 }
 
+/* xtext (RFC 3461) as Postfix applies it to certificate names for policy
+ * servers: "+XX" for "+", controls, space and 8-bit bytes. */
+static void xtext(const char *in, char *out, size_t len)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p && o + 4 < len; p++) {
+        if (*p < 33 || *p > 126 || *p == '+') /* Postfix leaves '=' alone */
+            o += (size_t)snprintf(out + o, len - o, "+%02X", *p);
+        else
+            out[o++] = (char)*p;
+    }
+    out[o] = '\0';
+}
+
 static void policy_request(const struct restrict_ctx *c, const struct restriction *r,
                            struct buf *b)
 {
@@ -643,8 +697,13 @@ static void policy_request(const struct restrict_ctx *c, const struct restrictio
     add_attr(b, "sasl_username", "");
     add_attr(b, "sasl_sender", "");
     /* As Postfix: subject and issuer only for a verified chain. */
-    add_attr(b, "ccert_subject", tr && tr->chain_ok ? tr->subject_cn : "");
-    add_attr(b, "ccert_issuer", tr && tr->chain_ok ? tr->issuer_cn : "");
+    char subject[3 * TRUST_NAME_LEN + 4] = "", issuer[3 * TRUST_NAME_LEN + 4] = "";
+    if (tr && tr->chain_ok) {
+        xtext(tr->subject_cn, subject, sizeof subject);
+        xtext(tr->issuer_cn, issuer, sizeof issuer);
+    }
+    add_attr(b, "ccert_subject", subject);
+    add_attr(b, "ccert_issuer", issuer);
     add_attr(b, "ccert_fingerprint", tr && tr->has_cert ? tr->cert_fp : "");
     add_attr(b, "ccert_pubkey_fingerprint", tr && tr->has_cert ? tr->pubkey_fp : "");
     add_attr(b, "encryption_protocol", t ? t->protocol : "");
@@ -656,32 +715,6 @@ static void policy_request(const struct restrict_ctx *c, const struct restrictio
     add_attr(b, "compatibility_level", "3.6");
     add_attr(b, "mail_version", "keypost");
     add_attr(b, "policy_context", r->context);
-}
-
-/* What a policy server's action means here (access(5) plus the actions
- * only policy servers use). */
-static enum restrict_action policy_action(struct restrict_eval *ev, const char *action,
-                                          const char *object, const char *stage)
-{
-    const char *sp = action + strcspn(action, " \t");
-    const char *text = sp + strspn(sp, " \t");
-    size_t wl = (size_t)(sp - action);
-    if (wl == 15 && strncasecmp(action, "DEFER_IF_PERMIT", wl) == 0) {
-        snprintf(ev->out->reply, sizeof ev->out->reply, "450 4.7.1 <%s>: %s rejected: %s",
-                 object, stage, *text ? text : "Service unavailable");
-        return RA_DEFER;
-    }
-    if ((wl == 15 && strncasecmp(action, "DEFER_IF_REJECT", wl) == 0) ||
-        (wl == 4 && (strncasecmp(action, "WARN", wl) == 0 || strncasecmp(action, "INFO", wl) == 0))) {
-        log_info(NULL, "policy: %s", action);
-        return RA_DUNNO;
-    }
-    if (wl == 7 && strncasecmp(action, "PREPEND", wl) == 0) {
-        if (*text && ev->out->prepend[0] == '\0')
-            str_copy(ev->out->prepend, text, sizeof ev->out->prepend);
-        return RA_DUNNO;
-    }
-    return access_action(action, object, stage, ev->out);
 }
 
 static int run(struct restrict_eval *ev);
@@ -714,7 +747,7 @@ static enum restrict_action table_outcome(struct restrict_eval *ev, const char *
                  "451 4.3.0 <%s>: Temporary lookup failure", object);
         return RA_DEFER;
     }
-    return ev->table_found ? access_action(ev->action, object, stage, ev->out) : RA_DUNNO;
+    return ev->table_found ? interpret_action(ev, ev->action, object, stage) : RA_DUNNO;
 }
 
 static void policy_answer(void *arg, const char *action)
@@ -729,7 +762,7 @@ static void policy_answer(void *arg, const char *action)
         ev->done(ev->arg, ev->out);
 }
 
-/* Returns 1 when the result is final, 0 while a policy server is asked. */
+/* Record one restriction's outcome; a reject or defer ends the evaluation. */
 static int apply(struct restrict_eval *ev, enum restrict_action a)
 {
     if (a == RA_REJECT || a == RA_DEFER) {
@@ -737,14 +770,34 @@ static int apply(struct restrict_eval *ev, enum restrict_action a)
         ev->list = L_COUNT;
         return 1;
     }
-    if (a == RA_HOLD || a == RA_DISCARD)
+    if (a == RA_HOLD && ev->sticky != RA_DISCARD)
         ev->sticky = a;
+    if (a == RA_DISCARD) { /* accept, discard, and ask nothing more */
+        ev->sticky = a;
+        ev->list = L_COUNT;
+        return 0;
+    }
     if (a == RA_PERMIT) {
         ev->list++;
         ev->item = 0;
     } else
         ev->item++;
     return 0;
+}
+
+/* DEFER_IF_PERMIT and DEFER_IF_REJECT take effect on the final outcome. */
+static void conditional_defer(struct restrict_eval *ev)
+{
+    const char *why = NULL;
+    if (ev->out->action == RA_REJECT && ev->defer_if_reject[0])
+        why = ev->defer_if_reject;
+    else if ((ev->out->action == RA_PERMIT || ev->out->action == RA_HOLD) &&
+             ev->defer_if_permit[0])
+        why = ev->defer_if_permit;
+    if (why) {
+        ev->out->action = RA_DEFER;
+        str_copy(ev->out->reply, why, sizeof ev->out->reply);
+    }
 }
 
 static int run(struct restrict_eval *ev)
@@ -761,14 +814,12 @@ static int run(struct restrict_eval *ev)
         object_of(l, ev->ctx, object, sizeof object);
         if (ev->have_action) {
             ev->have_action = 0;
-            if (apply(ev, policy_action(ev, ev->action, object, l->stage)))
-                return 1;
+            apply(ev, interpret_action(ev, ev->action, object, l->stage));
             continue;
         }
         if (ev->have_table) {
             ev->have_table = 0;
-            if (apply(ev, table_outcome(ev, object, l->stage)))
-                return 1;
+            apply(ev, table_outcome(ev, object, l->stage));
             continue;
         }
         if (is_table_kind(r->kind)) {
@@ -799,11 +850,11 @@ static int run(struct restrict_eval *ev)
                 return 0; /* policy_answer() continues */
             continue;
         }
-        if (apply(ev, eval_one(r, l, ev->ctx, ev->out)))
-            return 1;
+        apply(ev, eval_one(r, l, ev->ctx, ev->out));
     }
     if (ev->out->action != RA_REJECT && ev->out->action != RA_DEFER)
         ev->out->action = ev->sticky == RA_DUNNO ? RA_PERMIT : ev->sticky;
+    conditional_defer(ev);
     return 1;
 }
 

@@ -67,6 +67,7 @@ struct restrict_eval {
     int in_run, have_action;
     int have_table, table_tempfail, table_found;
     char action[1024];
+    char defer_if_permit[512], defer_if_reject[512];
 };
 
 /* Parse every restriction list and table; errors name the FILE:LINE. */

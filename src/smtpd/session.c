@@ -130,6 +130,8 @@ static void reply(struct smtp_session *s, const char *fmt, ...)
 
 static void reset_transaction(struct smtp_session *s)
 {
+    if (s->sender[0] || s->nrcpt || (s->state & (ST_MAIL | ST_RCPT | ST_DATA)))
+        s->transactions++; /* a new policy "instance" for the next one */
     for (int i = 0; i < s->nrcpt; i++)
         free(s->rcpts[i]);
     free(s->rcpts);
@@ -142,8 +144,6 @@ static void reset_transaction(struct smtp_session *s)
     s->discard = 0;
     s->declared_size = 0;
     s->prepend[0] = '\0';
-    if (s->sender[0] || s->nrcpt)
-        s->transactions++;
     if (s->qf) {
         queue_abort(s->qf);
         s->qf = NULL;
@@ -446,7 +446,7 @@ static void apply_restrictions(struct smtp_session *s, const char *rcpt)
         .protocol_name = proto_name(s),
         .queue_id = "",
         .instance = s->instance,
-        .recipient_count = s->nrcpt,
+        .recipient_count = 0, /* as Postfix: known only from DATA on */
         .size = s->declared_size,
     };
     if (restrict_start(&s->reval, &s->rctx, &s->rres, policy_done, s)) {
