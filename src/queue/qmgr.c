@@ -30,7 +30,7 @@ long qmgr_backoff(int attempts, long minimal, long maximal)
 {
     long d = minimal;
     for (int i = 1; i < attempts && d < maximal; i++)
-        d *= 2;
+        d = d > maximal / 2 ? maximal : d * 2; /* no overflow near LONG_MAX */
     return d < maximal ? d : maximal;
 }
 

@@ -89,6 +89,8 @@ static struct envelope sample_env(void)
     env.helo = "client.test";
     env.proto = "ESMTPS";
     env.hold = 0;
+    env.smtputf8 = 0;
+    env.eightbit = 1;
     return env;
 }
 
@@ -166,6 +168,8 @@ static void test_round_trip(void **state)
     assert_string_equal(got.helo, "client.test");
     assert_string_equal(got.proto, "ESMTPS");
     assert_int_equal(got.hold, 0);
+    assert_int_equal(got.smtputf8, 0);
+    assert_int_equal(got.eightbit, 1);
     assert_int_equal(got.size, (off_t)strlen(body));
 
     /* body_offset points at the message, right after the header's blank line. */
@@ -181,13 +185,14 @@ static void test_round_trip(void **state)
     assert_int_equal(got.nrcpt, 0);
 }
 
-static void test_null_sender_and_hold(void **state)
+static void test_null_sender_and_flags(void **state)
 {
     (void)state;
     struct envelope env = sample_env();
     env.sender = "";
     env.nrcpt = 1;
-    env.hold = 1;
+    env.smtputf8 = 1;
+    env.eightbit = 0;
     char id[QUEUE_ID_LEN];
     make_message(&env, "", 0, id);
     struct envelope got;
@@ -195,9 +200,37 @@ static void test_null_sender_and_hold(void **state)
     assert_non_null(got.sender);
     assert_string_equal(got.sender, "");
     assert_int_equal(got.nrcpt, 1);
-    assert_int_equal(got.hold, 1);
+    assert_int_equal(got.hold, 0);
+    assert_int_equal(got.smtputf8, 1);
+    assert_int_equal(got.eightbit, 0);
     assert_int_equal(got.size, 0);
     envelope_free(&got);
+}
+
+static void test_hold_commits_to_hold(void **state)
+{
+    (void)state;
+    /* A message an access table put on HOLD is committed into hold/. */
+    struct envelope env = sample_env();
+    env.hold = 1;
+    struct qfile *q = queue_create(qdir, &env);
+    assert_non_null(q);
+    char id[QUEUE_ID_LEN];
+    strcpy(id, queue_file_id(q));
+    assert_int_equal(queue_write(q, "held\r\n", 6), 0);
+    assert_int_equal(queue_commit(q), 0);
+    queue_close(q);
+    assert_false(exists("active", id));
+    assert_false(exists("tmp", id));
+    assert_true(exists("hold", id));
+    struct envelope got;
+    assert_int_equal(queue_load(qdir, "hold", id, &got), 0);
+    assert_int_equal(got.hold, 1);
+    assert_int_equal(got.size, 6);
+    envelope_free(&got);
+    /* Released with `keypost queue release`: back to active/. */
+    assert_int_equal(queue_move(qdir, id, "hold", "active"), 0);
+    assert_true(exists("active", id));
 }
 
 static void test_large_body(void **state)
@@ -251,9 +284,9 @@ static void test_state_marks(void **state)
 {
     (void)state;
     struct envelope env = sample_env();
-    char *three[] = {"a@x.test", "b@x.test", "c@x.test"};
-    env.rcpts = three;
-    env.nrcpt = 3;
+    char *four[] = {"a@x.test", "b@x.test", "c@x.test", "d@x.test"};
+    env.rcpts = four;
+    env.nrcpt = 4;
     char id[QUEUE_ID_LEN];
     make_message(&env, "x\r\n", 3, id);
     struct envelope got;
@@ -263,30 +296,51 @@ static void test_state_marks(void **state)
     assert_int_equal(queue_state_load(qdir, &got, &st), 0);
     assert_int_equal(st.attempts, 0);
     assert_int_equal(st.next_attempt, 0);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++) {
         assert_int_equal(st.done[i], 0);
-    queue_state_free(&st);
+        assert_null(st.reason[i]);
+    }
+    queue_state_free(&st, got.nrcpt);
 
-    assert_int_equal(queue_state_mark(qdir, id, 0, 'D'), 0);
-    assert_int_equal(queue_state_mark(qdir, id, 2, 'B'), 0);
+    assert_int_equal(queue_state_mark(qdir, id, 0, 'D', NULL), 0);
+    assert_int_equal(queue_state_mark(qdir, id, 2, 'B', "550 5.1.1 <c@x.test>: no such user"), 0);
+    /* A temporary failure keeps the recipient pending but records why. */
+    assert_int_equal(queue_state_mark(qdir, id, 1, 'T', "451 4.3.0 try\r\nlater"), 0);
     assert_int_equal(queue_state_attempt(qdir, id, 1795437000), 0);
     assert_int_equal(queue_state_attempt(qdir, id, 1795438000), 0);
+    /* Bounced, then the sender was notified. */
+    assert_int_equal(queue_state_mark(qdir, id, 3, 'B', "554 rejected"), 0);
+    assert_int_equal(queue_state_mark(qdir, id, 3, 'N', NULL), 0);
     /* A recipient number out of range is ignored when read back. */
-    assert_int_equal(queue_state_mark(qdir, id, 7, 'D'), 0);
+    assert_int_equal(queue_state_mark(qdir, id, 7, 'D', NULL), 0);
 
     assert_int_equal(queue_state_load(qdir, &got, &st), 0);
     assert_int_equal(st.done[0], 'D');
     assert_int_equal(st.done[1], 0);
     assert_int_equal(st.done[2], 'B');
+    assert_int_equal(st.done[3], 'N');
+    assert_null(st.reason[0]);
+    assert_string_equal(st.reason[1], "451 4.3.0 try  later");
+    assert_string_equal(st.reason[2], "550 5.1.1 <c@x.test>: no such user");
+    assert_string_equal(st.reason[3], "554 rejected");
     assert_int_equal(st.attempts, 2);
     assert_int_equal(st.next_attempt, 1795438000);
-    queue_state_free(&st);
+    queue_state_free(&st, got.nrcpt);
     assert_null(st.done);
+    assert_null(st.reason);
 
-    /* The state file is the documented append-only text. */
+    /* The state file is the documented append-only text, one line per
+     * event even when a remote reply held line breaks. */
     size_t len;
     char *text = slurp("state", id, &len);
-    assert_string_equal(text, "D 0\nB 2\nA 1795437000\nA 1795438000\nD 7\n");
+    assert_string_equal(text, "D 0\n"
+                              "B 2 550 5.1.1 <c@x.test>: no such user\n"
+                              "T 1 451 4.3.0 try  later\n"
+                              "A 1795437000\n"
+                              "A 1795438000\n"
+                              "B 3 554 rejected\n"
+                              "N 3\n"
+                              "D 7\n");
     free(text);
     envelope_free(&got);
 }
@@ -297,7 +351,7 @@ static void test_remove(void **state)
     struct envelope env = sample_env();
     char id[QUEUE_ID_LEN];
     make_message(&env, "x\r\n", 3, id);
-    assert_int_equal(queue_state_mark(qdir, id, 0, 'D'), 0);
+    assert_int_equal(queue_state_mark(qdir, id, 0, 'D', NULL), 0);
     assert_true(exists("state", id));
     assert_int_equal(queue_remove(qdir, id), 0);
     assert_false(exists("active", id));
@@ -397,7 +451,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_init_dirs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_null_sender_and_hold, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_null_sender_and_flags, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hold_commits_to_hold, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_marks, setup, teardown),

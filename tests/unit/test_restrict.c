@@ -334,9 +334,10 @@ static void test_unknown_restriction(void **state)
     snprintf(want, sizeof want,
              "%s:2: smtpd_client_restrictions: unknown restriction \"reject_everything\"", path);
     assert_string_equal(errs.msgs[0], want);
-    snprintf(want, sizeof want,
-             "%s:5: smtpd_relay_restrictions: check_ccert_access needs a table", path);
-    assert_string_equal(errs.msgs[1], want);
+    /* A table restriction without its table: the message names the place
+     * and the restriction. */
+    snprintf(want, sizeof want, "%s:5: smtpd_relay_restrictions: check_ccert_access", path);
+    assert_memory_equal(errs.msgs[1], want, strlen(want));
     conf_errors_free(&errs);
     unlink(path);
     rmdir(dir);
@@ -399,6 +400,62 @@ static void test_tls_pins(void **state)
     assert_int_equal(check_rcpt("192.0.2.10", "alice@example.org", &peer, &res), RA_PERMIT);
 }
 
+static void test_access_tables(void **state)
+{
+    (void)state;
+    struct restrict_result res;
+    static const char *const cfg[] = {
+        "smtpd_client_restrictions", "check_client_access inline:{ 192.0.2=REJECT }",
+        "smtpd_sender_restrictions",
+        "check_sender_access inline:{ spam.example=REJECT, <>=DEFER, ok@spam.example=OK }",
+        "smtpd_recipient_restrictions",
+        "check_recipient_access inline:{ { gone@example.org = 550 mailbox gone }, "
+        "odd@example.org=FROBNICATE }",
+        NULL};
+    configure(cfg);
+    /* The client address and its shorter prefixes are keys. */
+    assert_int_equal(check_rcpt("192.0.2.10", "alice@example.org", NULL, &res), RA_REJECT);
+    assert_string_equal(res.reply, "554 5.7.1 <client.example[192.0.2.10]>: Client host "
+                                   "rejected: Access denied");
+    assert_int_equal(check_rcpt("198.51.100.1", "alice@example.org", NULL, &res), RA_PERMIT);
+
+    /* Sender: the domain matches its subdomains; a full address first. */
+    struct sockaddr_storage ss = addr_of("198.51.100.1");
+    struct restrict_ctx ctx = {
+        .client = &ss, .client_name = "unknown", .client_addr = "198.51.100.1",
+        .helo = "h.example", .sender = "x@sub.spam.example", .recipient = "alice@example.org",
+    };
+    restrict_check_rcpt(&ctx, &res);
+    assert_int_equal(res.action, RA_REJECT);
+    assert_string_equal(res.reply, "554 5.7.1 <x@sub.spam.example>: Sender address rejected: "
+                                   "Access denied");
+    ctx.sender = "ok@spam.example";
+    restrict_check_rcpt(&ctx, &res);
+    assert_int_equal(res.action, RA_PERMIT);
+    ctx.sender = "x@notspam.example";
+    restrict_check_rcpt(&ctx, &res);
+    assert_int_equal(res.action, RA_PERMIT);
+    /* The null sender is looked up as "<>". */
+    ctx.sender = "";
+    restrict_check_rcpt(&ctx, &res);
+    assert_int_equal(res.action, RA_DEFER);
+    assert_true(strncmp(res.reply, "450 4.7.1 ", 10) == 0);
+
+    /* A numeric action with its own text. */
+    ctx.sender = "x@notspam.example";
+    ctx.recipient = "gone@example.org";
+    restrict_check_rcpt(&ctx, &res);
+    assert_int_equal(res.action, RA_REJECT);
+    assert_string_equal(res.reply, "550 5.7.1 <gone@example.org>: Recipient address rejected: "
+                                   "mailbox gone");
+    /* An action keypost does not know fails safe, temporarily. */
+    ctx.recipient = "odd@example.org";
+    restrict_check_rcpt(&ctx, &res);
+    assert_int_equal(res.action, RA_DEFER);
+    assert_string_equal(res.reply, "451 4.3.5 <odd@example.org>: Recipient address rejected: "
+                                   "Server configuration error");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,6 +469,7 @@ int main(void)
         cmocka_unit_test_teardown(test_unknown_restriction, teardown),
         cmocka_unit_test_teardown(test_limit_exceptions, teardown),
         cmocka_unit_test_teardown(test_tls_pins, teardown),
+        cmocka_unit_test_teardown(test_access_tables, teardown),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     conf_defaults();

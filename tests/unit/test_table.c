@@ -72,6 +72,19 @@ static void test_inline_case_insensitive(void **state)
     table_free(t);
 }
 
+static void test_inline_values_with_spaces(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct table *t = table_open("inline:{ { Gone@Example.org = 550 mailbox gone }, k=v }", err,
+                                 sizeof err);
+    assert_non_null(t);
+    assert_int_equal(table_count(t), 2);
+    assert_string_equal(table_lookup(t, "gone@example.org"), "550 mailbox gone");
+    assert_string_equal(table_lookup(t, "K"), "v");
+    table_free(t);
+}
+
 static void test_inline_empty_and_bad(void **state)
 {
     (void)state;
@@ -207,6 +220,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_inline),
         cmocka_unit_test(test_inline_case_insensitive),
+        cmocka_unit_test(test_inline_values_with_spaces),
         cmocka_unit_test(test_inline_empty_and_bad),
         cmocka_unit_test(test_unsupported_type),
         cmocka_unit_test(test_texthash),
