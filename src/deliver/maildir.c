@@ -9,6 +9,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "util/fsutil.h"
 #include "util/strutil.h"
 
 /* A path component taken from an address must not climb or hide. */
@@ -73,16 +74,6 @@ static int copy_body(int out, const struct dmessage *m, const char *rcpt)
     fclose(in);
     bad |= fclose(o) != 0;
     return bad ? -1 : 0;
-}
-
-static int fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int r = fsync(fd);
-    close(fd);
-    return r;
 }
 
 void maildir_deliver(const char *base, const struct dmessage *m, const char *rcpt,

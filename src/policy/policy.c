@@ -145,6 +145,16 @@ static void conn_free(struct pconn *c)
     free(c);
 }
 
+static void enqueue(struct server *srv, struct policy_call *call)
+{
+    call->next = NULL;
+    if (srv->waiting_tail)
+        srv->waiting_tail->next = call;
+    else
+        srv->waiting = call;
+    srv->waiting_tail = call;
+}
+
 static void retry_later(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -153,12 +163,7 @@ static void retry_later(evutil_socket_t fd, short what, void *arg)
     struct server *srv = call->srv;
     event_free(call->retry);
     call->retry = NULL;
-    call->next = NULL;
-    if (srv->waiting_tail)
-        srv->waiting_tail->next = call;
-    else
-        srv->waiting = call;
-    srv->waiting_tail = call;
+    enqueue(srv, call);
     dispatch(srv);
 }
 
@@ -354,11 +359,7 @@ struct policy_call *policy_query(const char *target, const char *request, size_t
     call->arg = arg;
     buf_init(&call->request, 65536);
     buf_append(&call->request, request, len);
-    if (srv->waiting_tail)
-        srv->waiting_tail->next = call;
-    else
-        srv->waiting = call;
-    srv->waiting_tail = call;
+    enqueue(srv, call);
     dispatch(srv);
     return call;
 }

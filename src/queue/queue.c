@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "util/buf.h"
+#include "util/fsutil.h"
 #include "util/strutil.h"
 
 #define QBUF_SIZE 65536
@@ -161,11 +162,7 @@ int queue_commit_file(struct qfile *q)
     if (q->hold) { /* rare: make it durable here, the group syncs active/ */
         char dir[4096];
         snprintf(dir, sizeof dir, "%s/hold", q->qdir);
-        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        int r = fd >= 0 ? fsync(fd) : -1;
-        if (fd >= 0)
-            close(fd);
-        return r;
+        return fsync_dir(dir);
     }
     return 0;
 }
@@ -174,12 +171,7 @@ int queue_sync_active_dir(const char *qdir)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/active", qdir);
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int r = fsync(fd);
-    close(fd);
-    return r;
+    return fsync_dir(path);
 }
 
 int queue_commit(struct qfile *q)
