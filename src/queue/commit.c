@@ -36,6 +36,9 @@ static struct {
 static void run_group(struct job *list)
 {
     int any = 0;
+    if (list->next) /* a group: let the disk write all of it at once */
+        for (struct job *j = list; j; j = j->next)
+            queue_start_writeback(j->q);
     for (struct job *j = list; j; j = j->next) {
         j->ok = queue_commit_file(j->q) == 0;
         any |= j->ok;

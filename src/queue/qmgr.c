@@ -16,6 +16,7 @@
 #include "deliver/lmtp.h"
 #include "deliver/maildir.h"
 #include "deliver/smtp.h"
+#include "queue/agent.h"
 #include "queue/bounce.h"
 #include "queue/notify.h"
 #include "queue/queue.h"
@@ -24,7 +25,7 @@
 #include "util/log.h"
 #include "util/strutil.h"
 
-#define BATCH_MAX 20 /* messages per delivery process */
+#define BATCH_MAX 20 /* messages per delivery request */
 
 long qmgr_backoff(int attempts, long minimal, long maximal)
 {
@@ -293,7 +294,6 @@ struct qmsg {
 };
 
 struct job {
-    pid_t pid;
     char key[340];
     int finish;      /* 1: a finish process for msgs[0] */
     struct qmsg **msgs;
@@ -308,6 +308,7 @@ static struct {
     struct job *jobs;
     int running;
     int stopping;
+    int in_run_due;
     struct event *tick, *notify, *watch, *sig_term, *sig_chld;
     int notify_fd, watch_fd;
     time_t last_scan;
@@ -389,8 +390,46 @@ static int jobs_for(const char *key)
     return n;
 }
 
+/* Request lines for an agent: "F ID" finishes a message; "D KEY ID[+] ..."
+ * delivers, where "+" asks the agent to finish that message too (it has no
+ * other delivery in this round, which saves a request per message). */
+static int agent_work(char *req)
+{
+    if (req[0] == 'F' && req[1] == ' ')
+        return qmgr_finish_message(Q.qdir, req + 2);
+    if (req[0] != 'D' || req[1] != ' ')
+        return 0;
+    char *key = req + 2, *ids_text = strchr(key, '\t');
+    if (ids_text == NULL)
+        return 0;
+    *ids_text++ = '\0';
+    char *ids[BATCH_MAX];
+    int finish[BATCH_MAX], n = 0;
+    for (char *save = NULL, *id = strtok_r(ids_text, " ", &save); id && n < BATCH_MAX;
+         id = strtok_r(NULL, " ", &save)) {
+        size_t len = strlen(id);
+        finish[n] = len && id[len - 1] == '+';
+        if (finish[n])
+            id[len - 1] = '\0';
+        ids[n++] = id;
+    }
+    qmgr_deliver_job(Q.qdir, key, ids, n);
+    for (int i = 0; i < n; i++)
+        if (finish[i])
+            qmgr_finish_message(Q.qdir, ids[i]);
+    return 0;
+}
+
+static void job_done(void *job, int result);
+
 static void start_job(const char *key, struct qmsg **msgs, int n, int finish)
 {
+    char req[4096];
+    size_t o = (size_t)snprintf(req, sizeof req, finish ? "F %s" : "D %s\t", finish ? msgs[0]->id
+                                                                              : key);
+    for (int i = 0; !finish && i < n && o + QUEUE_ID_LEN + 2 < sizeof req; i++)
+        o += (size_t)snprintf(req + o, sizeof req - o, "%s%s%s", i ? " " : "", msgs[i]->id,
+                              msgs[i]->self_finish ? "+" : "");
     struct job *j = calloc(1, sizeof *j);
     if (j == NULL)
         return;
@@ -399,31 +438,12 @@ static void start_job(const char *key, struct qmsg **msgs, int n, int finish)
     j->n = n;
     j->finish = finish;
     str_copy(j->key, key, sizeof j->key);
-    pid_t pid = fork();
-    if (pid < 0) {
-        log_warn(NULL, "cannot fork a delivery process: %s", strerror(errno));
+    if (j->msgs == NULL || agent_submit(req, j) < 0) {
+        /* No agent now: the messages stay due and are tried again. */
         free(j->msgs);
         free(j);
         return;
     }
-    if (pid == 0) {
-        log_set_role(finish ? "finish" : "deliver");
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGCHLD, SIG_DFL);
-        if (finish)
-            _exit(qmgr_finish_message(Q.qdir, msgs[0]->id));
-        char *ids[BATCH_MAX];
-        for (int i = 0; i < n; i++)
-            ids[i] = msgs[i]->id;
-        qmgr_deliver_job(Q.qdir, key, ids, n);
-        /* A message with no other delivery process is finished here, which
-         * saves a process per message in the common case. */
-        for (int i = 0; i < n; i++)
-            if (msgs[i]->self_finish)
-                qmgr_finish_message(Q.qdir, msgs[i]->id);
-        _exit(0);
-    }
-    j->pid = pid;
     for (int i = 0; i < n; i++) {
         if (finish)
             msgs[i]->finisher = 1;
@@ -460,6 +480,8 @@ static int pending_keys(struct qmsg *m, char keys[][340], int max)
     return n;
 }
 
+static void plan_and_launch(void);
+
 struct plan {
     char key[340];
     struct qmsg *msgs[BATCH_MAX];
@@ -474,6 +496,15 @@ static void launch(struct plan *p)
 }
 
 static void run_due(void)
+{
+    if (Q.in_run_due)
+        return;
+    Q.in_run_due = 1;
+    plan_and_launch();
+    Q.in_run_due = 0;
+}
+
+static void plan_and_launch(void)
 {
     enum { MAX_PLANS = 64, MAX_KEYS = 16 };
     static struct plan plans[MAX_PLANS];
@@ -518,14 +549,20 @@ static void run_due(void)
         launch(&plans[p]);
 }
 
-static void job_done(struct job *j, int status)
+static void job_done(void *job, int result)
 {
+    struct job *j = job;
+    for (struct job **p = &Q.jobs; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            break;
+        }
     Q.running--;
     for (int i = 0; i < j->n; i++) {
         struct qmsg *m = j->msgs[i];
         if (j->finish) {
             m->finisher = 0;
-            if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            if (result == 0)
                 drop(m);
             else
                 load_next_attempt(m);
@@ -534,12 +571,18 @@ static void job_done(struct job *j, int status)
             char path[4096];
             snprintf(path, sizeof path, "%s/active/%s", Q.qdir, m->id);
             if (access(path, F_OK) < 0)
-                drop(m); /* finished and removed by the delivery process */
+                drop(m); /* finished and removed by the agent */
             else
                 load_next_attempt(m);
         } else if (m->jobs == 0 && !Q.stopping)
             start_job("", &m, 1, 1);
     }
+    free(j->msgs);
+    free(j);
+    if (Q.stopping && Q.running == 0)
+        event_base_loopexit(Q.base, NULL);
+    else if (!Q.in_run_due)
+        run_due();
 }
 
 static void on_chld(evutil_socket_t sig, short what, void *arg)
@@ -549,22 +592,8 @@ static void on_chld(evutil_socket_t sig, short what, void *arg)
     (void)arg;
     int status;
     pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        for (struct job **p = &Q.jobs; *p; p = &(*p)->next) {
-            struct job *j = *p;
-            if (j->pid != pid)
-                continue;
-            *p = j->next;
-            job_done(j, status);
-            free(j->msgs);
-            free(j);
-            break;
-        }
-    }
-    if (Q.stopping && Q.running == 0)
-        event_base_loopexit(Q.base, NULL);
-    else
-        run_due();
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        agent_reaped(pid);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -641,7 +670,7 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
     Q.stopping = 1;
     if (Q.running == 0)
         event_base_loopexit(Q.base, NULL);
-    /* else: running deliveries finish; on_chld ends the loop */
+    /* else: running deliveries finish; job_done() ends the loop */
 }
 
 int qmgr_run(void)
@@ -663,10 +692,12 @@ int qmgr_run(void)
     event_add(Q.notify, NULL);
     evsignal_add(Q.sig_term, NULL);
     evsignal_add(Q.sig_chld, NULL);
+    agent_pool_init(Q.base, (int)conf_long(P_DEFAULT_PROCESS_LIMIT), agent_work, job_done);
     watch_active();
     scan();
     run_due();
     event_base_dispatch(Q.base);
+    agent_pool_stop();
     close(Q.notify_fd);
     return 0;
 }

@@ -1,9 +1,10 @@
 /* qmgr: the queue manager process. It finds messages in active/ (at start,
  * when notified through qmgr.sock, and every queue_run_delay), groups the
- * due recipients by route (route.h), and runs delivery processes: one per
- * next hop and batch of messages, so that one SMTP connection carries many
- * messages. Concurrency: at most default_destination_concurrency_limit
- * processes per next hop and default_process_limit in all. When a message's
+ * due recipients by route (route.h), and hands each next hop's batch of
+ * messages to a delivery agent (agent.h: long-lived processes), so that one
+ * SMTP connection carries many messages. Concurrency: at most
+ * default_destination_concurrency_limit batches per next hop and
+ * default_process_limit agents in all. When a message's
  * deliveries end, its "finish" step sends bounces (RFC 3464) for recipients
  * that failed for good or outlived maximal_queue_lifetime
  * (bounce_queue_lifetime for bounces), removes a finished message, or

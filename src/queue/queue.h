@@ -49,6 +49,9 @@ int queue_commit(struct qfile *q);
 int queue_sync_active_dir(const char *qdir);
 /* The part of queue_commit before the directory fsync. */
 int queue_commit_file(struct qfile *q);
+/* Write out q's buffer and start the disk writes without waiting (for a
+ * group, before queue_commit_file of each). */
+int queue_start_writeback(struct qfile *q);
 /* Throw away a message that was never acknowledged, and free q. */
 void queue_abort(struct qfile *q);
 /* Free after a successful commit. */
