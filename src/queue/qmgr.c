@@ -22,6 +22,7 @@
 #include "queue/queue.h"
 #include "queue/route.h"
 #include "tls/tls_client.h"
+#include "util/buf.h"
 #include "util/log.h"
 #include "util/strutil.h"
 
@@ -42,8 +43,11 @@ struct loaded {
     struct envelope env;
     struct queue_state st;
     char path[4096];
-    int *idx;     /* recipients of this job */
+    int *idx;       /* recipients of this job */
     int n;
+    int reported;   /* results received so far */
+    int finish;     /* no other delivery this round: may remove the message */
+    struct buf marks; /* state lines of this job, written together */
 };
 
 static void log_result(const struct envelope *env, const char *rcpt, const struct dresult *r)
@@ -52,18 +56,40 @@ static void log_result(const struct envelope *env, const char *rcpt, const struc
              difftime(time(NULL), env->arrival), dstatus_name(r->status), r->text);
 }
 
-/* Log and record one recipient's result (durably before anything else). */
+/* A message's results are all in: if every recipient is now delivered and
+ * no other delivery works on it, remove it (its state file never needs to
+ * exist); otherwise write this job's state lines with one durable append,
+ * before the finish step reads them. */
+static void settle(const char *qdir, struct loaded *m)
+{
+    int all_delivered = m->finish;
+    for (int i = 0; i < m->env.nrcpt && all_delivered; i++)
+        all_delivered = m->st.done[i] == 'D' || m->st.done[i] == 'N';
+    if (all_delivered) {
+        queue_remove(qdir, m->id);
+        log_info(m->id, "removed");
+        return;
+    }
+    if (m->marks.len && queue_state_append(qdir, m->id, m->marks.data) < 0)
+        log_warn(m->id, "cannot record delivery results: %m");
+}
+
+/* Log one recipient's result and note it for settle(). */
 static void record(const char *qdir, struct loaded *m, int rcpt, const struct dresult *r)
 {
     log_result(&m->env, m->env.rcpts[rcpt], r);
     char what = r->status == D_SENT ? 'D' : r->status == D_BOUNCED ? 'B' : 'T';
-    if (queue_state_mark(qdir, m->id, rcpt, what, r->status == D_SENT ? NULL : r->text) < 0)
-        log_warn(m->id, "cannot record the result for <%s>: %m", m->env.rcpts[rcpt]);
+    queue_state_line(&m->marks, rcpt, what, r->status == D_SENT ? NULL : r->text);
+    if (what != 'T')
+        m->st.done[rcpt] = (unsigned char)what;
+    if (++m->reported == m->n)
+        settle(qdir, m);
 }
 
 static int load_job_message(const char *qdir, const char *id, const char *key, struct loaded *m)
 {
     memset(m, 0, sizeof *m);
+    buf_init(&m->marks, 1 << 20);
     str_copy(m->id, id, sizeof m->id);
     if (queue_load(qdir, "active", id, &m->env) < 0)
         return -1; /* deleted or held meanwhile */
@@ -83,6 +109,7 @@ static int load_job_message(const char *qdir, const char *id, const char *key, s
 
 static void free_loaded(struct loaded *m)
 {
+    buf_free(&m->marks);
     free(m->idx);
     queue_state_free(&m->st, m->env.nrcpt);
     envelope_free(&m->env);
@@ -178,7 +205,7 @@ static void deliver_local(const char *qdir, const struct route *route, struct lo
     }
 }
 
-void qmgr_deliver_job(const char *qdir, const char *key, char **ids, int n)
+void qmgr_deliver_job(const char *qdir, const char *key, char **ids, const int *finish, int n)
 {
     struct loaded *msgs = calloc((size_t)n + 1, sizeof *msgs);
     struct route route;
@@ -186,6 +213,7 @@ void qmgr_deliver_job(const char *qdir, const char *key, char **ids, int n)
     for (int i = 0; i < n; i++) {
         if (load_job_message(qdir, ids[i], key, &msgs[loaded]) < 0)
             continue;
+        msgs[loaded].finish = finish[i];
         if (!have_route && msgs[loaded].n) {
             route_for(msgs[loaded].env.rcpts[msgs[loaded].idx[0]], &route);
             have_route = 1;
@@ -404,7 +432,7 @@ static int agent_work(char *req)
         return 0;
     *ids_text++ = '\0';
     char *ids[BATCH_MAX];
-    int finish[BATCH_MAX], n = 0;
+    int finish[BATCH_MAX] = {0}, n = 0;
     for (char *save = NULL, *id = strtok_r(ids_text, " ", &save); id && n < BATCH_MAX;
          id = strtok_r(NULL, " ", &save)) {
         size_t len = strlen(id);
@@ -413,10 +441,10 @@ static int agent_work(char *req)
             id[len - 1] = '\0';
         ids[n++] = id;
     }
-    qmgr_deliver_job(Q.qdir, key, ids, n);
+    qmgr_deliver_job(Q.qdir, key, ids, finish, n);
     for (int i = 0; i < n; i++)
         if (finish[i])
-            qmgr_finish_message(Q.qdir, ids[i]);
+            qmgr_finish_message(Q.qdir, ids[i]); /* nothing to do if settle() removed it */
     return 0;
 }
 

@@ -15,8 +15,9 @@
 
 /* Run until SIGTERM; returns the exit status. */
 int qmgr_run(void);
-/* Deliver the recipients of messages ids[0..n-1] whose route key is key. */
-void qmgr_deliver_job(const char *qdir, const char *key, char **ids, int n);
+/* Deliver the recipients of messages ids[0..n-1] whose route key is key;
+ * finish[i]: no other delivery works on ids[i] in this round. */
+void qmgr_deliver_job(const char *qdir, const char *key, char **ids, const int *finish, int n);
 /* Bounce, remove or reschedule one message after its deliveries; returns 0
  * when the message left the queue, 1 when recipients remain. */
 int qmgr_finish_message(const char *qdir, const char *id);

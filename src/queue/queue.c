@@ -353,7 +353,7 @@ static int state_append(const char *qdir, const char *id, const char *line)
     return r;
 }
 
-int queue_state_mark(const char *qdir, const char *id, int rcpt, char what, const char *reason)
+void queue_state_line(struct buf *b, int rcpt, char what, const char *reason)
 {
     char line[700];
     snprintf(line, sizeof line, "%c %d%s%.600s\n", what, rcpt, reason ? " " : "",
@@ -362,7 +362,22 @@ int queue_state_mark(const char *qdir, const char *id, int rcpt, char what, cons
     for (char *p = line; p[1]; p++)
         if (*p == '\n' || *p == '\r')
             *p = ' ';
-    return state_append(qdir, id, line);
+    buf_puts(b, line);
+}
+
+int queue_state_append(const char *qdir, const char *id, const char *lines)
+{
+    return state_append(qdir, id, lines);
+}
+
+int queue_state_mark(const char *qdir, const char *id, int rcpt, char what, const char *reason)
+{
+    struct buf b;
+    buf_init(&b, 1024);
+    queue_state_line(&b, rcpt, what, reason);
+    int r = state_append(qdir, id, buf_str(&b));
+    buf_free(&b);
+    return r;
 }
 
 int queue_state_attempt(const char *qdir, const char *id, time_t next)

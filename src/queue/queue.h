@@ -74,6 +74,11 @@ int queue_state_load(const char *qdir, const struct envelope *env, struct queue_
  * "N idx" (bounce sent); durable before return. reason may be NULL. */
 int queue_state_mark(const char *qdir, const char *id, int rcpt, char what, const char *reason);
 int queue_state_attempt(const char *qdir, const char *id, time_t next);
+/* Build state lines in b (as queue_state_mark writes them) and append them
+ * all with one durable write. */
+struct buf;
+void queue_state_line(struct buf *b, int rcpt, char what, const char *reason);
+int queue_state_append(const char *qdir, const char *id, const char *lines);
 void queue_state_free(struct queue_state *st, int nrcpt);
 /* Remove a finished or deleted message from every place. */
 int queue_remove(const char *qdir, const char *id);
