@@ -182,6 +182,10 @@ enum dns_status dns_addrs(const char *host, int port, struct sockaddr_storage *o
         add_addr(out, max, count, AF_INET, bin, port);
         return DNS_OK;
     }
+    if (inet_pton(AF_INET6, host, bin) == 1) {
+        add_addr(out, max, count, AF_INET6, bin, port);
+        return DNS_OK;
+    }
     enum dns_status worst = DNS_NOTFOUND;
     static const int types[] = {RR_A, RR_AAAA};
     for (int t = 0; t < 2; t++) {

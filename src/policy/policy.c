@@ -41,6 +41,9 @@ struct policy_call {
     void *arg;
     int tries;
     struct event *retry;
+    struct event *deadline;     /* bounds the whole call, queueing included */
+    struct event *answer_ev;    /* delivers the answer from the loop */
+    char action[MAX_REPLY];
     struct pconn *conn;
     struct policy_call *next;   /* waiting list */
 };
@@ -231,6 +234,43 @@ static void on_read(struct bufferevent *bev, void *arg)
     dispatch(srv);
 }
 
+static void unlink_waiting(struct server *srv, struct policy_call *call)
+{
+    struct policy_call *prev = NULL;
+    for (struct policy_call *w = srv->waiting; w; prev = w, w = w->next)
+        if (w == call) {
+            if (prev)
+                prev->next = w->next;
+            else
+                srv->waiting = w->next;
+            if (srv->waiting_tail == w)
+                srv->waiting_tail = prev;
+            return;
+        }
+}
+
+/* The call took too long in all (tries, retries and queueing): answer it. */
+static void call_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct policy_call *call = arg;
+    struct server *srv = call->srv;
+    log_warn(NULL, "policy service %s: no answer in time", srv->target);
+    if (call->conn) {
+        struct pconn *c = call->conn;
+        c->call = NULL;
+        conn_free(c); /* its late answer must not be read as the next one's */
+    } else if (call->retry) {
+        event_free(call->retry);
+        call->retry = NULL;
+    } else
+        unlink_waiting(srv, call);
+    call->conn = NULL;
+    finish(call, conf_str(P_SMTPD_POLICY_SERVICE_DEFAULT_ACTION));
+    dispatch(srv);
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
@@ -337,12 +377,31 @@ static void dispatch(struct server *srv)
     }
 }
 
-static void finish(struct policy_call *call, const char *action)
+static void deliver_answer(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd;
+    (void)what;
+    struct policy_call *call = arg;
     if (call->done)
-        call->done(call->arg, action);
+        call->done(call->arg, call->action);
+    event_free(call->answer_ev);
     buf_free(&call->request);
     free(call);
+}
+
+/* The answer reaches the caller from the event loop itself, never from
+ * inside this module's callbacks: the caller may then query again, and
+ * this module may free connections, without either stepping on the other. */
+static void finish(struct policy_call *call, const char *action)
+{
+    if (call->deadline) {
+        event_free(call->deadline);
+        call->deadline = NULL;
+    }
+    str_copy(call->action, action, sizeof call->action);
+    struct timeval now = {0, 0};
+    call->answer_ev = evtimer_new(base, deliver_answer, call);
+    evtimer_add(call->answer_ev, &now);
 }
 
 struct policy_call *policy_query(const char *target, const char *request, size_t len,
@@ -359,6 +418,12 @@ struct policy_call *policy_query(const char *target, const char *request, size_t
     call->arg = arg;
     buf_init(&call->request, 65536);
     buf_append(&call->request, request, len);
+    long tries = conf_long(P_SMTPD_POLICY_SERVICE_TRY_LIMIT);
+    struct timeval limit = {(conf_long(P_SMTPD_POLICY_SERVICE_TIMEOUT) +
+                             conf_long(P_SMTPD_POLICY_SERVICE_RETRY_DELAY)) * (tries > 0 ? tries : 1) + 1,
+                            0};
+    call->deadline = evtimer_new(base, call_deadline, call);
+    evtimer_add(call->deadline, &limit);
     enqueue(srv, call);
     dispatch(srv);
     return call;

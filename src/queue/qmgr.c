@@ -577,6 +577,16 @@ static void plan_and_launch(void)
         launch(&plans[p]);
 }
 
+/* A message that stays must not be tried again at once, even when no
+ * attempt was recorded (an agent that died, say). */
+static void reschedule(struct qmsg *m)
+{
+    load_next_attempt(m);
+    time_t now = time(NULL);
+    if (m->next <= now)
+        m->next = now + conf_long(P_MINIMAL_BACKOFF_TIME);
+}
+
 static void job_done(void *job, int result)
 {
     struct job *j = job;
@@ -593,7 +603,7 @@ static void job_done(void *job, int result)
             if (result == 0)
                 drop(m);
             else
-                load_next_attempt(m);
+                reschedule(m);
         } else if (--m->jobs == 0 && m->self_finish) {
             m->self_finish = 0;
             char path[4096];
@@ -601,7 +611,7 @@ static void job_done(void *job, int result)
             if (access(path, F_OK) < 0)
                 drop(m); /* finished and removed by the agent */
             else
-                load_next_attempt(m);
+                reschedule(m);
         } else if (m->jobs == 0 && !Q.stopping)
             start_job("", &m, 1, 1);
     }

@@ -129,6 +129,26 @@ static const char *lookup_transport(const char *domain)
     return v;
 }
 
+/* The recipient's own domain, by MX: built directly, so that nothing in
+ * an address (a ":port", say) can choose where a delivery goes. */
+static void mx_route(const char *domain, struct route *r)
+{
+    memset(r, 0, sizeof *r);
+    r->transport = TR_SMTP;
+    r->port = 25;
+    size_t n = strlen(domain);
+    if (domain[0] == '[' && n > 2 && domain[n - 1] == ']') {
+        /* An address literal: that address, no MX lookup. */
+        const char *a = str_iprefix(domain + 1, "IPv6:") ? domain + 6 : domain + 1;
+        snprintf(r->nexthop, sizeof r->nexthop, "%.*s", (int)(domain + n - 1 - a), a);
+        r->mx = 0;
+    } else {
+        str_copy(r->nexthop, domain, sizeof r->nexthop);
+        r->mx = 1;
+    }
+    snprintf(r->key, sizeof r->key, r->mx ? "smtp:%s:%d" : "smtp:[%s]:%d", r->nexthop, r->port);
+}
+
 void route_for(const char *rcpt, struct route *r)
 {
     const char *at = strrchr(rcpt, '@');
@@ -142,8 +162,8 @@ void route_for(const char *rcpt, struct route *r)
         t = spec;
     }
     if (t == NULL) {
-        snprintf(spec, sizeof spec, "smtp:%s", domain);
-        t = spec;
+        mx_route(domain, r);
+        return;
     }
     if (route_parse(t, domain, r, err, sizeof err) < 0) {
         memset(r, 0, sizeof *r);

@@ -231,6 +231,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
+        if (!c->handshaking && !c->timed_out && session_waiting(c->sess)) {
+            /* The wait is ours (commit, policy), not the client's. */
+            bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+            return;
+        }
         if (c->handshaking || c->timed_out) {
             if (c->handshaking)
                 log_info(session_id(c->sess), "timeout during TLS handshake");

@@ -15,6 +15,7 @@
 #include "queue/commit.h"
 #include "queue/notify.h"
 #include "queue/queue.h"
+#include "smtpd/address.h"
 #include "smtpd/dataread.h"
 #include "tls/tls.h"
 #include "util/buf.h"
@@ -70,6 +71,8 @@ struct smtp_session {
     int errors;
     int shutting_down;
     int released;  /* the transport is gone */
+    int commit_pending; /* the commit thread holds qf */
+    int policy_pending; /* restrictions wait for a policy server or a table */
     unsigned long messages;
 };
 
@@ -365,6 +368,10 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
     char *pcopy = strdup(params);
     int bad = mail_params(s, pcopy);
     free(pcopy);
+    if (bad == 0 && *addr && !address_ok(addr)) {
+        reply(s, "501 5.1.7 Bad sender address syntax");
+        bad = -1;
+    }
     if (bad < 0 || check_address_text(s, addr, s->smtputf8, "sender") < 0) {
         s->smtputf8 = s->eightbit = 0;
         s->declared_size = 0;
@@ -375,10 +382,14 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
     reply(s, "250 2.1.0 Ok");
 }
 
-static int rcpt_syntax_ok(const char *addr)
+/* A local recipient that local delivery could not store is refused now,
+ * not accepted and bounced later (which would send backscatter). */
+static int local_mailbox_ok(const char *addr)
 {
     const char *at = strrchr(addr, '@');
-    return at && at != addr && at[1] != '\0';
+    return !restrict_is_local_domain(at + 1) ||
+           strncmp(conf_str(P_LOCAL_TRANSPORT), "maildir:", 8) != 0 ||
+           address_mailbox_name_ok(addr);
 }
 
 /* "Name: value" with a printable name and no control characters. */
@@ -422,6 +433,9 @@ static void rcpt_decided(struct smtp_session *s, const struct restrict_result *r
 static void policy_done(void *arg, const struct restrict_result *res)
 {
     struct smtp_session *s = arg;
+    s->policy_pending = 0;
+    if (s->state != ST_POLICY)
+        return; /* the session ended meanwhile */
     s->state = s->nrcpt ? ST_RCPT : ST_MAIL;
     rcpt_decided(s, res);
     if (!s->released && s->state != ST_CLOSED)
@@ -454,6 +468,7 @@ static void apply_restrictions(struct smtp_session *s, const char *rcpt)
         return;
     }
     s->state = ST_POLICY; /* input waits until policy_done() */
+    s->policy_pending = 1;
 }
 
 static void cmd_rcpt(struct smtp_session *s, const char *arg)
@@ -470,12 +485,17 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg)
     }
     if (str_ieq(addr, "postmaster"))
         snprintf(addr, sizeof addr, "postmaster@%s", myhostname());
-    if (!rcpt_syntax_ok(addr)) {
+    if (!address_ok(addr)) {
         reply(s, "501 5.1.3 Bad recipient address syntax");
         return;
     }
     if (check_address_text(s, addr, s->smtputf8, "recipient") < 0)
         return;
+    if (!local_mailbox_ok(addr)) {
+        log_reject(s, "RCPT", "550 5.1.1 unusable mailbox name", addr);
+        reply(s, "550 5.1.1 <%s>: Recipient address rejected: unusable mailbox name", addr);
+        return;
+    }
     if (s->nrcpt >= conf_long(P_SMTPD_RECIPIENT_LIMIT)) {
         reply(s, "452 4.5.3 Error: too many recipients");
         return;
@@ -700,6 +720,7 @@ static void finish_message(struct smtp_session *s);
 static void commit_done(void *arg, int ok)
 {
     struct smtp_session *s = arg;
+    s->commit_pending = 0;
     const char *id = queue_file_id(s->qf);
     if (ok) {
         s->messages++;
@@ -755,6 +776,7 @@ static void finish_message(struct smtp_session *s)
         return;
     }
     s->state = ST_COMMIT;
+    s->commit_pending = 1;
     commit_submit(s->qf, commit_done, s);
 }
 
@@ -901,6 +923,11 @@ void session_shutdown(struct smtp_session *s)
     }
 }
 
+int session_waiting(const struct smtp_session *s)
+{
+    return s->commit_pending || s->policy_pending;
+}
+
 int session_is_idle(const struct smtp_session *s)
 {
     return (s->state & ST_ANY_COMMAND) && s->line.len == 0 && !(s->state & (ST_MAIL | ST_RCPT));
@@ -911,10 +938,12 @@ void session_release(struct smtp_session *s)
     if (s == NULL)
         return;
     s->released = 1;
-    if (s->state == ST_COMMIT && s->qf)
+    if (s->commit_pending)
         return; /* commit_done() finishes the job */
-    if (s->state == ST_POLICY)
+    if (s->policy_pending) {
         restrict_cancel(&s->reval);
+        s->policy_pending = 0;
+    }
     if (s->state == ST_DATA && s->qf)
         log_info(s->sid, "%s: lost connection after DATA from %s[%s]; message discarded",
                  queue_file_id(s->qf), s->client.name, s->client.addr_text);

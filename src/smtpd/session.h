@@ -50,10 +50,14 @@ void session_tls_established(struct smtp_session *s, const struct tls_peer *peer
 void session_timeout(struct smtp_session *s);
 /* The server is stopping: end the session at the next safe point. */
 void session_shutdown(struct smtp_session *s);
+/* 1 while the session waits for the server's own work (a commit, a policy
+ * server, a table): the client is not idle then, and no timeout applies. */
+int session_waiting(const struct smtp_session *s);
 /* 1 between commands (nothing half done). */
 int session_is_idle(const struct smtp_session *s);
 /* The transport is gone (EOF, error or after close). Frees the session
- * now, or once a pending commit has finished. */
+ * now (a pending policy or table lookup is cancelled), or once a pending
+ * commit has finished. */
 void session_release(struct smtp_session *s);
 /* Session id used in the logs. */
 const char *session_id(const struct smtp_session *s);
