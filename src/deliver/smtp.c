@@ -171,7 +171,7 @@ static int secure(struct batch *b, struct conn_state *c, const struct tls_policy
         snprintf(why, len, "4.7.4 TLS is required, but was not offered by host %s", c->relay);
         return -1;
     }
-    char text[600];
+    char text[600] = "connection lost";
     if (smtpio_printf(&c->io, "STARTTLS") < 0 || smtpio_reply(&c->io, text, sizeof text) != 220) {
         snprintf(why, len, "4.7.5 STARTTLS refused by %s: %s", c->relay, text);
         return p->level == TL_MAY ? 1 : -1;

@@ -20,6 +20,7 @@
 #include "smtpd/server.h"
 #include "tls/tls.h"
 #include "tls/tls_client.h"
+#include "util/fsutil.h"
 #include "util/log.h"
 #include "util/privs.h"
 #include "util/strutil.h"
@@ -226,21 +227,31 @@ static void on_signal(int sig)
         M.got_chld = 1;
 }
 
+/* Leftovers in tmp/ were never acknowledged: remove them, as mail_owner
+ * (root never works inside a directory that mail_owner controls). */
+static void clean_tmp_unprivileged(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        char err[256];
+        if (privs_drop(M.uid, M.gid, err, sizeof err) == 0)
+            queue_clean_tmp(conf_str(P_QUEUE_DIRECTORY));
+        _exit(0);
+    }
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+}
+
 static int prepare_dirs(char *err, size_t len)
 {
     if (queue_init_dirs(conf_str(P_QUEUE_DIRECTORY), M.uid, M.gid, err, len) < 0)
         return -1;
-    queue_clean_tmp(conf_str(P_QUEUE_DIRECTORY));
+    clean_tmp_unprivileged();
     const char *t = conf_str(P_LOCAL_TRANSPORT);
-    if (strncmp(t, "maildir:", 8) == 0) {
-        if (mkdir(t + 8, 0750) < 0 && errno != EEXIST) {
-            snprintf(err, len, "cannot create maildir base %s: %s", t + 8, strerror(errno));
-            return -1;
-        }
-        if (M.uid >= 0 && chown(t + 8, (uid_t)M.uid, (gid_t)M.gid) < 0) {
-            snprintf(err, len, "cannot chown %s: %s", t + 8, strerror(errno));
-            return -1;
-        }
+    if (strncmp(t, "maildir:", 8) == 0 && own_dir(t + 8, M.uid, M.gid, 0) < 0) {
+        snprintf(err, len, "cannot create or own the maildir base %s: %s", t + 8,
+                 strerror(errno));
+        return -1;
     }
     return 0;
 }

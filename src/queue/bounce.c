@@ -80,7 +80,7 @@ static void compose(struct buf *b, const char *qdir, const struct envelope *env,
         const char *why = st->reason[i] ? st->reason[i] : "5.0.0 delivery failed";
         char status[16];
         status_code(why, status, sizeof status);
-        int smtp_reply = why[0] >= '2' && why[0] <= '5' && why[3] == ' ';
+        int smtp_reply = strlen(why) > 3 && why[0] >= '2' && why[0] <= '5' && why[3] == ' ';
         buf_printf(b, "\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n"
                       "Diagnostic-Code: %s; %s\r\n",
                    env->rcpts[i], status, smtp_reply ? "smtp" : "X-Keypost", why);

@@ -43,10 +43,15 @@ static void run_group(struct job *list)
         j->ok = queue_commit_file(j->q) == 0;
         any |= j->ok;
     }
-    /* One directory fsync makes every rename of the group durable. */
+    /* One directory fsync makes every rename of the group durable. If it
+     * fails, the clients hear 451: take the files back out of active/ so
+     * that no message is delivered after a refusal. */
     if (any && queue_sync_active_dir(C.qdir) < 0)
-        for (struct job *j = list; j; j = j->next)
+        for (struct job *j = list; j; j = j->next) {
+            if (j->ok)
+                queue_withdraw(j->q);
             j->ok = 0;
+        }
 }
 
 static void *committer(void *unused)

@@ -32,22 +32,16 @@ static const char *const subdirs[] = {"tmp", "active", "hold", "state"};
 int queue_init_dirs(const char *qdir, int uid, int gid, char *err, size_t errlen)
 {
     char path[4096];
-    if (mkdir(qdir, 0750) < 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", qdir, strerror(errno));
-        return -1;
-    }
-    if (uid >= 0 && chown(qdir, (uid_t)uid, (gid_t)gid) < 0) {
-        snprintf(err, errlen, "cannot chown %s: %s", qdir, strerror(errno));
+    /* queue_directory itself is the operator's choice; what lies inside
+     * belongs to mail_owner and is never followed as a link by root. */
+    if (own_dir(qdir, uid, gid, 0) < 0) {
+        snprintf(err, errlen, "cannot create or own %s: %s", qdir, strerror(errno));
         return -1;
     }
     for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", qdir, subdirs[i]);
-        if (mkdir(path, 0750) < 0 && errno != EEXIST) {
-            snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
-            return -1;
-        }
-        if (uid >= 0 && chown(path, (uid_t)uid, (gid_t)gid) < 0) {
-            snprintf(err, errlen, "cannot chown %s: %s", path, strerror(errno));
+        if (own_dir(path, uid, gid, 1) < 0) {
+            snprintf(err, errlen, "cannot create or own %s: %s", path, strerror(errno));
             return -1;
         }
     }
@@ -191,6 +185,13 @@ int queue_commit(struct qfile *q)
     if (queue_commit_file(q) < 0)
         return -1;
     return queue_sync_active_dir(q->qdir);
+}
+
+void queue_withdraw(struct qfile *q)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s/%s", q->qdir, q->hold ? "hold" : "active", q->id);
+    unlink(path);
 }
 
 static void qfile_free(struct qfile *q)

@@ -52,6 +52,8 @@ int queue_commit_file(struct qfile *q);
 /* Write out q's buffer and start the disk writes without waiting (for a
  * group, before queue_commit_file of each). */
 int queue_start_writeback(struct qfile *q);
+/* Undo a commit whose directory fsync failed (the client hears 451). */
+void queue_withdraw(struct qfile *q);
 /* Throw away a message that was never acknowledged, and free q. */
 void queue_abort(struct qfile *q);
 /* Free after a successful commit. */

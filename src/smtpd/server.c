@@ -324,6 +324,11 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     describe_server(fd, &cl);
     c->fd = fd;
     c->sess = session_new(&conn_io, c, &cl);
+    if (c->sess == NULL) {
+        free(c);
+        close(fd);
+        return;
+    }
     c->next = W.conns;
     if (W.conns)
         W.conns->prev = c;

@@ -365,9 +365,13 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
         reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
         return;
     }
-    char *pcopy = strdup(params);
-    int bad = mail_params(s, pcopy);
-    free(pcopy);
+    char pcopy[4096]; /* far more than the few parameters ESMTP defines */
+    int bad = 0;
+    if (str_copy(pcopy, params, sizeof pcopy) >= sizeof pcopy) {
+        reply(s, "555 5.5.4 MAIL parameters too long");
+        bad = -1;
+    } else
+        bad = mail_params(s, pcopy);
     if (bad == 0 && *addr && !address_ok(addr)) {
         reply(s, "501 5.1.7 Bad sender address syntax");
         bad = -1;
@@ -416,12 +420,15 @@ static void rcpt_decided(struct smtp_session *s, const struct restrict_result *r
         return;
     }
     char **n = realloc(s->rcpts, sizeof(char *) * (size_t)(s->nrcpt + 1));
-    if (n == NULL) {
+    char *copy = strdup(rcpt);
+    if (n)
+        s->rcpts = n;
+    if (n == NULL || copy == NULL) {
+        free(copy);
         reply(s, "452 4.3.1 Insufficient system resources");
         return;
     }
-    s->rcpts = n;
-    s->rcpts[s->nrcpt++] = strdup(rcpt);
+    s->rcpts[s->nrcpt++] = copy;
     s->hold |= res->action == RA_HOLD;
     s->discard |= res->action == RA_DISCARD;
     if (res->prepend[0] && s->prepend[0] == '\0' && is_header_line(res->prepend))
