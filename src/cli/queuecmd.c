@@ -38,7 +38,7 @@ static int list_one(const char *id, void *arg)
 
 static int valid_id_arg(const char *id)
 {
-    if (strlen(id) != QUEUE_ID_LEN - 1 || strspn(id, "0123456789ABCDEF") != strlen(id)) {
+    if (!queue_valid_id(id)) {
         fprintf(stderr, "keypost queue: \"%s\" is not a queue id\n", id);
         return 0;
     }

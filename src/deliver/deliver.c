@@ -20,3 +20,8 @@ const char *dstatus_name(enum dstatus st)
     default: return "deferred";
     }
 }
+
+enum dstatus dstatus_of_reply(int code)
+{
+    return code >= 200 && code < 300 ? D_SENT : code >= 500 ? D_BOUNCED : D_DEFERRED;
+}

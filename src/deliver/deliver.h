@@ -24,5 +24,7 @@ struct dmessage {
 void dresult_set(struct dresult *r, enum dstatus st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *dstatus_name(enum dstatus st);
+/* The outcome an SMTP/LMTP reply code means: 2xx sent, 5xx bounced, else deferred. */
+enum dstatus dstatus_of_reply(int code);
 
 #endif

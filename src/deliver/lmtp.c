@@ -7,11 +7,6 @@
 #include "deliver/smtpio.h"
 #include "util/strutil.h"
 
-static enum dstatus status_of(int code)
-{
-    return code >= 200 && code < 300 ? D_SENT : code >= 500 ? D_BOUNCED : D_DEFERRED;
-}
-
 static void set_all(struct dresult *res, int n, const int *pending, enum dstatus st,
                     const char *text)
 {
@@ -51,7 +46,7 @@ void lmtp_deliver(const char *target, const struct dmessage *m, char **rcpts, in
             (code = smtpio_reply(&io, text, sizeof text)) < 0)
             break;
         if (code / 100 != 2) {
-            dresult_set(&res[i], status_of(code), "%s", text);
+            dresult_set(&res[i], dstatus_of_reply(code), "%s", text);
             pending[i] = 0;
         } else
             accepted++;
@@ -72,7 +67,7 @@ void lmtp_deliver(const char *target, const struct dmessage *m, char **rcpts, in
         if (!pending[i])
             continue;
         code = smtpio_reply(&io, text, sizeof text);
-        dresult_set(&res[i], code < 0 ? D_DEFERRED : status_of(code), "%s", text);
+        dresult_set(&res[i], code < 0 ? D_DEFERRED : dstatus_of_reply(code), "%s", text);
         pending[i] = 0;
     }
     smtpio_printf(&io, "QUIT");

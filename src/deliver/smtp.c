@@ -72,11 +72,6 @@ static void report_item(struct batch *b, int i, enum dstatus st, const char *rel
     b->finished[i] = 1;
 }
 
-static enum dstatus status_of(int code)
-{
-    return code >= 200 && code < 300 ? D_SENT : code >= 500 ? D_BOUNCED : D_DEFERRED;
-}
-
 static void relay_name(struct conn_state *c, const struct sockaddr_storage *ss, int port)
 {
     char addr[64] = "?";
@@ -288,7 +283,7 @@ static int send_message(struct batch *b, struct conn_state *c, int i)
             for (int k = 0; k <= it->nrcpt; k++)
                 smtpio_reply(&c->io, text + 300, 300);
         }
-        report_item(b, i, status_of(code), c->relay, text);
+        report_item(b, i, dstatus_of_reply(code), c->relay, text);
         if (smtpio_printf(&c->io, "RSET") < 0)
             return -1;
         return smtpio_reply(&c->io, text, sizeof text) < 0 ? -1 : 0;
@@ -305,7 +300,7 @@ static int send_message(struct batch *b, struct conn_state *c, int i)
         ok_rcpt[k] = code / 100 == 2;
         accepted += ok_rcpt[k];
         if (!ok_rcpt[k])
-            report(b, i, k, status_of(code), c->relay, text);
+            report(b, i, k, dstatus_of_reply(code), c->relay, text);
     }
     if (!c->pipelining && accepted && smtpio_printf(&c->io, "DATA") < 0)
         return -1;
@@ -317,7 +312,7 @@ static int send_message(struct batch *b, struct conn_state *c, int i)
     if (accepted == 0 || code != 354) {
         for (int k = 0; accepted && k < it->nrcpt; k++)
             if (ok_rcpt[k])
-                report(b, i, k, status_of(code), c->relay, text);
+                report(b, i, k, dstatus_of_reply(code), c->relay, text);
         b->finished[i] = 1;
         smtpio_printf(&c->io, "RSET");
         return smtpio_reply(&c->io, text, sizeof text) < 0 ? -1 : 0;
@@ -331,7 +326,7 @@ static int send_message(struct batch *b, struct conn_state *c, int i)
         return -1; /* no answer to the end of data: deferred, may be delivered twice */
     for (int k = 0; k < it->nrcpt; k++)
         if (ok_rcpt[k])
-            report(b, i, k, status_of(code), c->relay, text);
+            report(b, i, k, dstatus_of_reply(code), c->relay, text);
     b->finished[i] = 1;
     return 0;
 }

@@ -46,6 +46,7 @@ static int connect_unix(struct smtpio *io, const char *path)
     io->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (io->fd < 0)
         return -1;
+    set_timeouts(io->fd, io->timeout); /* a stalled reader must not block a send forever */
     return connect(io->fd, (struct sockaddr *)&sun, sizeof sun);
 }
 

@@ -1,6 +1,6 @@
-/* smtpio: the client side of the SMTP family of protocols (LMTP now, SMTP
- * relay next) over a blocking socket with a deadline on every step. Used
- * only in delivery processes, never on an event loop. */
+/* smtpio: the client side of the SMTP family of protocols (LMTP and SMTP)
+ * over a blocking socket with a deadline on every read and write, TLS
+ * included. Used only in delivery agents, never on an event loop. */
 #ifndef KP_SMTPIO_H
 #define KP_SMTPIO_H
 

@@ -41,13 +41,6 @@ static struct ub_ctx *resolver(char *err, size_t len)
     return ctx;
 }
 
-void dns_shutdown(void)
-{
-    if (ctx)
-        ub_ctx_delete(ctx);
-    ctx = NULL;
-}
-
 static enum dns_status query(const char *name, int type, struct ub_result **res, char *err,
                              size_t len)
 {

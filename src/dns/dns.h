@@ -27,6 +27,5 @@ enum dns_status dns_addrs(const char *host, int port, struct sockaddr_storage *o
                           int *count, char *err, size_t errlen);
 /* Turn an address literal "[192.0.2.1]" / "[IPv6:...]" into a sockaddr. */
 int dns_literal(const char *text, int port, struct sockaddr_storage *out);
-void dns_shutdown(void);
 
 #endif

@@ -188,14 +188,6 @@ int agent_reaped(pid_t pid)
     return 0;
 }
 
-int agent_busy_count(void)
-{
-    int n = 0;
-    for (struct agent *a = P.agents; a; a = a->next)
-        n += a->job != NULL;
-    return n;
-}
-
 void agent_pool_stop(void)
 {
     while (P.agents) {

@@ -20,7 +20,6 @@ void agent_pool_init(struct event_base *base, int max, agent_work_fn work, agent
 int agent_submit(const char *request, void *job);
 /* A child ended (from the SIGCHLD handler); returns 1 if it was an agent. */
 int agent_reaped(pid_t pid);
-int agent_busy_count(void);
 /* Close every agent's channel and wait for the agents to exit. */
 void agent_pool_stop(void);
 

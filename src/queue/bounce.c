@@ -7,13 +7,7 @@
 
 #include "conf/conf.h"
 #include "util/buf.h"
-
-static void rfc5322_date(time_t t, char *out, size_t len)
-{
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, len, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-}
+#include "util/strutil.h"
 
 /* "5.1.1" from a reason like "550 5.1.1 <x>: unknown user"; else 5.0.0. A
  * 4.x.x status stays (an expired message: the last temporary failure). */
@@ -55,8 +49,8 @@ static void compose(struct buf *b, const char *qdir, const struct envelope *env,
 {
     const char *host = conf_str(P_MYHOSTNAME);
     char date[64], arrival[64];
-    rfc5322_date(time(NULL), date, sizeof date);
-    rfc5322_date(env->arrival, arrival, sizeof arrival);
+    str_rfc5322_date(time(NULL), date, sizeof date);
+    str_rfc5322_date(env->arrival, arrival, sizeof arrival);
     buf_printf(b, "From: MAILER-DAEMON@%s (Mail Delivery System)\r\nTo: <%s>\r\n"
                   "Subject: Undelivered Mail Returned to Sender\r\nDate: %s\r\n"
                   "Message-ID: <%s.bounce@%s>\r\nAuto-Submitted: auto-replied\r\n"

@@ -29,7 +29,6 @@ static struct {
     int pipe_rd, pipe_wr;
     struct event *ev;
     int running;
-    unsigned long commits, groups;
 } C = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
        .pipe_rd = -1, .pipe_wr = -1};
 
@@ -70,7 +69,6 @@ static void *committer(void *unused)
         run_group(group);
 
         pthread_mutex_lock(&C.lock);
-        C.groups++;
         struct job *last = group;
         while (last->next)
             last = last->next;
@@ -99,7 +97,6 @@ static void deliver_results(evutil_socket_t fd, short what, void *unused)
     pthread_mutex_unlock(&C.lock);
     while (list) {
         struct job *next = list->next;
-        C.commits++;
         list->done(list->arg, list->ok);
         free(list);
         list = next;
@@ -132,8 +129,6 @@ void commit_submit(struct qfile *q, commit_done_fn done, void *arg)
 {
     if (C.base == NULL) {
         int ok = queue_commit(q) == 0;
-        C.commits++;
-        C.groups++;
         done(arg, ok);
         return;
     }
@@ -153,12 +148,6 @@ void commit_submit(struct qfile *q, commit_done_fn done, void *arg)
     C.pending_tail = j;
     pthread_cond_signal(&C.wake);
     pthread_mutex_unlock(&C.lock);
-}
-
-void commit_stats(unsigned long *commits, unsigned long *groups)
-{
-    *commits = C.commits;
-    *groups = C.groups;
 }
 
 void commit_stop(void)

@@ -1,7 +1,7 @@
 /* commit: makes messages durable off the event loop, in groups.
  * One thread per smtpd worker takes every commit waiting at that moment,
- * fsyncs each file and renames it into active/, then fsyncs active/ once for
- * the whole group, and only then reports each one back to the event loop,
+ * starts the disk writes of all its files, fdatasyncs and renames each into
+ * active/, then fsyncs active/ once for the whole group, and only then reports each one back to the event loop,
  * where the session sends its 250. Without an event base (unit tests and
  * command-line tools) commits run synchronously. */
 #ifndef KP_COMMIT_H
@@ -16,8 +16,6 @@ typedef void (*commit_done_fn)(void *arg, int ok);
 int commit_start(struct event_base *base, const char *qdir);
 /* Queue q for commit; done(arg, ok) is called on the loop thread. */
 void commit_submit(struct qfile *q, commit_done_fn done, void *arg);
-/* Commits handled so far and groups used (for logs and benchmarks). */
-void commit_stats(unsigned long *commits, unsigned long *groups);
 void commit_stop(void);
 
 #endif

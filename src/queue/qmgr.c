@@ -128,23 +128,15 @@ static void smtp_result(void *arg, int item, int k, const struct dresult *r)
     record(c->qdir, m, m->idx[k], r);
 }
 
-static int has_8bit(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s >= 0x80)
-            return 1;
-    return 0;
-}
-
 /* SMTPUTF8 is needed only when an address of this delivery is not ASCII
  * (RFC 6531 3.2); a message that merely declared it goes anywhere. */
 static int needs_smtputf8(const struct loaded *m)
 {
     if (!m->env.smtputf8)
         return 0;
-    int need = has_8bit(m->env.sender);
+    int need = str_has_8bit(m->env.sender);
     for (int k = 0; k < m->n && !need; k++)
-        need = has_8bit(m->env.rcpts[m->idx[k]]);
+        need = str_has_8bit(m->env.rcpts[m->idx[k]]);
     return need;
 }
 
@@ -658,7 +650,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
                 m->next = 0;
         } else if (strcmp(msg, "SCAN") == 0)
             scan();
-        else if (strlen(msg) == QUEUE_ID_LEN - 1 && strspn(msg, "0123456789ABCDEF") == (size_t)n)
+        else if (queue_valid_id(msg))
             add(msg);
     }
     run_due();
@@ -677,8 +669,7 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
             struct inotify_event *e = (struct inotify_event *)p;
             if (e->mask & IN_Q_OVERFLOW)
                 scan();
-            else if (e->len && strlen(e->name) == QUEUE_ID_LEN - 1 &&
-                     strspn(e->name, "0123456789ABCDEF") == QUEUE_ID_LEN - 1)
+            else if (e->len && queue_valid_id(e->name))
                 add(e->name);
             p += sizeof *e + e->len;
         }

@@ -402,8 +402,10 @@ int queue_remove(const char *qdir, const char *id)
 {
     char path[4096];
     int found = 0;
-    /* The message first: a crash in between leaves only a stale state file,
-     * never a message without its record of finished recipients. */
+    /* The message first: if only the first unlink reaches the disk before a
+     * crash, a stale state file is left, not a message without its record of
+     * finished recipients. (No barrier between the two: should the disk
+     * reorder them, the cost is a duplicate delivery, never a loss.) */
     snprintf(path, sizeof path, "%s/active/%s", qdir, id);
     found += unlink(path) == 0;
     snprintf(path, sizeof path, "%s/hold/%s", qdir, id);
@@ -421,7 +423,7 @@ int queue_move(const char *qdir, const char *id, const char *from, const char *t
     return rename(a, b);
 }
 
-static int valid_id(const char *name)
+int queue_valid_id(const char *name)
 {
     size_t n = strlen(name);
     if (n != QUEUE_ID_LEN - 1)
@@ -442,7 +444,7 @@ int queue_scan(const char *qdir, const char *subdir, int (*fn)(const char *id, v
         return -1;
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
-        if (valid_id(e->d_name) && fn(e->d_name, arg))
+        if (queue_valid_id(e->d_name) && fn(e->d_name, arg))
             break;
     closedir(d);
     return 0;

@@ -36,6 +36,8 @@ struct qfile;
 
 /* Create the queue directories (and fix their owner when uid >= 0). */
 int queue_init_dirs(const char *qdir, int uid, int gid, char *err, size_t errlen);
+/* 1 for a well-formed queue id (16 upper-case hex digits). */
+int queue_valid_id(const char *id);
 /* A fresh unique id. */
 void queue_new_id(char out[QUEUE_ID_LEN]);
 /* Start a message: creates tmp/ID with the envelope header written. */
@@ -59,7 +61,7 @@ void queue_abort(struct qfile *q);
 /* Free after a successful commit. */
 void queue_close(struct qfile *q);
 
-/* Read the envelope of active/ID (or hold/ID when from_hold). */
+/* Read the envelope of QDIR/subdir/ID ("active" or "hold"). */
 int queue_load(const char *qdir, const char *subdir, const char *id, struct envelope *env);
 void envelope_free(struct envelope *env);
 

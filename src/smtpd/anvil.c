@@ -5,10 +5,13 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #define ANVIL_BUCKETS 65536
 
 static atomic_int *counts;
+static uint32_t hash_key; /* random per start: bucket collisions cannot be planned */
 
 int anvil_init(void)
 {
@@ -19,6 +22,8 @@ int anvil_init(void)
     if (p == MAP_FAILED)
         return -1;
     counts = p;
+    if (getrandom(&hash_key, sizeof hash_key, 0) != sizeof hash_key)
+        hash_key = (uint32_t)getpid() * 2654435761u;
     return 0;
 }
 
@@ -33,7 +38,7 @@ static unsigned bucket_of(const struct sockaddr_storage *ss)
         p = (const unsigned char *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
         n = 16;
     }
-    uint32_t h = 2166136261u; /* FNV-1a */
+    uint32_t h = 2166136261u ^ hash_key; /* FNV-1a, keyed */
     for (size_t i = 0; i < n; i++)
         h = (h ^ p[i]) * 16777619u;
     return h % ANVIL_BUCKETS;

@@ -1,7 +1,9 @@
 /* anvil: concurrent connections per client address, shared by all smtpd
  * workers through an anonymous shared mapping made by the master before it
- * forks. Addresses are hashed into buckets; a collision can only make the
- * count too high for both clients, never let one exceed the limit. */
+ * forks. Addresses are hashed (with a random key) into buckets; a collision
+ * can only make the count too high for both clients, never let one exceed
+ * the limit. A worker that crashes leaves its counts behind until the next
+ * start: the limit errs on the side of refusing. */
 #ifndef KP_ANVIL_H
 #define KP_ANVIL_H
 

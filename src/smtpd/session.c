@@ -196,14 +196,6 @@ static int valid_utf8(const unsigned char *p)
     return 1;
 }
 
-static int has_8bit(const char *p)
-{
-    for (; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            return 1;
-    return 0;
-}
-
 /* Parse "FROM:<addr> params". Returns 0 and fills addr/params, or -1. */
 static int parse_path(const char *arg, const char *keyword, char *addr, size_t addrlen,
                       const char **params)
@@ -254,7 +246,7 @@ static int parse_path(const char *arg, const char *keyword, char *addr, size_t a
 static int check_address_text(struct smtp_session *s, const char *addr, int smtputf8,
                               const char *what)
 {
-    if (has_8bit(addr)) {
+    if (str_has_8bit(addr)) {
         if (!valid_utf8((const unsigned char *)addr)) {
             reply(s, "501 5.1.%c Bad %s address syntax", what[0] == 's' ? '7' : '3', what);
             return -1;
@@ -510,20 +502,13 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg)
     apply_restrictions(s, addr);
 }
 
-static void rfc5322_date(char *out, size_t len)
-{
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(out, len, "%a, %d %b %Y %H:%M:%S +0000 (UTC)", &tm);
-}
-
 static void write_received(struct smtp_session *s)
 {
     struct buf b;
     char date[64];
     buf_init(&b, 4096);
-    rfc5322_date(date, sizeof date);
+    str_rfc5322_date(time(NULL), date, sizeof date);
+    strncat(date, " (UTC)", sizeof date - strlen(date) - 1);
     if (s->prepend[0])
         buf_printf(&b, "%s\r\n", s->prepend);
     buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo, s->client.name,

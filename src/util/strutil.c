@@ -119,3 +119,18 @@ long str_parse_time(const char *s)
         return -1;
     return v * mult;
 }
+
+int str_has_8bit(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            return 1;
+    return 0;
+}
+
+void str_rfc5322_date(time_t t, char *out, size_t len)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}

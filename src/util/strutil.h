@@ -3,6 +3,7 @@
 #define KP_STRUTIL_H
 
 #include <stddef.h>
+#include <time.h>
 
 /* Copy at most size-1 bytes and terminate; returns strlen(src). */
 size_t str_copy(char *dst, const char *src, size_t size);
@@ -14,6 +15,10 @@ int str_iprefix(const char *s, const char *prefix);
 /* Split a Postfix-style list (commas and/or white space) in place.
  * Braces group: "{ a, b }" stays one element. Returns the count; at most max. */
 int str_split_list(char *s, char **out, int max);
+/* 1 when s holds a byte >= 0x80 (UTF-8 or other 8-bit text). */
+int str_has_8bit(const char *s);
+/* "Mon, 23 Nov 2026 12:00:00 +0000" (RFC 5322) for t, in UTC. */
+void str_rfc5322_date(time_t t, char *out, size_t len);
 /* Parse "yes"/"no" (also true/false, 1/0); -1 if neither. */
 int str_parse_bool(const char *s);
 /* Time with an optional unit s|m|h|d|w (default seconds). -1 on error. */
