@@ -345,12 +345,21 @@ static int state_append(const char *qdir, const char *id, const char *line)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/state/%s", qdir, id);
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    int created = 1;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        created = 0;
+        fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    }
     if (fd < 0)
         return -1;
     size_t n = strlen(line);
     int r = write(fd, line, n) == (ssize_t)n && fdatasync(fd) == 0 ? 0 : -1;
     close(fd);
+    if (r == 0 && created) { /* a new name: make the directory entry durable too */
+        snprintf(path, sizeof path, "%s/state", qdir);
+        r = fsync_dir(path);
+    }
     return r;
 }
 
