@@ -397,7 +397,8 @@ void smtp_deliver(const struct route *route, const char *domain, SSL_CTX *tls,
     struct mx_host mx[MAX_MX];
     int nmx = 0;
     char why[700] = "4.4.1 no host could be reached";
-    const char *relay = route->nexthop;
+    char relay[200]; /* the last host tried, for the log */
+    str_copy(relay, route->nexthop, sizeof relay);
     if (host_list(&b, mx, &nmx, why, sizeof why) < 0) {
         report_rest(&b, why[0] == '5' ? D_BOUNCED : D_DEFERRED, "none", why);
         free_batch(&b);
@@ -416,7 +417,9 @@ void smtp_deliver(const struct route *route, const char *domain, SSL_CTX *tls,
             struct conn_state c;
             memset(&c, 0, sizeof c);
             str_copy(c.host, mx[h].name, sizeof c.host);
-            if (open_session(&b, &c, &addrs[a], why, sizeof why) < 0)
+            int opened = open_session(&b, &c, &addrs[a], why, sizeof why);
+            str_copy(relay, c.relay, sizeof relay);
+            if (opened < 0)
                 continue;
             send_all(&b, &c);
             smtpio_close(&c.io);

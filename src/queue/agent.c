@@ -20,6 +20,7 @@ struct agent {
     int fd;
     struct event *ev;
     void *job;          /* in progress, NULL when idle */
+    int retiring;       /* said its last answer: give it no more work */
     char in[64];
     size_t have;
     struct agent *next;
@@ -69,10 +70,13 @@ static void agent_main(int fd)
     signal(SIGCHLD, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
     char req[REQUEST_MAX];
-    for (int uses = 0; uses < AGENT_MAX_USES && read_request(fd, req, sizeof req) == 0; uses++) {
+    for (int uses = 1; read_request(fd, req, sizeof req) == 0; uses++) {
         char answer[32];
-        int n = snprintf(answer, sizeof answer, "%d\n", P.work(req));
-        if (write(fd, answer, (size_t)n) != n)
+        /* The last answer says so, before the agent goes, so that no new
+         * request is sent to an agent that will not read it. */
+        int last = uses >= AGENT_MAX_USES;
+        int n = snprintf(answer, sizeof answer, "%d%s\n", P.work(req), last ? " last" : "");
+        if (write(fd, answer, (size_t)n) != n || last)
             break;
     }
     _exit(0);
@@ -114,6 +118,7 @@ static void on_answer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     int result = atoi(a->in);
+    a->retiring |= strstr(a->in, " last") != NULL;
     a->have = 0;
     void *job = a->job;
     a->job = NULL;
@@ -158,9 +163,12 @@ static struct agent *spawn(void)
 int agent_submit(const char *request, void *job)
 {
     struct agent *a = P.agents;
-    while (a && a->job)
+    while (a && (a->job || a->retiring))
         a = a->next;
-    if (a == NULL && P.count < P.max)
+    int working = 0; /* retiring agents do not count against the limit */
+    for (struct agent *b = P.agents; b; b = b->next)
+        working += !b->retiring;
+    if (a == NULL && working < P.max)
         a = spawn();
     if (a == NULL)
         return -1;
