@@ -147,7 +147,7 @@ set -- --work "$WORK" --pki "$PKI" --smtpblast "$WORK/smtpblast" --keypost "$WOR
     --out "$ROOT/bench/RESULTS.md" --command "$CMD" \
     --duration "${BENCH_DURATION:-20}" --postfix-maxproc "${BENCH_POSTFIX_MAXPROC:-1000}" \
     --servers "${BENCH_SERVERS:-keypost,postfix}" --only-scenarios "${BENCH_SCENARIOS:-}" \
-    --note "${BENCH_NOTE:-}" --t0 "$T0"
+    --note "${BENCH_NOTE:-}" --t0 "$T0" --analysis-file "$ROOT/bench/analysis.md"
 [ "${BENCH_QUICK:-}" = 1 ] && set -- "$@" --quick
 python3 bench/bench.py "$@" &
 BENCH_PID=$!
