@@ -134,7 +134,7 @@ static void init_once(void)
         return;
     done = 1;
     log_open_file("/dev/null");
-    strcpy(qdir, "/tmp/kp-fuzz-session-XXXXXX");
+    snprintf(qdir, sizeof qdir, "%s", "/tmp/kp-fuzz-session-XXXXXX");
     if (mkdtemp(qdir) == NULL)
         die("mkdtemp failed");
     char err[256];
@@ -201,7 +201,7 @@ static void fill_client(struct session_client *c, uint8_t opts)
     else if (inet_pton(AF_INET6, a, &sin6->sin6_addr) == 1)
         sin6->sin6_family = AF_INET6;
     snprintf(c->addr_text, sizeof c->addr_text, "%s", a);
-    strcpy(c->name, "unknown");
+    snprintf(c->name, sizeof c->name, "%s", "unknown");
     c->port = 12345;
     c->kind = kinds[(opts >> 5) & 3];
     c->tls_available = (opts >> 4) & 1;
@@ -210,16 +210,16 @@ static void fill_client(struct session_client *c, uint8_t opts)
 static void fill_peer(struct tls_peer *peer, uint8_t opts)
 {
     memset(peer, 0, sizeof *peer);
-    strcpy(peer->protocol, "TLSv1.3");
-    strcpy(peer->cipher, "TLS_AES_256_GCM_SHA384");
+    snprintf(peer->protocol, sizeof peer->protocol, "%s", "TLSv1.3");
+    snprintf(peer->cipher, sizeof peer->cipher, "%s", "TLS_AES_256_GCM_SHA384");
     peer->bits = peer->alg_bits = 256;
     peer->trust.has_cert = opts & 1;
     peer->trust.trusted = (opts >> 1) & 1;
     peer->trust.chain_ok = (opts >> 1) & 1;
-    strcpy(peer->trust.subject_cn, "client.fuzz.test");
-    strcpy(peer->trust.issuer_cn, "Fuzz CA");
-    strcpy(peer->trust.cert_fp, "AA:BB");
-    strcpy(peer->trust.pubkey_fp, "CC:DD");
+    snprintf(peer->trust.subject_cn, sizeof peer->trust.subject_cn, "%s", "client.fuzz.test");
+    snprintf(peer->trust.issuer_cn, sizeof peer->trust.issuer_cn, "%s", "Fuzz CA");
+    snprintf(peer->trust.cert_fp, sizeof peer->trust.cert_fp, "%s", "AA:BB");
+    snprintf(peer->trust.pubkey_fp, sizeof peer->trust.pubkey_fp, "%s", "CC:DD");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

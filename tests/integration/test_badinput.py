@@ -274,7 +274,7 @@ def test_commands_out_of_order(server):
 
 def test_mail_parameters_all_checked(server):
     """Every MAIL parameter is checked, however many there are: a SIZE or an
-    unknown option after many harmless ones is not skipped."""
+    unknown option after many harmless ones is still checked."""
     kp = server(message_size_limit=2000)
     c = Conn(kp.smtp_port)
     c.cmd("EHLO client.test", 250)

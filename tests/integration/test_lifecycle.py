@@ -66,11 +66,11 @@ def children(pid):
 
 
 def descendants(pid):
-    out, todo = [], [pid]
-    while todo:
-        for c in children(todo.pop()):
+    out, pending = [], [pid]
+    while pending:
+        for c in children(pending.pop()):
             out.append(c)
-            todo.append(c)
+            pending.append(c)
     return out
 
 
