@@ -91,6 +91,7 @@ static const struct param_def defs[P_COUNT] = {
                                                "451 4.3.5 Server configuration problem", NULL},
     [P_SMTPD_POLICY_SERVICE_POLICY_CONTEXT] =
         {"smtpd_policy_service_policy_context", CT_STR, "", NULL},
+    [P_DELIVERY_JOB_DEADLINE] = {"delivery_job_deadline", CT_TIME, "3600s", NULL},
     [P_LOCAL_TRANSPORT] = {"local_transport", CT_STR, "maildir:/var/mail/keypost", NULL},
     [P_MINIMAL_BACKOFF_TIME] = {"minimal_backoff_time", CT_TIME, "300s", NULL},
     [P_MAXIMAL_BACKOFF_TIME] = {"maximal_backoff_time", CT_TIME, "4000s", NULL},

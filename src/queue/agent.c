@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util/log.h"
@@ -21,6 +22,7 @@ struct agent {
     struct event *ev;
     void *job;          /* in progress, NULL when idle */
     int retiring;       /* said its last answer: give it no more work */
+    time_t started;     /* when the current request was sent */
     char in[64];
     size_t have;
     struct agent *next;
@@ -183,7 +185,20 @@ int agent_submit(const char *request, void *job)
         return -1;
     }
     a->job = job;
+    a->started = time(NULL);
     return 0;
+}
+
+void agent_expire(long seconds)
+{
+    time_t now = time(NULL);
+    for (struct agent *a = P.agents; a; a = a->next)
+        if (a->job && now - a->started > seconds && !a->retiring) {
+            log_warn(NULL, "delivery agent %d exceeded delivery_job_deadline (%lds): stopped",
+                     (int)a->pid, seconds);
+            kill(a->pid, SIGKILL);
+            a->retiring = 1; /* forget() runs when its channel closes */
+        }
 }
 
 int agent_reaped(pid_t pid)

@@ -18,6 +18,10 @@ typedef void (*agent_done_fn)(void *job, int result);
 void agent_pool_init(struct event_base *base, int max, agent_work_fn work, agent_done_fn done);
 /* Hand a request to an idle agent; 0, or -1 when none is free or can be made. */
 int agent_submit(const char *request, void *job);
+/* Stop agents whose current request has run longer than seconds (a peer
+ * that answers one byte at a time defeats every per-read timeout); their
+ * jobs end as failed and are retried later. */
+void agent_expire(long seconds);
 /* A child ended (from the SIGCHLD handler); returns 1 if it was an agent. */
 int agent_reaped(pid_t pid);
 /* Close every agent's channel and wait for the agents to exit. */

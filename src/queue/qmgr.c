@@ -633,6 +633,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)arg;
     if (time(NULL) - Q.last_scan >= conf_long(P_QUEUE_RUN_DELAY))
         scan();
+    agent_expire(conf_long(P_DELIVERY_JOB_DEADLINE));
     run_due();
 }
 
