@@ -31,14 +31,14 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 
 import pytest
 
 from kptest import PKI, free_port, make_tmpdir
-from test_relay import SENDER, check_dsn, message, queue_list, read, result, submit, wait_for
+from postfix_peer import accepts, read, wait_for
+from test_relay import SENDER, check_dsn, message, queue_list, result, submit
 
 DEB_CACHE = os.environ.get("KEYPOST_DEB_CACHE", "/var/cache/keypost-test-debs")
 EXIM_DEBS = ("exim4-daemon-light", "exim4-base")
@@ -347,11 +347,7 @@ class EximReceiver:
         def listening():
             if self.proc.poll() is not None:
                 raise AssertionError(f"exim exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
+            return accepts(self.port)
         wait_for(listening, lambda: "exim does not listen:\n" + self.output(), timeout=15)
         return self
 

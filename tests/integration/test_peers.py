@@ -9,61 +9,16 @@ Dovecot and Postfix services are never touched. Missing binaries fail the
 tests: run scripts/install-deps.sh."""
 import glob
 import os
-import pwd
 import re
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
-import time
 
 import pytest
 
 from kptest import free_port, make_tmpdir
-
-INSTALL_HINT = "run scripts/install-deps.sh as root (installs dovecot-lmtpd and postfix)"
-SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def need(name):
-    path = shutil.which(name, path=SBIN_PATH)
-    if path is None:
-        pytest.fail(f"{name} not found: {INSTALL_HINT}", pytrace=False)
-    return path
-
-
-def need_root(what):
-    if os.geteuid() != 0:
-        pytest.fail(f"a private {what} instance needs root (it changes to its own users); "
-                    "run the integration tests as root", pytrace=False)
-
-
-def need_user(name):
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        pytest.fail(f"user {name!r} does not exist: {INSTALL_HINT}", pytrace=False)
-
-
-def wait_for(check, what, timeout=15, interval=0.05):
-    """Poll check() until it returns something true; fail with what()."""
-    deadline = time.time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError(what() if callable(what) else what)
-        time.sleep(interval)
-
-
-def read(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
+from postfix_peer import Postfix, accepts, need, need_root, need_user, read, wait_for
 
 
 def message(subject, token, to="alice@example.org", sender="bob@remote.test", lines=2000):
@@ -102,7 +57,7 @@ class Dovecot:
 
     def __init__(self, users=None):
         self.bin = need("dovecot")
-        need_root("Dovecot")
+        need_root("a private Dovecot instance (it changes to its own users)")
         self.owner = need_user("keypost")
         self.dir = make_tmpdir("kp-dovecot-")
         self.port = free_port()
@@ -165,13 +120,7 @@ service lmtp {{
         def ready():
             if self.proc.poll() is not None:
                 raise AssertionError("dovecot exited: " + self.output())
-            if not os.path.exists(self.socket):
-                return False
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
+            return os.path.exists(self.socket) and accepts(self.port)
         wait_for(ready, lambda: "dovecot did not listen: " + self.output())
         return self
 
@@ -223,120 +172,17 @@ def make_dovecot():
 
 # ---- a private Postfix instance sending to keypost ------------------------
 
-MASTER_CF = """\
-# No smtpd listener: this Postfix only sends (to relayhost = keypost).
-# No chroot: the queue directory is a temporary directory.
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-
-class Postfix:
-    """`postfix -c DIR start` with its own main.cf, master.cf, queue and data
-    directories and maillog_file, relaying everything to keypost."""
-
-    def __init__(self, relay_port, **params):
-        self.postfix = need("postfix")
-        self.sendmail = need("sendmail")
-        need_root("Postfix")
-        owner = need_user("postfix")
-        self.dir = make_tmpdir("kp-postfix-")
-        self.confdir = os.path.join(self.dir, "conf")
-        self.queue = os.path.join(self.dir, "queue")
-        data = os.path.join(self.dir, "data")
-        self.logfile = os.path.join(self.dir, "maillog")
-        for d in (self.confdir, self.queue, data):
-            os.makedirs(d)
-        os.chown(data, owner.pw_uid, owner.pw_gid)  # master.lock lives there
-        self.main = {
-            "compatibility_level": "3.6",
-            "queue_directory": self.queue,
-            "data_directory": data,
-            "myhostname": "partner.postfix.test",
-            "mydomain": "postfix.test",
-            "myorigin": "$myhostname",
-            "mydestination": "",
-            "local_transport": "error:5.1.1 local delivery is disabled",
-            "alias_maps": "",
-            "alias_database": "",
-            "inet_interfaces": "loopback-only",
-            "inet_protocols": "ipv4",
-            "relayhost": f"[127.0.0.1]:{relay_port}",
-            "smtp_tls_security_level": "encrypt",
-            "smtp_tls_loglevel": "1",
-            "maillog_file": self.logfile,
-            "maillog_file_prefixes": self.dir,
-            "biff": "no",
-        }
-        self.main.update({k: str(v) for k, v in params.items()})
-        with open(os.path.join(self.confdir, "main.cf"), "w") as f:
-            for k, v in self.main.items():
-                f.write(f"{k} = {v}\n")
-        with open(os.path.join(self.confdir, "master.cf"), "w") as f:
-            f.write(MASTER_CF)
-        self.started = False
-
-    def start(self):
-        r = subprocess.run([self.postfix, "-c", self.confdir, "start"], capture_output=True,
-                           text=True, timeout=60)
-        self.started = True
-        assert r.returncode == 0, f"postfix start failed: {r.stdout}{r.stderr}\n{self.log()}"
-        return self
-
-    def send(self, sender, rcpts, msg):
-        r = subprocess.run([self.sendmail, "-C", self.confdir, "-i", "-f", sender, "--",
-                            *rcpts], input=msg, capture_output=True, timeout=30)
-        assert r.returncode == 0, f"sendmail failed: {r.stdout!r} {r.stderr!r}\n{self.log()}"
-
-    def log(self):
-        return read(self.logfile)
-
-    def wait_log(self, pattern, timeout=15, kp=None):
-        return wait_for(lambda: re.search(pattern, self.log()),
-                        lambda: f"no Postfix log line matching {pattern!r}; postfix log:\n"
-                                f"{self.log()}\nkeypost log:\n{kp.log() if kp else ''}",
-                        timeout=timeout)
-
-    def stop(self):
-        if not self.started:
-            return
-        self.started = False
-        r = subprocess.run([self.postfix, "-c", self.confdir, "stop"], capture_output=True,
-                           text=True, timeout=30)
-        if r.returncode != 0:  # postfix-script waits 5 s, then kill -9s the group
-            pidfile = os.path.join(self.queue, "pid", "master.pid")
-            try:
-                pid = int(read(pidfile).split()[0])
-                os.killpg(pid, signal.SIGKILL)
-            except (ValueError, IndexError, ProcessLookupError, PermissionError):
-                pass
-
-
 @pytest.fixture
 def make_postfix():
+    """make_postfix(relay_port, **params): a Postfix that only sends, relaying
+    everything to keypost on relay_port over TLS (encrypt)."""
     started = []
 
     def factory(relay_port, start=True, **params):
-        p = Postfix(relay_port, **params)
+        p = Postfix(**{"myhostname": "partner.postfix.test", "mydomain": "postfix.test",
+                       "relayhost": f"[127.0.0.1]:{relay_port}",
+                       "smtp_tls_security_level": "encrypt", "smtp_tls_loglevel": "1",
+                       **params})
         started.append(p)
         return p.start() if start else p
 

@@ -16,13 +16,10 @@ instances from temporary directories (never the system services). The
 expectations are Postfix's: where keypost differs, the test fails."""
 import email
 import email.policy
-import glob
 import hashlib
 import os
-import pwd
 import re
 import shutil
-import signal
 import smtplib
 import socket
 import ssl
@@ -34,45 +31,12 @@ import time
 import pytest
 
 from kptest import PKI, Keypost, free_port, make_tmpdir
+from postfix_peer import Postfix, need, need_root, read, wait_for
 
-SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin"
-INSTALL_HINT = "run scripts/install-deps.sh as root (installs postfix and unbound)"
 SENDER = "sender@example.org"   # local to every sending keypost: DSNs land in its Maildir
 
 
 # ---- small helpers ---------------------------------------------------------
-
-def need(name):
-    path = shutil.which(name, path=SBIN_PATH)
-    if path is None:
-        pytest.fail(f"{name} not found: {INSTALL_HINT}", pytrace=False)
-    return path
-
-
-def need_root(what):
-    if os.geteuid() != 0:
-        pytest.fail(f"{what} needs root; run the integration tests as root", pytrace=False)
-
-
-def read(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
-
-
-def wait_for(check, what, timeout=15, interval=0.05):
-    """Poll check() until it returns something true; fail with what()."""
-    deadline = time.time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.time() > deadline:
-            raise AssertionError(what() if callable(what) else what)
-        time.sleep(interval)
-
 
 def message(subject, token, sender=SENDER, to="user@b.test"):
     body = [f"token {token}", ".a line with a leading dot", "", "end"]
@@ -531,150 +495,31 @@ def test_clique_unpinned_client_may_not_relay(make_server, certs):
 
 # ==== 2. Debian's Postfix as the receiver ===================================
 
-POSTFIX_MASTER_CF = """\
-# A private receiving Postfix: one smtpd on loopback, virtual delivery.
-# No chroot: the queue directory is a temporary directory.
-{listen} inet n       -       n       -       -       smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-
-class PostfixReceiver:
+def postfix_receiver(cert, pinned):
     """`postfix -c DIR start`: an smtpd on 127.0.0.1:PORT that accepts mail
     for p.test only from clients whose certificate's public key is in
     ccert_access, and delivers it with virtual(8) into a Maildir."""
-
-    def __init__(self, cert, pinned):
-        self.postfix = need("postfix")
-        need_root("a private Postfix")
-        owner = pwd.getpwnam("postfix")
-        vowner = pwd.getpwnam("keypost")  # any unprivileged user owns the mailboxes
-        self.dir = make_tmpdir("kp-postfix-rx-")
-        self.confdir = os.path.join(self.dir, "conf")
-        self.queue = os.path.join(self.dir, "queue")
-        self.vmail = os.path.join(self.dir, "vmail")
-        data = os.path.join(self.dir, "data")
-        self.logfile = os.path.join(self.dir, "maillog")
-        for d in (self.confdir, self.queue, data, self.vmail):
-            os.makedirs(d)
-        os.chown(data, owner.pw_uid, owner.pw_gid)
-        os.chown(self.vmail, vowner.pw_uid, vowner.pw_gid)
-        self.port = free_port()
-        access = os.path.join(self.confdir, "ccert_access")
-        with open(access, "w") as f:
-            for fp in pinned:
-                f.write(f"{fp} OK\n")
-        mailboxes = os.path.join(self.confdir, "vmailbox")
-        with open(mailboxes, "w") as f:
-            f.write("user@p.test p.test/user/\n")
-        self.main = {
-            "compatibility_level": "3.6",
-            "queue_directory": self.queue,
-            "data_directory": data,
-            "myhostname": "mx.p.test",
-            "mydomain": "p.test",
-            "myorigin": "$myhostname",
-            # p.test is a virtual mailbox domain; Postfix refuses a domain
-            # listed in both mydestination and virtual_mailbox_domains.
-            "mydestination": "",
-            "local_transport": "error:5.1.1 local delivery is disabled",
-            "alias_maps": "",
-            "alias_database": "",
-            "inet_interfaces": "loopback-only",
-            "inet_protocols": "ipv4",
-            # Loopback is NOT trusted: only the certificate pin admits keypost.
-            "mynetworks": "192.0.2.0/24",
-            "virtual_mailbox_domains": "p.test",
-            "virtual_mailbox_base": self.vmail,
-            "virtual_mailbox_maps": f"texthash:{mailboxes}",
-            "virtual_uid_maps": f"static:{vowner.pw_uid}",
-            "virtual_gid_maps": f"static:{vowner.pw_gid}",
-            "smtpd_tls_cert_file": cert.crt,
-            "smtpd_tls_key_file": cert.key,
-            "smtpd_tls_security_level": "may",
-            "smtpd_tls_ask_ccert": "yes",
-            "smtpd_tls_fingerprint_digest": "sha256",
-            "smtpd_tls_loglevel": "2",  # 2 logs both fingerprints of the client cert
-            "smtpd_tls_received_header": "yes",
-            "smtpd_recipient_restrictions":
-                f"check_ccert_access {{ texthash:{access}, "
-                f"{{ search_order = pubkey_fingerprint }} }}, reject",
-            "maillog_file": self.logfile,
-            "maillog_file_prefixes": self.dir,
-            "biff": "no",
-        }
-        with open(os.path.join(self.confdir, "main.cf"), "w") as f:
-            for k, v in self.main.items():
-                f.write(f"{k} = {v}\n")
-        with open(os.path.join(self.confdir, "master.cf"), "w") as f:
-            f.write(POSTFIX_MASTER_CF.format(listen=f"127.0.0.1:{self.port}"))
-        self.started = False
-
-    def start(self):
-        r = subprocess.run([self.postfix, "-c", self.confdir, "start"], capture_output=True,
-                           text=True, timeout=60)
-        self.started = True
-        assert r.returncode == 0, f"postfix start failed: {r.stdout}{r.stderr}\n{self.log()}"
-
-        def listening():
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_for(listening, lambda: "postfix smtpd does not listen:\n" + self.log())
-        return self
-
-    def log(self):
-        return read(self.logfile)
-
-    def wait_log(self, pattern, timeout=15, kp=None):
-        return wait_for(lambda: re.search(pattern, self.log()),
-                        lambda: f"no Postfix log line matching {pattern!r}; postfix log:\n"
-                                f"{self.log()}\nkeypost log:\n{kp.log() if kp else ''}",
-                        timeout=timeout)
-
-    def delivered(self, local="user"):
-        return sorted(glob.glob(os.path.join(self.vmail, "p.test", local, "new", "*")))
-
-    def stop(self):
-        if not self.started:
-            return
-        self.started = False
-        r = subprocess.run([self.postfix, "-c", self.confdir, "stop"], capture_output=True,
-                           text=True, timeout=30)
-        if r.returncode != 0:
-            try:
-                pid = int(read(os.path.join(self.queue, "pid", "master.pid")).split()[0])
-                os.killpg(pid, signal.SIGKILL)
-            except (ValueError, IndexError, ProcessLookupError, PermissionError):
-                pass
+    pf = Postfix(smtpd_port=free_port(), mailboxes=["user@p.test"],
+                 myhostname="mx.p.test", mydomain="p.test",
+                 # Loopback is NOT trusted: only the certificate pin admits keypost.
+                 mynetworks="192.0.2.0/24",
+                 smtpd_tls_cert_file=cert.crt,
+                 smtpd_tls_key_file=cert.key,
+                 smtpd_tls_security_level="may",
+                 smtpd_tls_ask_ccert="yes",
+                 smtpd_tls_fingerprint_digest="sha256",
+                 smtpd_tls_loglevel="2",  # 2 logs both fingerprints of the client cert
+                 smtpd_tls_received_header="yes")
+    access = pf.table("ccert_access", [f"{fp} OK" for fp in pinned])
+    pf.main["smtpd_recipient_restrictions"] = (
+        f"check_ccert_access {{ texthash:{access}, "
+        f"{{ search_order = pubkey_fingerprint }} }}, reject")
+    return pf
 
 
 @pytest.fixture(scope="module")
 def postfix_rx(certs):
-    pf = PostfixReceiver(certs["postfix.p.test"], [certs["kp-pinned.relay.test"].pubkey_fp])
+    pf = postfix_receiver(certs["postfix.p.test"], [certs["kp-pinned.relay.test"].pubkey_fp])
     try:
         yield pf.start()
     finally:
