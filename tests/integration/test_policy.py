@@ -744,7 +744,7 @@ def test_reject_is_never_accepted(make_server, policy):
 def postgrey():
     exe = shutil.which("postgrey") or "/usr/sbin/postgrey"
     if not os.path.exists(exe):
-        pytest.skip("postgrey is not installed")
+        pytest.fail("postgrey is not installed: run scripts/install-deps.sh as root")
     d = tempfile.mkdtemp(prefix="kp-postgrey-")
     user = None
     if os.geteuid() == 0:
@@ -855,9 +855,9 @@ class Postgres:
 def postgres():
     initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not initdbs:
-        pytest.skip("PostgreSQL server binaries are not installed")
+        pytest.fail("PostgreSQL server binaries are not installed: run scripts/install-deps.sh as root")
     if os.geteuid() == 0 and not shutil.which("runuser"):
-        pytest.skip("runuser is needed to run PostgreSQL as postgres")
+        pytest.fail("runuser (util-linux) is needed to run PostgreSQL as postgres")
     base = tempfile.mkdtemp(prefix="kp-pg-")
     if os.geteuid() == 0:
         pw = pwd.getpwnam("postgres")

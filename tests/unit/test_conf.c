@@ -338,7 +338,7 @@ static void test_bool_and_enum_values(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/kp-test-conf-XXXXXX");
+    snprintf(tmpdir, sizeof tmpdir, "%s", "/tmp/kp-test-conf-XXXXXX");
     return mkdtemp(tmpdir) ? 0 : -1;
 }
 

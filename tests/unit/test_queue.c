@@ -19,7 +19,7 @@ static char qdir[64];
 static int setup(void **state)
 {
     (void)state;
-    strcpy(qdir, "/tmp/kp-test-queue-XXXXXX");
+    snprintf(qdir, sizeof qdir, "%s", "/tmp/kp-test-queue-XXXXXX");
     if (mkdtemp(qdir) == NULL)
         return -1;
     char err[256];
@@ -101,7 +101,7 @@ static void make_message(const struct envelope *env, const char *body, size_t n,
     struct qfile *q = queue_create(qdir, env);
     assert_non_null(q);
     assert_int_equal(strlen(queue_file_id(q)), QUEUE_ID_LEN - 1);
-    strcpy(out, queue_file_id(q));
+    snprintf(out, QUEUE_ID_LEN, "%s", queue_file_id(q));
     assert_true(exists("tmp", out));
     assert_int_equal(queue_write(q, body, n), 0);
     assert_int_equal(queue_commit(q), 0);
@@ -216,7 +216,7 @@ static void test_hold_commits_to_hold(void **state)
     struct qfile *q = queue_create(qdir, &env);
     assert_non_null(q);
     char id[QUEUE_ID_LEN];
-    strcpy(id, queue_file_id(q));
+    snprintf(id, sizeof id, "%s", queue_file_id(q));
     assert_int_equal(queue_write(q, "held\r\n", 6), 0);
     assert_int_equal(queue_commit(q), 0);
     queue_close(q);
@@ -245,7 +245,7 @@ static void test_large_body(void **state)
     struct qfile *q = queue_create(qdir, &env);
     assert_non_null(q);
     char id[QUEUE_ID_LEN];
-    strcpy(id, queue_file_id(q));
+    snprintf(id, sizeof id, "%s", queue_file_id(q));
     for (size_t off = 0; off < n;) {
         size_t c = n - off < 7777 ? n - off : 7777;
         assert_int_equal(queue_write(q, body + off, c), 0);
@@ -271,7 +271,7 @@ static void test_abort_leaves_nothing(void **state)
     struct qfile *q = queue_create(qdir, &env);
     assert_non_null(q);
     char id[QUEUE_ID_LEN];
-    strcpy(id, queue_file_id(q));
+    snprintf(id, sizeof id, "%s", queue_file_id(q));
     assert_true(exists("tmp", id));
     assert_int_equal(queue_write(q, "data\r\n", 6), 0);
     queue_abort(q);

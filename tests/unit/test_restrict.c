@@ -370,16 +370,16 @@ static void test_tls_pins(void **state)
     struct tls_peer peer;
     memset(&peer, 0, sizeof peer);
     peer.trust.has_cert = 1;
-    strcpy(peer.trust.pubkey_fp, "AA:BB:CC");
-    strcpy(peer.trust.cert_fp, "DD:EE:FF");
+    snprintf(peer.trust.pubkey_fp, sizeof peer.trust.pubkey_fp, "%s", "AA:BB:CC");
+    snprintf(peer.trust.cert_fp, sizeof peer.trust.cert_fp, "%s", "DD:EE:FF");
     struct restrict_result res;
     /* Without TLS, or with another key: no relaying. */
     assert_int_equal(check_rcpt("192.0.2.10", "bob@other.net", NULL, &res), RA_REJECT);
     assert_int_equal(check_rcpt("192.0.2.10", "bob@other.net", &peer, &res), RA_PERMIT);
-    strcpy(peer.trust.pubkey_fp, "AA:BB:CD");
+    snprintf(peer.trust.pubkey_fp, sizeof peer.trust.pubkey_fp, "%s", "AA:BB:CD");
     assert_int_equal(check_rcpt("192.0.2.10", "bob@other.net", &peer, &res), RA_REJECT);
     /* The certificate digest pins as well. */
-    strcpy(peer.trust.cert_fp, "AA:BB:CC");
+    snprintf(peer.trust.cert_fp, sizeof peer.trust.cert_fp, "%s", "AA:BB:CC");
     assert_int_equal(check_rcpt("192.0.2.10", "bob@other.net", &peer, &res), RA_PERMIT);
     /* A session without a client certificate is not pinned. */
     peer.trust.has_cert = 0;
@@ -387,16 +387,16 @@ static void test_tls_pins(void **state)
 
     /* check_ccert_access actions (local recipient, so the relay list passes). */
     peer.trust.has_cert = 1;
-    strcpy(peer.trust.cert_fp, "00:00");
-    strcpy(peer.trust.pubkey_fp, "11:22");
+    snprintf(peer.trust.cert_fp, sizeof peer.trust.cert_fp, "%s", "00:00");
+    snprintf(peer.trust.pubkey_fp, sizeof peer.trust.pubkey_fp, "%s", "11:22");
     assert_int_equal(check_rcpt("192.0.2.10", "alice@example.org", &peer, &res), RA_HOLD);
-    strcpy(peer.trust.pubkey_fp, "55:66");
+    snprintf(peer.trust.pubkey_fp, sizeof peer.trust.pubkey_fp, "%s", "55:66");
     assert_int_equal(check_rcpt("192.0.2.10", "alice@example.org", &peer, &res), RA_DISCARD);
-    strcpy(peer.trust.pubkey_fp, "33:44");
+    snprintf(peer.trust.pubkey_fp, sizeof peer.trust.pubkey_fp, "%s", "33:44");
     assert_int_equal(check_rcpt("192.0.2.10", "alice@example.org", &peer, &res), RA_REJECT);
     assert_string_equal(res.reply, "554 5.7.1 <alice@example.org>: Recipient address "
                                    "rejected: Access denied");
-    strcpy(peer.trust.pubkey_fp, "77:88");
+    snprintf(peer.trust.pubkey_fp, sizeof peer.trust.pubkey_fp, "%s", "77:88");
     assert_int_equal(check_rcpt("192.0.2.10", "alice@example.org", &peer, &res), RA_PERMIT);
 }
 

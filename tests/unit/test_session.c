@@ -81,7 +81,7 @@ static struct fake *fake_new_from(const char *addr, int tls_available,
         sin6->sin6_family = AF_INET6;
     }
     snprintf(c.addr_text, sizeof c.addr_text, "%s", addr);
-    strcpy(c.name, "client.example");
+    snprintf(c.name, sizeof c.name, "%s", "client.example");
     c.port = 40000;
     c.kind = kind;
     c.tls_available = tls_available;
@@ -620,8 +620,8 @@ static void test_starttls(void **state)
 
     struct tls_peer peer;
     memset(&peer, 0, sizeof peer);
-    strcpy(peer.protocol, "TLSv1.3");
-    strcpy(peer.cipher, "TLS_AES_256_GCM_SHA384");
+    snprintf(peer.protocol, sizeof peer.protocol, "%s", "TLSv1.3");
+    snprintf(peer.cipher, sizeof peer.cipher, "%s", "TLS_AES_256_GCM_SHA384");
     peer.bits = peer.alg_bits = 256;
     session_tls_established(f->s, &peer);
     assert_string_equal(replies(f), "");
@@ -852,8 +852,8 @@ static void test_smtps_banner_after_handshake(void **state)
     assert_string_equal(replies(f), "");
     struct tls_peer peer;
     memset(&peer, 0, sizeof peer);
-    strcpy(peer.protocol, "TLSv1.3");
-    strcpy(peer.cipher, "TLS_AES_128_GCM_SHA256");
+    snprintf(peer.protocol, sizeof peer.protocol, "%s", "TLSv1.3");
+    snprintf(peer.cipher, sizeof peer.cipher, "%s", "TLS_AES_128_GCM_SHA256");
     peer.bits = peer.alg_bits = 128;
     session_tls_established(f->s, &peer);
     assert_string_equal(replies(f), "220 mx.test ESMTP keypost\r\n");
@@ -889,7 +889,7 @@ static void test_tls_required(void **state)
     expect(f, "STARTTLS\r\n", "220 2.0.0 Ready to start TLS\r\n");
     struct tls_peer peer;
     memset(&peer, 0, sizeof peer);
-    strcpy(peer.protocol, "TLSv1.3");
+    snprintf(peer.protocol, sizeof peer.protocol, "%s", "TLSv1.3");
     session_tls_established(f->s, &peer);
     assert_string_equal(replies(f), "421 4.7.1 mx.test Error: No client certificate presented\r\n");
     assert_true(f->closed);
@@ -968,7 +968,7 @@ static int group_setup(void **state)
 {
     (void)state;
     log_open_file("/dev/null");
-    strcpy(qdir, "/tmp/kp-test-session-XXXXXX");
+    snprintf(qdir, sizeof qdir, "%s", "/tmp/kp-test-session-XXXXXX");
     if (mkdtemp(qdir) == NULL)
         return -1;
     char err[256];

@@ -203,7 +203,7 @@ static void test_long_key(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/kp-test-table-XXXXXX");
+    snprintf(tmpdir, sizeof tmpdir, "%s", "/tmp/kp-test-table-XXXXXX");
     return mkdtemp(tmpdir) ? 0 : -1;
 }
 

@@ -455,7 +455,7 @@ static void test_pubkey_pin(void **state)
     /* Table keys are case-insensitive: a lower-case pin works too. */
     evaluate(0, NULL, P.leaf_server, NULL, &r);
     char lower[TRUST_FP_LEN];
-    strcpy(lower, r.pubkey_fp);
+    snprintf(lower, sizeof lower, "%s", r.pubkey_fp);
     for (char *p = lower; *p; p++)
         *p = (char)tolower((unsigned char)*p);
     pins = pin_table(lower);
