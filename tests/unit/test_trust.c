@@ -202,11 +202,13 @@ static void assert_purpose_reason(const char *reason)
     assert_true(n > t && strcmp(reason + n - t, tail) == 0);
 }
 
+/* out must hold 3 * n bytes. */
 static void hex_colon(const unsigned char *d, unsigned n, char *out)
 {
+    size_t o = 0;
     out[0] = '\0';
     for (unsigned i = 0; i < n; i++)
-        sprintf(out + strlen(out), "%s%02X", i ? ":" : "", d[i]);
+        o += (size_t)snprintf(out + o, 4, "%s%02X", i ? ":" : "", d[i]);
 }
 
 /* ---- chain decisions --------------------------------------------------- */
