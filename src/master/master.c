@@ -101,6 +101,12 @@ static void child_main(enum role role)
         log_err(NULL, "%s", err);
         _exit(2);
     }
+    if (role == ROLE_QMGR) {
+        /* The queue manager and its delivery agents never accept. */
+        listen_close(M.ls, M.nls);
+        M.ls = NULL;
+        M.nls = 0;
+    }
     int r = role == ROLE_QMGR ? qmgr_run() : server_run(M.ls, M.nls, M.tls);
     _exit(r);
 }

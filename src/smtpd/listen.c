@@ -70,7 +70,16 @@ static int open_one(const char *text, enum listener_kind kind, struct listener *
         if (ss.ss_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     }
-    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 1024) < 0) {
+    /* Right after a crash the old processes may still be going away and
+     * holding the port: give them a few seconds before giving up. */
+    int bound = -1;
+    for (int tries = 0; fd >= 0 && tries < 50; tries++) {
+        bound = bind(fd, (struct sockaddr *)&ss, len);
+        if (bound == 0 || errno != EADDRINUSE)
+            break;
+        usleep(100000);
+    }
+    if (fd < 0 || bound < 0 || listen(fd, 1024) < 0) {
         conf_error(errs, "%s: %s: cannot listen on %s: %s", conf_origin(p), conf_name(p), text,
                    strerror(errno));
         if (fd >= 0)
