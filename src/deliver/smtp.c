@@ -89,11 +89,7 @@ static void parse_ehlo(struct conn_state *c, const char *lines)
         const char *nl = strchr(l, '\n');
         size_t n = nl ? (size_t)(nl - l) : strlen(l);
         char word[32];
-        size_t w = strcspn(l, " \n");
-        if (w >= sizeof word)
-            w = sizeof word - 1;
-        memcpy(word, l, w);
-        word[w] = '\0';
+        str_first_word(l, word, sizeof word);
         c->pipelining |= str_ieq(word, "PIPELINING");
         c->size |= str_ieq(word, "SIZE");
         c->eightbit |= str_ieq(word, "8BITMIME");

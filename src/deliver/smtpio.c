@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "tls/tls_client.h"
+#include "util/netaddr.h"
 #include "util/strutil.h"
 
 static void set_timeouts(int fd, int seconds)
@@ -116,22 +117,15 @@ static ssize_t io_recv(struct smtpio *io, char *p, size_t n)
 
 static int connect_inet(struct smtpio *io, const char *hostport)
 {
-    char host[256];
-    str_copy(host, hostport, sizeof host);
-    char *colon = strrchr(host, ':');
-    if (colon == NULL) {
+    char host[256], port[8];
+    int p;
+    if (net_split_hostport(hostport, host, sizeof host, &p) < 0) {
         errno = EINVAL;
         return -1;
     }
-    *colon = '\0';
-    char *h = host;
-    size_t n = strlen(h);
-    if (h[0] == '[' && n > 1 && h[n - 1] == ']') {
-        h[n - 1] = '\0';
-        h++;
-    }
+    snprintf(port, sizeof port, "%d", p);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
-    if (getaddrinfo(h, colon + 1, &hints, &ai) != 0) {
+    if (getaddrinfo(host, port, &hints, &ai) != 0) {
         errno = EHOSTUNREACH;
         return -1;
     }

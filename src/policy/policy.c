@@ -18,6 +18,7 @@
 #include "conf/conf.h"
 #include "util/buf.h"
 #include "util/log.h"
+#include "util/netaddr.h"
 #include "util/strutil.h"
 
 #define MAX_REPLY 4096
@@ -71,11 +72,9 @@ int policy_target_ok(const char *t)
 {
     if (strncmp(t, "unix:/", 6) == 0)
         return strlen(t + 5) < sizeof(((struct sockaddr_un *)0)->sun_path);
-    if (strncmp(t, "inet:", 5) != 0)
-        return 0;
-    const char *colon = strrchr(t + 5, ':');
-    return colon && colon != t + 5 && str_parse_long(colon + 1) > 0 &&
-           str_parse_long(colon + 1) < 65536;
+    char host[256];
+    int port;
+    return strncmp(t, "inet:", 5) == 0 && net_split_hostport(t + 5, host, sizeof host, &port) == 0;
 }
 
 static struct server *server_for(const char *target)
@@ -103,35 +102,13 @@ static int open_socket(const char *target, struct sockaddr_storage *ss, socklen_
         return AF_UNIX;
     }
     char host[256];
-    str_copy(host, target + 5, sizeof host);
-    char *colon = strrchr(host, ':');
-    if (colon == NULL)
+    int port;
+    if (net_split_hostport(target + 5, host, sizeof host, &port) < 0)
         return -1;
-    *colon = '\0';
-    int port = (int)str_parse_long(colon + 1);
-    char *h = host;
-    size_t n = strlen(h);
-    if (h[0] == '[' && n > 1 && h[n - 1] == ']') {
-        h[n - 1] = '\0';
-        h++;
-    }
-    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-    if (strcmp(h, "localhost") == 0)
-        h = "127.0.0.1";
-    if (inet_pton(AF_INET, h, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-        *len = sizeof *s4;
-        return AF_INET;
-    }
-    if (inet_pton(AF_INET6, h, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        *len = sizeof *s6;
-        return AF_INET6;
-    }
-    return -1; /* host names would need a blocking lookup: addresses only */
+    /* Host names would need a blocking lookup: addresses only. */
+    if (net_sockaddr(strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, port, ss, len) < 0)
+        return -1;
+    return ss->ss_family;
 }
 
 static void conn_free(struct pconn *c)
@@ -339,6 +316,16 @@ static void give_up_now(evutil_socket_t fd, short what, void *arg)
     finish(call, conf_str(P_SMTPD_POLICY_SERVICE_DEFAULT_ACTION));
 }
 
+static struct policy_call *dequeue(struct server *srv)
+{
+    struct policy_call *call = srv->waiting;
+    srv->waiting = call->next;
+    if (srv->waiting == NULL)
+        srv->waiting_tail = NULL;
+    call->next = NULL;
+    return call;
+}
+
 static void dispatch(struct server *srv)
 {
     while (srv->waiting) {
@@ -346,11 +333,7 @@ static void dispatch(struct server *srv)
         if (c == NULL) {
             if (srv->nconns > 0)
                 return; /* wait for a busy connection */
-            struct policy_call *call = srv->waiting;
-            srv->waiting = call->next;
-            if (srv->waiting == NULL)
-                srv->waiting_tail = NULL;
-            call->next = NULL;
+            struct policy_call *call = dequeue(srv);
             call->tries++;
             log_warn(NULL, "policy service %s: cannot connect (try %d of %ld)", srv->target,
                      call->tries, conf_long(P_SMTPD_POLICY_SERVICE_TRY_LIMIT));
@@ -361,11 +344,7 @@ static void dispatch(struct server *srv)
             evtimer_add(call->retry, &tv);
             continue;
         }
-        struct policy_call *call = srv->waiting;
-        srv->waiting = call->next;
-        if (srv->waiting == NULL)
-            srv->waiting_tail = NULL;
-        call->next = NULL;
+        struct policy_call *call = dequeue(srv);
         call->tries++;
         call->conn = c;
         c->call = call;

@@ -440,14 +440,8 @@ static enum restrict_action interpret_action(struct restrict_eval *ev, const cha
 {
     struct restrict_result *out = ev->out;
     char word[32];
-    size_t n = strcspn(value, " \t");
-    if (n >= sizeof word)
-        n = sizeof word - 1;
-    memcpy(word, value, n);
-    word[n] = '\0';
-    const char *text = value + n;
-    while (*text == ' ' || *text == '\t')
-        text++;
+    const char *text = str_first_word(value, word, sizeof word);
+    size_t n = strlen(word);
     if (str_ieq(word, "OK") || str_ieq(word, "PERMIT"))
         return RA_PERMIT;
     if (str_ieq(word, "DUNNO") || *word == '\0')

@@ -310,6 +310,8 @@ struct qmsg {
     int finisher;    /* a finish process is running */
     int self_finish; /* its only delivery process finishes it too */
     int seen;
+    char *keys;      /* route keys of its pending recipients, '\n'-separated;
+                        NULL until read, and again after each round */
     struct qmsg *next_msg;
 };
 
@@ -377,6 +379,7 @@ static void drop(struct qmsg *gone)
     for (struct qmsg **p = &Q.msgs; *p; p = &(*p)->next_msg)
         if (*p == gone) {
             *p = gone->next_msg;
+            free(gone->keys);
             free(gone);
             return;
         }
@@ -502,6 +505,31 @@ static int pending_keys(struct qmsg *m, char keys[][340], int max)
 
 static void plan_and_launch(void);
 
+/* The route keys of m, read from its files once per round: a message
+ * that waits for capacity is not re-read at every job's end. */
+static int message_keys(struct qmsg *m, char keys[][340], int max)
+{
+    if (m->keys == NULL) {
+        int n = pending_keys(m, keys, max);
+        if (n < 0)
+            return -1;
+        struct buf joined;
+        buf_init(&joined, (size_t)max * 341);
+        buf_puts(&joined, "");
+        for (int k = 0; k < n; k++)
+            buf_printf(&joined, "%s\n", keys[k]);
+        m->keys = joined.data;
+        return n;
+    }
+    int n = 0;
+    for (const char *p = m->keys; *p && n < max; n++) {
+        const char *nl = strchr(p, '\n');
+        snprintf(keys[n], 340, "%.*s", (int)(nl - p), p);
+        p = nl + 1;
+    }
+    return n;
+}
+
 struct plan {
     char key[340];
     struct qmsg *msgs[BATCH_MAX];
@@ -539,7 +567,7 @@ static void plan_and_launch(void)
         if (Q.running + nplans >= total_limit)
             break;
         char keys[MAX_KEYS][340];
-        int nk = pending_keys(m, keys, MAX_KEYS);
+        int nk = message_keys(m, keys, MAX_KEYS);
         if (nk < 0) {
             drop(m);
             continue;
@@ -590,6 +618,8 @@ static void job_done(void *job, int result)
     Q.running--;
     for (int i = 0; i < j->n; i++) {
         struct qmsg *m = j->msgs[i];
+        free(m->keys); /* its recipients may have changed: read again */
+        m->keys = NULL;
         if (j->finish) {
             m->finisher = 0;
             if (result == 0)

@@ -10,36 +10,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "util/netaddr.h"
 #include "util/strutil.h"
 
 static int parse_addr(const char *text, struct sockaddr_storage *ss, socklen_t *len)
 {
     char host[80];
-    if (str_copy(host, text, sizeof host) >= sizeof host)
+    int port;
+    if (net_split_hostport(text, host, sizeof host, &port) < 0)
         return -1;
-    char *colon = strrchr(host, ':');
-    if (colon == NULL)
-        return -1;
-    *colon = '\0';
-    long port = str_parse_long(colon + 1);
-    if (port <= 0 || port > 65535)
-        return -1;
-    char *h = host;
-    size_t n = strlen(h);
-    memset(ss, 0, sizeof *ss);
-    if (h[0] == '[' && n > 1 && h[n - 1] == ']') {
-        h[n - 1] = '\0';
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        *len = sizeof *s6;
-        return inet_pton(AF_INET6, h + 1, &s6->sin6_addr) == 1 ? 0 : -1;
-    }
-    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons((uint16_t)port);
-    *len = sizeof *s4;
-    return inet_pton(AF_INET, h, &s4->sin_addr) == 1 ? 0 : -1;
+    return net_sockaddr(host, port, ss, len);
 }
 
 static const struct {

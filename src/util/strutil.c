@@ -134,3 +134,13 @@ void str_rfc5322_date(time_t t, char *out, size_t len)
     gmtime_r(&t, &tm);
     strftime(out, len, "%a, %d %b %Y %H:%M:%S +0000", &tm);
 }
+
+const char *str_first_word(const char *s, char *word, size_t len)
+{
+    size_t n = strcspn(s, " \t\n");
+    size_t c = n < len - 1 ? n : len - 1;
+    memcpy(word, s, c);
+    word[c] = '\0';
+    s += n;
+    return s + strspn(s, " \t");
+}

@@ -15,6 +15,9 @@ int str_iprefix(const char *s, const char *prefix);
 /* Split a Postfix-style list (commas and/or white space) in place.
  * Braces group: "{ a, b }" stays one element. Returns the count; at most max. */
 int str_split_list(char *s, char **out, int max);
+/* Copy the first word of s (up to a space, tab or newline; truncated to
+ * fit) to word; returns what follows it, leading spaces and tabs skipped. */
+const char *str_first_word(const char *s, char *word, size_t len);
 /* 1 when s holds a byte >= 0x80 (UTF-8 or other 8-bit text). */
 int str_has_8bit(const char *s);
 /* "Mon, 23 Nov 2026 12:00:00 +0000" (RFC 5322) for t, in UTC. */
