@@ -100,6 +100,19 @@ static const struct param_def defs[P_COUNT] = {
     [P_DEFAULT_DESTINATION_CONCURRENCY_LIMIT] =
         {"default_destination_concurrency_limit", CT_LONG, "20", NULL},
     [P_LMTP_TIMEOUT] = {"lmtp_data_done_timeout", CT_TIME, "600s", NULL},
+    [P_SMTP_LINE_LENGTH_LIMIT] = {"smtp_line_length_limit", CT_LONG, "998", NULL},
+    /* Postfix's grades; "null" (no encryption) is not offered. keypost's
+     * default is AEAD only: every TLS 1.2 CBC suite has a SHA1, SHA256 or
+     * SHA384 MAC, while the AEAD suites' MAC is the cipher itself. */
+    [P_SMTPD_TLS_CIPHERS] = {"smtpd_tls_ciphers", CT_ENUM, "high", "export|low|medium|high"},
+    [P_SMTPD_TLS_EXCLUDE_CIPHERS] =
+        {"smtpd_tls_exclude_ciphers", CT_LIST, "SHA1, SHA256, SHA384", NULL},
+    [P_SMTPD_PER_REQUEST_DEADLINE] = {"smtpd_per_request_deadline", CT_BOOL, "yes", NULL},
+    [P_SMTPD_MIN_DATA_RATE] = {"smtpd_min_data_rate", CT_LONG, "500", NULL},
+    /* keypost's own: a whole session ends after this (0: no limit). */
+    [P_SMTPD_SESSION_DEADLINE] = {"smtpd_session_deadline", CT_TIME, "3600s", NULL},
+    /* keypost's own: sessions one smtpd worker serves at once. */
+    [P_SMTPD_SESSION_LIMIT] = {"smtpd_session_limit", CT_LONG, "4000", NULL},
 };
 
 struct param_val {
