@@ -97,6 +97,9 @@ seed_session() { # seed_session NAME CONTROL-BYTES TEXT
 seed_dataread() {
     printf "$2%s" "$3" > "$OUT/corpus-fuzz_dataread/$1"
 }
+seed_dataout() {
+    printf "$2%s" "$3" > "$OUT/corpus-fuzz_dataout/$1"
+}
 CRLF=$(printf '\r\n_')
 CRLF=${CRLF%_}
 LF=$(printf '\n_')
@@ -104,7 +107,7 @@ LF=${LF%_}
 CR=$(printf '\r')
 O_UML=$(printf '\303\266')
 U_UML=$(printf '\303\274')
-mkdir -p "$OUT/corpus-fuzz_session" "$OUT/corpus-fuzz_dataread"
+mkdir -p "$OUT/corpus-fuzz_session" "$OUT/corpus-fuzz_dataread" "$OUT/corpus-fuzz_dataout"
 
 dialogue="EHLO client.example${CRLF}MAIL FROM:<bob@remote.example> SIZE=100 BODY=8BITMIME${CRLF}\
 RCPT TO:<alice@example.org>${CRLF}RCPT TO:<postmaster>${CRLF}DATA${CRLF}\
@@ -130,6 +133,10 @@ seed_dataread message '\014\000' "Subject: x${CRLF}${CRLF}body${CRLF}..dot${CRLF
 seed_dataread smuggle '\014\003' "a${LF}.${LF}b${CRLF}.${LF}c${LF}.${CRLF}d${CRLF}.${CRLF}"
 seed_dataread bare-cr '\014\001' "a${CR}b${CRLF}${CR}.${CRLF}.${CR}x${CRLF}.${CRLF}"
 seed_dataread small-limit '\005\002' "0123456789${CRLF}0123456789${CRLF}.${CRLF}"
+seed_dataout message '\005\000' "Subject: x${CRLF}${CRLF}body${CRLF}.dot${CRLF}"
+seed_dataout smuggle '\000\003' "a${CR}.${CR}${LF}MAIL${LF}.${LF}b${CR}.${CR}c${CRLF}.${CRLF}"
+seed_dataout long '\004\000' "0123456789012345678901234567890123456789${CRLF}.012345678901${CR}"
+printf '\000\001a\r\n\000.\r\nb\r\n.\000\r\n' > "$OUT/corpus-fuzz_dataout/nul"
 
 # ---- run -----------------------------------------------------------------
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "conf/conf.h"
 #include "deliver/smtpio.h"
 #include "util/strutil.h"
 
@@ -57,7 +58,8 @@ void lmtp_deliver(const char *target, const struct dmessage *m, char **rcpts, in
         return;
     }
     if (smtpio_printf(&io, "DATA") < 0 || smtpio_reply(&io, text, sizeof text) != 354 ||
-        smtpio_send_body(&io, m->path, (long)m->env->body_offset) < 0) {
+        smtpio_send_body(&io, m->path, (long)m->env->body_offset,
+                         (size_t)conf_long(P_SMTP_LINE_LENGTH_LIMIT)) < 0) {
         set_all(res, n, pending, D_DEFERRED, text);
         smtpio_close(&io);
         return;

@@ -313,7 +313,8 @@ static int send_message(struct batch *b, struct conn_state *c, int i)
         smtpio_printf(&c->io, "RSET");
         return smtpio_reply(&c->io, text, sizeof text) < 0 ? -1 : 0;
     }
-    if (smtpio_send_body(&c->io, it->msg.path, (long)it->msg.env->body_offset) < 0)
+    if (smtpio_send_body(&c->io, it->msg.path, (long)it->msg.env->body_offset,
+                         (size_t)conf_long(P_SMTP_LINE_LENGTH_LIMIT)) < 0)
         return -1;
     c->io.timeout = (int)conf_long(P_SMTP_DATA_DONE_TIMEOUT);
     code = smtpio_reply(&c->io, text, sizeof text);

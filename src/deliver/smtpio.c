@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "deliver/dataout.h"
 #include "tls/tls_client.h"
 #include "util/netaddr.h"
 #include "util/strutil.h"
@@ -158,6 +159,17 @@ int smtpio_connect(struct smtpio *io, const char *target, int timeout, char *err
     return 0;
 }
 
+/* A reply line goes into logs, bounces and DSNs: a control byte from the
+ * peer (a bare CR, a NUL, an escape) becomes a space there. */
+static void copy_printable(char *dst, const char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+    }
+    dst[n] = '\0';
+}
+
 /* One line without its CRLF; -1 on error, timeout or an overlong line. */
 static int read_line(struct smtpio *io, char *line, size_t len)
 {
@@ -168,8 +180,7 @@ static int read_line(struct smtpio *io, char *line, size_t len)
             size_t c = n && io->in[n - 1] == '\r' ? n - 1 : n;
             if (c >= len)
                 c = len - 1;
-            memcpy(line, io->in, c);
-            line[c] = '\0';
+            copy_printable(line, io->in, c);
             io->have -= n + 1;
             memmove(io->in, nl + 1, io->have);
             return 0;
@@ -267,32 +278,35 @@ int smtpio_printf(struct smtpio *io, const char *fmt, ...)
     return write_all(io, line, (size_t)n);
 }
 
-int smtpio_send_body(struct smtpio *io, const char *path, long offset)
+static int emit_to_io(void *arg, const char *p, size_t n)
+{
+    return write_all(arg, p, n);
+}
+
+int smtpio_send_body(struct smtpio *io, const char *path, long offset, size_t line_limit)
 {
     FILE *f = fopen(path, "re");
     if (f == NULL)
         return -1;
-    fseek(f, offset, SEEK_SET);
-    char out[16384];
-    size_t used = 0;
-    int c, bol = 1, bad = 0;
-    while ((c = getc_unlocked(f)) != EOF && !bad) {
-        if (used > sizeof out - 4) {
-            bad = write_all(io, out, used) < 0;
-            used = 0;
-        }
-        if (bol && c == '.')
-            out[used++] = '.'; /* dot-stuffing */
-        out[used++] = (char)c;
-        bol = c == '\n';
+    struct data_writer *dw = malloc(sizeof *dw);
+    if (dw == NULL || fseek(f, offset, SEEK_SET) < 0) {
+        free(dw);
+        fclose(f);
+        return -1;
     }
-    if (!bol)
-        out[used++] = '\r', out[used++] = '\n';
+    data_writer_init(dw, line_limit, emit_to_io, io);
+    char chunk[16384];
+    size_t n;
+    int bad = 0;
+    while (!bad && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        bad = data_writer_feed(dw, chunk, n) < 0;
     bad = bad || ferror(f);
     fclose(f);
-    if (bad || write_all(io, out, used) < 0)
-        return -1;
-    return write_all(io, ".\r\n", 3);
+    /* A read error must not end the data as if the message were whole. */
+    if (!bad)
+        bad = data_writer_finish(dw) < 0;
+    free(dw);
+    return bad ? -1 : 0;
 }
 
 int smtpio_write(struct smtpio *io, const char *p, size_t n)

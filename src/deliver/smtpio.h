@@ -31,8 +31,9 @@ int smtpio_reply_lines(struct smtpio *io, char *text, size_t len, char *lines, s
  * of the last line (code included) goes to text. */
 int smtpio_reply(struct smtpio *io, char *text, size_t len);
 int smtpio_printf(struct smtpio *io, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Send a message body from a queue file: CRLF lines, dot-stuffed, then ".". */
-int smtpio_send_body(struct smtpio *io, const char *path, long offset);
+/* Send a message body from a queue file as canonical DATA (deliver/dataout:
+ * CRLF only, no NUL, dot-stuffed, lines folded at line_limit), then ".". */
+int smtpio_send_body(struct smtpio *io, const char *path, long offset, size_t line_limit);
 /* Write raw bytes (pipelined commands). */
 int smtpio_write(struct smtpio *io, const char *p, size_t n);
 void smtpio_close(struct smtpio *io);

@@ -35,12 +35,16 @@ static void put(struct data_reader *dr, const char *p, size_t n)
     dr->used += n;
 }
 
-static void end_line(struct data_reader *dr, int real_crlf)
+enum line_end { REAL_CRLF, BARE_LF, BARE_CR };
+
+static void end_line(struct data_reader *dr, enum line_end how)
 {
     put(dr, "\r\n", 2);
-    dr->bol_crlf = real_crlf;
-    if (!real_crlf)
+    dr->bol_crlf = how == REAL_CRLF;
+    if (how == BARE_LF)
         dr->bare_lf = 1;
+    else if (how == BARE_CR)
+        dr->bare_cr = 1;
     dr->state = BOL;
 }
 
@@ -50,11 +54,29 @@ static void mid_byte(struct data_reader *dr, char c)
     if (c == '\r')
         dr->state = CR;
     else if (c == '\n')
-        end_line(dr, 0);
+        end_line(dr, BARE_LF);
     else {
         put(dr, &c, 1);
         dr->state = MID;
     }
+}
+
+/* The first byte of a line: a dot may start the end of data or be stuffing. */
+static void bol_byte(struct data_reader *dr, char c)
+{
+    if (c == '.')
+        dr->state = DOT;
+    else
+        mid_byte(dr, c);
+}
+
+/* A CR that no LF follows ends the line too: a receiver further on may
+ * read it so, and a line end must never be hidden from the end-of-data
+ * check (the next line does not begin after a real CRLF). */
+static void after_bare_cr(struct data_reader *dr, char c)
+{
+    end_line(dr, BARE_CR);
+    bol_byte(dr, c);
 }
 
 size_t data_reader_feed(struct data_reader *dr, const char *p, size_t n, int *done)
@@ -64,17 +86,14 @@ size_t data_reader_feed(struct data_reader *dr, const char *p, size_t n, int *do
         char c = p[i];
         switch (dr->state) {
         case BOL:
-            if (c == '.')
-                dr->state = DOT;
-            else
-                mid_byte(dr, c);
+            bol_byte(dr, c);
             break;
         case DOT:
             if (c == '\r')
                 dr->state = DOT_CR;
             else if (c == '\n') {
                 put(dr, ".", 1); /* ".<LF>" is content, never the end */
-                end_line(dr, 0);
+                end_line(dr, BARE_LF);
             } else
                 mid_byte(dr, c); /* dot-stuffing: drop the leading dot */
             break;
@@ -86,19 +105,15 @@ size_t data_reader_feed(struct data_reader *dr, const char *p, size_t n, int *do
             }
             put(dr, ".", 1);
             if (c == '\n')
-                end_line(dr, 1);
-            else {
-                put(dr, "\r", 1);
-                mid_byte(dr, c);
-            }
+                end_line(dr, REAL_CRLF);
+            else
+                after_bare_cr(dr, c);
             break;
         case CR:
             if (c == '\n')
-                end_line(dr, 1);
-            else {
-                put(dr, "\r", 1); /* a bare CR is content */
-                mid_byte(dr, c);
-            }
+                end_line(dr, REAL_CRLF);
+            else
+                after_bare_cr(dr, c);
             break;
         default:
             mid_byte(dr, c);

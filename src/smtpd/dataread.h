@@ -2,8 +2,10 @@
  * It removes dot-stuffing, finds the end of data and passes the message on
  * with CRLF line ends. Only <CR><LF>.<CR><LF> ends the message: a "." line
  * reached through a bare LF, or ended by one, is content (no SMTP
- * smuggling). Bare LF inside the message is normalized to CRLF, or recorded
- * so that the message can be rejected (smtpd_forbid_bare_newline = reject).
+ * smuggling). A bare LF or a bare CR inside the message is normalized to
+ * CRLF (so that what is stored, and later sent on, has one kind of line
+ * end only) and recorded, so that the message can be rejected
+ * (smtpd_forbid_bare_newline = reject).
  * Bytes past the size limit are counted but not passed on. */
 #ifndef KP_DATAREAD_H
 #define KP_DATAREAD_H
@@ -16,6 +18,7 @@ struct data_reader {
     int state;
     int bol_crlf;        /* the current line began after a real CRLF */
     int bare_lf;         /* a bare LF was seen */
+    int bare_cr;         /* a bare CR was seen */
     int too_big;
     int write_error;
     size_t size;         /* bytes of message content seen */

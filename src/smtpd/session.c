@@ -680,6 +680,24 @@ static void dispatch(struct smtp_session *s, char *line)
     reply(s, "502 5.5.2 Error: command not recognized");
 }
 
+/* smtpd_forbid_bare_newline: "reject" refuses; "normalize", "yes" and "no"
+ * all accept a bare line end as CRLF but never let one end DATA ("no" is
+ * safer than Postfix's, which accepts "<LF>.<LF>" as the end). */
+static int bare_newline_rejected(void)
+{
+    return strcmp(conf_str(P_SMTPD_FORBID_BARE_NEWLINE), "reject") == 0;
+}
+
+/* As Postfix: the reply, a log line, and the end of the session, since a
+ * client that mixes line ends cannot be trusted to agree on what follows. */
+static void refuse_bare_newline(struct smtp_session *s, const char *what)
+{
+    log_info(s->sid, "bare %s received from %s[%s]; disconnecting", what, s->client.name,
+             s->client.addr_text);
+    reply(s, "550 5.5.2 Error: bare %s received", what);
+    close_session(s);
+}
+
 /* Check one complete command line (without its line end). */
 static void handle_line(struct smtp_session *s, char *line, size_t len, int bare_lf)
 {
@@ -688,8 +706,8 @@ static void handle_line(struct smtp_session *s, char *line, size_t len, int bare
         reply(s, "500 5.5.2 Error: line too long");
         return;
     }
-    if (bare_lf && strcmp(conf_str(P_SMTPD_FORBID_BARE_NEWLINE), "reject") == 0) {
-        reply(s, "500 5.5.2 Error: bare <LF> received");
+    if (bare_lf && bare_newline_rejected()) {
+        refuse_bare_newline(s, "<LF>");
         return;
     }
     if (memchr(line, '\0', len) || memchr(line, '\r', len)) {
@@ -744,9 +762,13 @@ static void finish_message(struct smtp_session *s)
     const char *err = NULL;
     if (s->dr.too_big)
         err = "552 5.3.4 Error: message file too big";
-    else if (s->dr.bare_lf && strcmp(conf_str(P_SMTPD_FORBID_BARE_NEWLINE), "reject") == 0)
-        err = "550 5.5.2 Error: bare <LF> received";
-    else if (s->dr.write_error)
+    else if ((s->dr.bare_lf || s->dr.bare_cr) && bare_newline_rejected()) {
+        log_info(s->sid, "%s: reject: END-OF-MESSAGE from %s[%s]: bare newline; from=<%s> "
+                 "proto=%s", id, s->client.name, s->client.addr_text, s->sender, proto_name(s));
+        reset_transaction(s);
+        refuse_bare_newline(s, s->dr.bare_lf ? "<LF>" : "<CR>");
+        return;
+    } else if (s->dr.write_error)
         err = "451 4.3.0 Error: queue file write error";
     if (err) {
         log_info(s->sid, "%s: reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> proto=%s",
@@ -756,8 +778,10 @@ static void finish_message(struct smtp_session *s)
         reply(s, "%s", err);
         return;
     }
-    if (s->dr.bare_lf)
-        log_info(s->sid, "%s: bare <LF> normalized to <CR><LF> in message from %s[%s]", id,
+    if (s->dr.bare_lf || s->dr.bare_cr)
+        log_info(s->sid, "%s: bare %s normalized to <CR><LF> in message from %s[%s]", id,
+                 s->dr.bare_lf && s->dr.bare_cr ? "<LF> and <CR>" : s->dr.bare_lf ? "<LF>"
+                                                                              : "<CR>",
                  s->client.name, s->client.addr_text);
     if (s->discard) {
         log_info(s->sid, "%s: discard: END-OF-MESSAGE from %s[%s]: an access rule said DISCARD; "

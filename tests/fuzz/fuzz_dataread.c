@@ -5,7 +5,7 @@
  * Invariants checked:
  *   - the bytes passed on equal dr.size when the message is not too big,
  *     and never exceed the limit;
- *   - the output never holds a bare LF (every LF follows a CR);
+ *   - the output never holds a bare LF or a bare CR (only CRLF pairs);
  *   - consumption stops right after a "\r\n.\r\n" (or a leading ".\r\n");
  *   - feeding in pieces gives the same result as feeding all at once. */
 #include <stddef.h>
@@ -75,9 +75,14 @@ static void check(const char *p, size_t limit, const struct outcome *o)
         abort();
     if (o->out.len > limit)
         abort();
-    for (size_t i = 0; i < o->out.len; i++)
+    for (size_t i = 0; i < o->out.len; i++) {
         if (o->out.data[i] == '\n' && (i == 0 || o->out.data[i - 1] != '\r'))
             abort();
+        /* Only when the message was kept: a too-big one stops mid-pair. */
+        if (!dr->too_big && o->out.data[i] == '\r' &&
+            (i + 1 == o->out.len || o->out.data[i + 1] != '\n'))
+            abort();
+    }
     if (o->done) {
         /* The end is "<CRLF>.<CRLF>", or ".<CRLF>" right at the start. */
         size_t c = o->consumed;
@@ -115,6 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const struct outcome *o = cmp[i];
         if (o->done != whole.done || o->consumed != whole.consumed ||
             o->dr.size != whole.dr.size || o->dr.bare_lf != whole.dr.bare_lf ||
+            o->dr.bare_cr != whole.dr.bare_cr ||
             o->dr.too_big != whole.dr.too_big)
             abort();
         /* The content is only kept when the message fits. */

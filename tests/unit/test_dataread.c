@@ -69,8 +69,10 @@ static const char *out_str(const struct run *r)
     return buf_str(&r->cap.out);
 }
 
+enum { LF = 1, CR = 2 }; /* which bare line ends the reader must report */
+
 /* Run input as one buffer and expect exactly the given message. */
-static void expect_message(const char *input, const char *message, int bare_lf)
+static void expect_message(const char *input, const char *message, int bare)
 {
     struct run r;
     run_feed(&r, input, strlen(input), 1 << 20, 0);
@@ -79,7 +81,8 @@ static void expect_message(const char *input, const char *message, int bare_lf)
     assert_string_equal(out_str(&r), message);
     assert_int_equal(r.cap.out.len, strlen(message));
     assert_int_equal(r.dr.size, strlen(message));
-    assert_int_equal(r.dr.bare_lf, bare_lf);
+    assert_int_equal(r.dr.bare_lf, (bare & LF) != 0);
+    assert_int_equal(r.dr.bare_cr, (bare & CR) != 0);
     assert_int_equal(r.dr.too_big, 0);
     assert_int_equal(r.dr.write_error, 0);
     run_free(&r);
@@ -151,8 +154,12 @@ static void test_end_requires_crlf_dot_crlf(void **state)
     expect_message("a\r\n.\nb\r\n.\r\n", "a\r\n.\r\nb\r\n", 1);
     /* "\n.\r\n": reached through a bare LF. */
     expect_message("a\n.\r\nb\r\n.\r\n", "a\r\n.\r\nb\r\n", 1);
-    /* "\r.\r\n": reached through a bare CR. */
-    expect_message("a\r.\r\nb\r\n.\r\n", "a\r.\r\nb\r\n", 0);
+    /* "\r.\r\n": reached through a bare CR, which ends a line too. */
+    expect_message("a\r.\r\nb\r\n.\r\n", "a\r\n.\r\nb\r\n", CR);
+    /* "\r\n.\r": the dot line ended by a bare CR. */
+    expect_message("a\r\n.\rb\r\n.\r\n", "a\r\n.\r\nb\r\n", CR);
+    /* "\r.\r": both. */
+    expect_message("a\r.\rb\r\n.\r\n", "a\r\n.\r\nb\r\n", CR);
 }
 
 static void test_smuggling_variants_never_end(void **state)
@@ -207,12 +214,29 @@ static void test_output_has_no_bare_lf(void **state)
     run_free(&r);
 }
 
-static void test_bare_cr_kept(void **state)
+static void test_bare_cr_normalized(void **state)
 {
     (void)state;
-    expect_message("a\rb\r\n.\r\n", "a\rb\r\n", 0);
-    expect_message("a\r\r\n.\r\n", "a\r\r\n", 0);
-    expect_message("\r\r\r\n.\r\n", "\r\r\r\n", 0);
+    expect_message("a\rb\r\n.\r\n", "a\r\nb\r\n", CR);
+    expect_message("a\r\r\n.\r\n", "a\r\n\r\n", CR);
+    expect_message("\r\r\r\n.\r\n", "\r\n\r\n\r\n", CR);
+    expect_message("a\rb\nc\r\n.\r\n", "a\r\nb\r\nc\r\n", CR | LF);
+    /* A dot line begun after a bare CR is content, never the end. */
+    expect_message("x\r.\r\nMAIL FROM:<e@x>\r\n.\r\n", "x\r\n.\r\nMAIL FROM:<e@x>\r\n", CR);
+}
+
+static void test_output_has_no_bare_cr(void **state)
+{
+    (void)state;
+    const char *in = "\r\ra\r.\r.\r\n\r\r\n\rz\r\n.\r\n";
+    struct run r;
+    run_feed(&r, in, strlen(in), 1 << 20, 0);
+    assert_true(r.done);
+    const char *o = out_str(&r);
+    for (size_t i = 0; i < r.cap.out.len; i++)
+        if (o[i] == '\r')
+            assert_true(i + 1 < r.cap.out.len && o[i + 1] == '\n');
+    run_free(&r);
 }
 
 static void test_size_limit(void **state)
@@ -365,7 +389,8 @@ int main(void)
         cmocka_unit_test(test_smuggling_variants_never_end),
         cmocka_unit_test(test_bare_lf_normalized),
         cmocka_unit_test(test_output_has_no_bare_lf),
-        cmocka_unit_test(test_bare_cr_kept),
+        cmocka_unit_test(test_bare_cr_normalized),
+        cmocka_unit_test(test_output_has_no_bare_cr),
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_large_message_passes_through),
         cmocka_unit_test(test_write_error_is_sticky),

@@ -703,9 +703,20 @@ static void test_bare_lf_in_data(void **state)
     assert_string_equal(replies(f), "550 5.5.2 Error: bare <LF> received\r\n");
     assert_int_equal(count_files("active"), 0);
     assert_int_equal(count_files("tmp"), 0);
+    assert_true(f->closed); /* as Postfix: the session ends */
+    fake_free(f);
     /* ... and a command ended by a bare LF is refused too. */
-    expect(f, "NOOP\n", "500 5.5.2 Error: bare <LF> received\r\n");
-    expect(f, "NOOP\r\n", "250 2.0.0 Ok\r\n");
+    f = greeted();
+    expect(f, "NOOP\n", "550 5.5.2 Error: bare <LF> received\r\n");
+    assert_true(f->closed);
+    fake_free(f);
+    /* A bare CR in the message is refused as well. */
+    f = greeted();
+    feed(f, "MAIL FROM:<bob@remote.test>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
+    replies(f);
+    feed(f, "one\rtwo\r\n.\r\n");
+    assert_string_equal(replies(f), "550 5.5.2 Error: bare <CR> received\r\n");
+    assert_int_equal(count_files("active"), 0);
     fake_free(f);
 }
 
