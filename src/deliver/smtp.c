@@ -310,6 +310,11 @@ static int send_message(struct batch *b, struct conn_state *c, int i)
             if (ok_rcpt[k])
                 report(b, i, k, dstatus_of_reply(code), c->relay, text);
         b->finished[i] = 1;
+        /* A server that said 354 to a pipelined DATA with no recipient is
+         * reading content: an empty message ends it (RFC 2920 3.1). */
+        if (code == 354 && (smtpio_write(&c->io, ".\r\n", 3) < 0 ||
+                            smtpio_reply(&c->io, text, sizeof text) < 0))
+            return -1;
         smtpio_printf(&c->io, "RSET");
         return smtpio_reply(&c->io, text, sizeof text) < 0 ? -1 : 0;
     }

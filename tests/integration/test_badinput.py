@@ -392,7 +392,7 @@ def test_smuggling_normalize_keeps_one_message(server):
     log = kp.log()
     assert len(re.findall(r"from=<sender@remote\.test>, size=\d+, nrcpt=1", log)) == 1, log
     assert "evil@x" not in log, log
-    assert "bare <LF> normalized" in log
+    assert re.search(r"bare <LF>( and <CR>)? normalized", log), log
 
 
 def test_smuggling_byte_at_a_time(server):
@@ -429,24 +429,28 @@ def test_smuggling_byte_at_a_time(server):
 
 def test_bare_lf_reject_mode(server):
     kp = server(smtpd_forbid_bare_newline="reject")
+    # A command ended by a bare LF is refused, and the session ends (as
+    # Postfix does): what the client meant by its line ends is unknowable.
     c = Conn(kp.smtp_port)
-    # A command ended by a bare LF is refused, and has no effect.
     c.send(b"EHLO client.test\n")
-    c.expect(500, "5.5.2 Error: bare <LF> received")
-    c.cmd("EHLO client.test", 250)
-    c.send(b"MAIL FROM:<bob@remote.test>\n")
-    c.expect(500, "5.5.2 Error: bare <LF> received")
-    c.cmd("RCPT TO:<lf@example.org>", 503, "5.5.1")
-    # A message with a bare LF is refused at the end of data.
-    c.cmd("MAIL FROM:<bob@remote.test>", 250)
-    c.cmd("RCPT TO:<lf@example.org>", 250)
-    c.cmd("DATA", 354)
-    c.send(b"Subject: lf\r\n\r\nline\nnext\r\n" + b"\n.\n" + SMUGGLED + b"\r\n.\r\n")
     c.expect(550, "5.5.2 Error: bare <LF> received")
-    # The smuggled commands were content; the session is still usable.
-    c.cmd("NOOP", 250)
-    transaction(c, "bob@remote.test", ["clean@example.org"],
-                b"Subject: clean\r\n\r\nall CRLF", helo=False)
+    assert c.rest_until_close() == b""
+    c.close()
+    # A message with a bare LF, or a bare CR, is refused at the end of data.
+    for bad in (b"line\nnext\r\n" + b"\n.\n", b"line\rnext\r\n" + b"\r.\r"):
+        c = Conn(kp.smtp_port)
+        c.cmd("EHLO client.test", 250)
+        c.cmd("MAIL FROM:<bob@remote.test>", 250)
+        c.cmd("RCPT TO:<lf@example.org>", 250)
+        c.cmd("DATA", 354)
+        c.send(b"Subject: lf\r\n\r\n" + bad + SMUGGLED + b"\r\n.\r\n")
+        c.expect(550, "5.5.2 Error: bare <")
+        # The smuggled commands were content, never run: the session ends.
+        assert c.rest_until_close() == b""
+        c.close()
+    kp.wait_log(r"bare <CR> received from unknown\[127\.0\.0\.1\]; disconnecting")
+    c = Conn(kp.smtp_port)
+    transaction(c, "bob@remote.test", ["clean@example.org"], b"Subject: clean\r\n\r\nall CRLF")
     c.cmd("QUIT", 221)
     c.close()
     kp.wait_delivered("clean@example.org")
