@@ -10,7 +10,6 @@
 #include "conf/conf.h"
 #include "deliver/smtpio.h"
 #include "dns/dns.h"
-#include "table/table.h"
 #include "tls/tls_client.h"
 #include "util/buf.h"
 #include "util/log.h"
@@ -30,6 +29,7 @@ struct batch {
     const struct route *route;
     const char *domain;
     SSL_CTX *tls;
+    const struct tls_policy *policy;
     struct smtp_item *items;
     int nitems;
     smtp_result_fn done;
@@ -120,35 +120,23 @@ static int ehlo(struct conn_state *c, char *text, size_t len)
     return code;
 }
 
-static void policy_for(const struct batch *b, struct tls_policy *p)
+/* The destination's TLS policy (tls_policy decides); -1 with why set when
+ * the policy cannot be known, which defers: never a weaker default. */
+static int policy_for(const struct batch *b, struct tls_policy *p, char *why, size_t len)
 {
-    const char *maps = conf_str(P_SMTP_TLS_POLICY_MAPS);
-    const char *v = NULL;
-    char err[300], key[320];
-    if (*maps) {
-        static struct table *t;
-        if (t == NULL)
-            t = table_open(maps, err, sizeof err);
-        if (t) {
-            if (b->route->mx)
-                v = table_lookup(t, b->domain && *b->route->nexthop ? b->route->nexthop : "");
-            else {
-                snprintf(key, sizeof key, "[%s]:%d", b->route->nexthop, b->route->port);
-                v = table_lookup(t, key);
-                if (v == NULL) {
-                    snprintf(key, sizeof key, "[%s]", b->route->nexthop);
-                    v = table_lookup(t, key);
-                }
-            }
-        }
+    int mx = b->route->mx;
+    const char *key = mx && !(b->domain && *b->route->nexthop) ? "" : b->route->nexthop;
+    enum tls_policy_status st = tls_policy_find(key, b->route->port, mx, p, why, len);
+    if (st != TLS_POLICY_OK) {
+        log_warn(NULL, "%s", why);
+        return -1;
     }
-    if (v == NULL || tls_policy_parse(v, p, err, sizeof err) < 0)
-        tls_policy_parse(conf_str(P_SMTP_TLS_SECURITY_LEVEL), p, err, sizeof err);
     if (p->level == TL_DANE) {
         log_warn(NULL, "TLS level dane is not available yet; using may for %s",
                  b->route->nexthop);
         p->level = TL_MAY;
     }
+    return 0;
 }
 
 /* STARTTLS by policy. Returns 0 to go on, 1 to retry this host in
@@ -167,7 +155,7 @@ static int secure(struct batch *b, struct conn_state *c, const struct tls_policy
         snprintf(why, len, "4.7.5 STARTTLS refused by %s: %s", c->relay, text);
         return p->level == TL_MAY ? 1 : -1;
     }
-    if (smtpio_starttls(&c->io, b->tls, c->host, text, sizeof text) < 0) {
+    if (smtpio_starttls(&c->io, b->tls, c->host, p, text, sizeof text) < 0) {
         log_info(NULL, "%s: %s", c->relay, text);
         snprintf(why, len, "4.7.5 %s with %s", text, c->relay);
         return p->level == TL_MAY ? 1 : -1;
@@ -193,8 +181,7 @@ static int secure(struct batch *b, struct conn_state *c, const struct tls_policy
 static int open_session(struct batch *b, struct conn_state *c,
                         const struct sockaddr_storage *ss, char *why, size_t len)
 {
-    struct tls_policy p;
-    policy_for(b, &p);
+    struct tls_policy p = *b->policy; /* "may" may fall back to plaintext below */
     for (int plaintext_retry = 0; plaintext_retry < 2; plaintext_retry++) {
         char text[600];
         relay_name(c, ss, b->route->port);
@@ -392,8 +379,9 @@ static void free_batch(struct batch *b)
 void smtp_deliver(const struct route *route, const char *domain, SSL_CTX *tls,
                   struct smtp_item *items, int nitems, smtp_result_fn done, void *arg)
 {
-    struct batch b = {route, domain, tls, items, nitems, done, arg, calloc((size_t)nitems, 1),
-                      calloc((size_t)nitems, sizeof(unsigned char *))};
+    struct tls_policy policy;
+    struct batch b = {route, domain, tls, &policy, items, nitems, done, arg,
+                      calloc((size_t)nitems, 1), calloc((size_t)nitems, sizeof(unsigned char *))};
     for (int i = 0; i < nitems; i++)
         b.reported[i] = calloc((size_t)items[i].nrcpt + 1, 1);
     struct mx_host mx[MAX_MX];
@@ -401,7 +389,8 @@ void smtp_deliver(const struct route *route, const char *domain, SSL_CTX *tls,
     char why[700] = "4.4.1 no host could be reached";
     char relay[200]; /* the last host tried, for the log */
     str_copy(relay, route->nexthop, sizeof relay);
-    if (host_list(&b, mx, &nmx, why, sizeof why) < 0) {
+    if (policy_for(&b, &policy, why, sizeof why) < 0 ||
+        host_list(&b, mx, &nmx, why, sizeof why) < 0) {
         report_rest(&b, why[0] == '5' ? D_BOUNCED : D_DEFERRED, "none", why);
         free_batch(&b);
         return;

@@ -92,14 +92,15 @@ int smtpio_connect_addr(struct smtpio *io, const struct sockaddr_storage *ss, in
     return 0;
 }
 
-int smtpio_starttls(struct smtpio *io, SSL_CTX *ctx, const char *sni, char *err, size_t len)
+int smtpio_starttls(struct smtpio *io, SSL_CTX *ctx, const char *sni,
+                    const struct tls_policy *p, char *err, size_t len)
 {
     if (io->have) {
         /* Bytes after the 220 cannot have come through TLS. */
         snprintf(err, len, "server sent data after its STARTTLS reply");
         return -1;
     }
-    io->ssl = tls_client_connect(ctx, io->fd, sni, err, len);
+    io->ssl = tls_client_connect(ctx, io->fd, sni, p, err, len);
     return io->ssl ? 0 : -1;
 }
 

@@ -21,8 +21,11 @@ int smtpio_connect(struct smtpio *io, const char *target, int timeout, char *err
 /* Connect to one address (for the SMTP client, which walks MX hosts). */
 int smtpio_connect_addr(struct smtpio *io, const struct sockaddr_storage *ss, int timeout,
                         char *err, size_t len);
-/* Start TLS on the connection; -1 with err filled. */
-int smtpio_starttls(struct smtpio *io, SSL_CTX *ctx, const char *sni, char *err, size_t len);
+/* Start TLS on the connection under the destination's policy; -1 with err
+ * filled. */
+struct tls_policy;
+int smtpio_starttls(struct smtpio *io, SSL_CTX *ctx, const char *sni,
+                    const struct tls_policy *p, char *err, size_t len);
 /* Read one (multi-line) reply; the lines after the first are appended to
  * lines (when not NULL) one per line without codes, for EHLO keywords.
  * Returns the code or -1. */

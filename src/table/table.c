@@ -19,6 +19,7 @@
 struct entry {
     char *key;
     char *value;
+    int line;               /* texthash: where it was written */
 };
 
 struct table {
@@ -31,7 +32,7 @@ struct table {
     struct pgsql_table *pg; /* pgsql */
 };
 
-static int add_entry(struct table *t, const char *key, const char *value)
+static int add_entry(struct table *t, const char *key, const char *value, int line)
 {
     struct entry *e = realloc(t->entries, sizeof *e * (t->count + 1));
     if (e == NULL)
@@ -39,6 +40,7 @@ static int add_entry(struct table *t, const char *key, const char *value)
     t->entries = e;
     e[t->count].key = strdup(key);
     e[t->count].value = strdup(value);
+    e[t->count].line = line;
     str_lower(e[t->count].key);
     t->count++;
     return 0;
@@ -50,8 +52,9 @@ static int cmp_entry(const void *a, const void *b)
 }
 
 /* Read "key value" lines; fn gets each pair. */
-static int read_pairs(const char *path, int (*fn)(void *arg, const char *k, const char *v),
-                      void *arg, char *err, size_t errlen)
+static int read_pairs(const char *path,
+                      int (*fn)(void *arg, const char *k, const char *v, int line), void *arg,
+                      char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
@@ -60,14 +63,16 @@ static int read_pairs(const char *path, int (*fn)(void *arg, const char *k, cons
     }
     char *line = NULL;
     size_t cap = 0;
+    int lineno = 0;
     while (getline(&line, &cap, f) >= 0) {
+        lineno++;
         char *s = str_trim(line);
         if (*s == '#' || *s == '\0')
             continue;
         char *sp = s + strcspn(s, " \t");
         if (*sp)
             *sp++ = '\0';
-        if (fn(arg, s, str_trim(sp)) < 0) {
+        if (fn(arg, s, str_trim(sp), lineno) < 0) {
             snprintf(err, errlen, "cannot store the entries of %s", path);
             free(line);
             fclose(f);
@@ -79,9 +84,9 @@ static int read_pairs(const char *path, int (*fn)(void *arg, const char *k, cons
     return 0;
 }
 
-static int add_pair(void *arg, const char *k, const char *v)
+static int add_pair(void *arg, const char *k, const char *v, int line)
 {
-    return add_entry(arg, k, v);
+    return add_entry(arg, k, v, line);
 }
 
 static int load_texthash(struct table *t, const char *path, char *err, size_t errlen)
@@ -113,19 +118,49 @@ static int open_lmdb(struct table *t, const char *path, char *err, size_t errlen
     return 0;
 }
 
-static const char *lookup_lmdb(const struct table *t, const char *lower)
+/* 0 with *value (NULL when absent), or -1 when the map cannot be read. */
+static int lookup_lmdb(const struct table *t, const char *lower, const char **value)
 {
     MDB_txn *txn;
+    *value = NULL;
     if (mdb_txn_begin(t->env, NULL, MDB_RDONLY, &txn) != 0)
-        return NULL;
+        return -1;
     MDB_val k = {strlen(lower), (void *)lower}, v;
     struct table *mt = (struct table *)t; /* the cached value is not part of the contents */
     free(mt->value);
     mt->value = NULL;
-    if (mdb_get(txn, t->dbi, &k, &v) == 0)
+    int r = mdb_get(txn, t->dbi, &k, &v);
+    if (r == 0)
         mt->value = strndup(v.mv_data, v.mv_size);
     mdb_txn_abort(txn);
-    return mt->value;
+    *value = mt->value;
+    return r == 0 || r == MDB_NOTFOUND ? 0 : -1;
+}
+
+/* Every pair of the map, for configuration checks. */
+static int foreach_lmdb(const struct table *t, table_entry_fn fn, void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    if (mdb_txn_begin(t->env, NULL, MDB_RDONLY, &txn) != 0)
+        return -1;
+    if (mdb_cursor_open(txn, t->dbi, &cur) != 0) {
+        mdb_txn_abort(txn);
+        return -1;
+    }
+    char origin[4200];
+    snprintf(origin, sizeof origin, "%s.lmdb", t->spec + 5);
+    MDB_val k, v;
+    int r = 0;
+    while (r == 0 && mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0) {
+        char *key = strndup(k.mv_data, k.mv_size), *value = strndup(v.mv_data, v.mv_size);
+        r = key && value ? fn(arg, key, value, origin) : -1;
+        free(key);
+        free(value);
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return r;
 }
 
 struct map_writer {
@@ -134,8 +169,9 @@ struct map_writer {
     int rc;
 };
 
-static int put_pair(void *arg, const char *k, const char *v)
+static int put_pair(void *arg, const char *k, const char *v, int line)
 {
+    (void)line;
     struct map_writer *w = arg;
     char lower[512];
     if (str_copy(lower, k, sizeof lower) >= sizeof lower)
@@ -210,7 +246,7 @@ static int load_inline(struct table *t, const char *body, char *err, size_t errl
         char *eq = strchr(item, '=');
         if (eq)
             *eq = '\0';
-        add_entry(t, str_trim(item), eq ? str_trim(eq + 1) : "");
+        add_entry(t, str_trim(item), eq ? str_trim(eq + 1) : "", 0);
     }
     free(copy);
     return 0;
@@ -245,25 +281,54 @@ struct table *table_open(const char *spec, char *err, size_t errlen)
     return t;
 }
 
-const char *table_lookup(const struct table *t, const char *key)
+int table_get(const struct table *t, const char *key, const char **value)
 {
     char lower[512];
+    *value = NULL;
     if (str_copy(lower, key, sizeof lower) >= sizeof lower)
-        return NULL;
+        return 0; /* longer than any key a table can hold */
     str_lower(lower);
     if (t->env)
-        return lookup_lmdb(t, lower);
+        return lookup_lmdb(t, lower, value);
     if (t->pg) {
-        const char *keys[1] = {key}, *value = NULL;
+        const char *keys[1] = {key};
         int tempfail = 0;
-        pgsql_lookup(t->pg, keys, 1, &value, &tempfail, NULL, NULL); /* blocking here */
-        return value;
+        pgsql_lookup(t->pg, keys, 1, value, &tempfail, NULL, NULL); /* blocking here */
+        return tempfail ? -1 : 0;
     }
-    struct entry probe = {lower, NULL};
+    struct entry probe = {lower, NULL, 0};
     if (t->count == 0)
-        return NULL;
+        return 0;
     struct entry *e = bsearch(&probe, t->entries, t->count, sizeof *t->entries, cmp_entry);
-    return e ? e->value : NULL;
+    *value = e ? e->value : NULL;
+    return 0;
+}
+
+const char *table_lookup(const struct table *t, const char *key)
+{
+    const char *value;
+    table_get(t, key, &value);
+    return value;
+}
+
+int table_foreach(const struct table *t, table_entry_fn fn, void *arg)
+{
+    if (t->pg)
+        return -1;
+    if (t->env)
+        return foreach_lmdb(t, fn, arg);
+    const char *path = strncmp(t->spec, "texthash:", 9) == 0 ? t->spec + 9 : NULL;
+    for (size_t i = 0; i < t->count; i++) {
+        char origin[4200];
+        if (path)
+            snprintf(origin, sizeof origin, "%s:%d", path, t->entries[i].line);
+        else
+            snprintf(origin, sizeof origin, "%.4100s", t->spec);
+        int r = fn(arg, t->entries[i].key, t->entries[i].value, origin);
+        if (r)
+            return r;
+    }
+    return 0;
 }
 
 const char *table_spec(const struct table *t)

@@ -27,8 +27,19 @@ int table_is_remote(const struct table *t);
 /* Check that the table's server answers (for `keypost check`). */
 int table_probe(struct table *t, char *err, size_t errlen);
 /* The value for key, or NULL when absent (blocks for remote tables).
- * Valid until the next lookup or table_free. */
+ * Valid until the next lookup or table_free. A table that cannot answer
+ * reads as absent here: use table_get where that matters. */
 const char *table_lookup(const struct table *t, const char *key);
+/* The same, but says when the table could not answer: 0 with *value (NULL
+ * when absent), or -1 (a lost database, an unreadable map). */
+int table_get(const struct table *t, const char *key, const char **value);
+/* Call fn for every entry of a local table (texthash, inline, lmdb), with
+ * where it was written: "PATH:LINE" for texthash. Stops at the first
+ * non-zero return and returns it; -1 for a table that cannot be listed
+ * (pgsql) or read. */
+typedef int (*table_entry_fn)(void *arg, const char *key, const char *value,
+                              const char *origin);
+int table_foreach(const struct table *t, table_entry_fn fn, void *arg);
 const char *table_spec(const struct table *t);
 /* The i-th key (0 <= i < table_count), for configuration checks. */
 size_t table_count(const struct table *t);

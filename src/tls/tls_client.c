@@ -7,55 +7,9 @@
 #include <string.h>
 
 #include "tls/tls.h"
+#include "tls/tls_policy.h"
 #include "tls/trust.h"
 #include "util/strutil.h"
-
-static const char *const level_names[] = {"none", "may", "encrypt", "fingerprint",
-                                          "verify", "secure", "dane"};
-
-const char *tls_level_name(enum tls_level level)
-{
-    return level_names[level];
-}
-
-int tls_policy_parse(const char *text, struct tls_policy *out, char *err, size_t errlen)
-{
-    char copy[1200];
-    if (str_copy(copy, text, sizeof copy) >= sizeof copy) {
-        snprintf(err, errlen, "TLS policy too long");
-        return -1;
-    }
-    memset(out, 0, sizeof *out);
-    char *words[16];
-    int n = str_split_list(copy, words, 16);
-    if (n == 0) {
-        out->level = TL_NONE;
-        return 0;
-    }
-    int found = 0;
-    for (size_t i = 0; i < sizeof level_names / sizeof level_names[0]; i++)
-        if (strcmp(words[0], level_names[i]) == 0) {
-            out->level = (enum tls_level)i;
-            found = 1;
-        }
-    if (!found) {
-        snprintf(err, errlen, "unknown TLS security level \"%s\"", words[0]);
-        return -1;
-    }
-    for (int i = 1; i < n; i++) {
-        if (strncmp(words[i], "match=", 6) == 0)
-            str_copy(out->match, words[i] + 6, sizeof out->match);
-        else if (strncmp(words[i], "protocols=", 10) != 0 && strncmp(words[i], "ciphers=", 8) != 0) {
-            snprintf(err, errlen, "unknown TLS policy attribute \"%s\"", words[i]);
-            return -1;
-        }
-    }
-    if (out->level == TL_FINGERPRINT && out->match[0] == '\0') {
-        snprintf(err, errlen, "fingerprint level needs match=FINGERPRINT");
-        return -1;
-    }
-    return 0;
-}
 
 static int load_client_keys(SSL_CTX *ctx, struct conf_errors *errs)
 {
@@ -107,7 +61,7 @@ SSL_CTX *tls_client_ctx(struct conf_errors *errs)
         SSL_CTX_free(ctx);
         return NULL;
     }
-    if (load_client_keys(ctx, errs) < 0) {
+    if (load_client_keys(ctx, errs) < 0 || tls_policy_init(errs) > 0) {
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -128,11 +82,22 @@ SSL_CTX *tls_client_shared(void)
     return shared_ctx;
 }
 
-SSL *tls_client_connect(SSL_CTX *ctx, int fd, const char *sni, char *err, size_t errlen)
+/* The destination's protocols= and ciphers= (checked when parsed). */
+static int apply_policy(SSL *ssl, const struct tls_policy *p)
+{
+    if (p->min_version && SSL_set_min_proto_version(ssl, p->min_version) != 1)
+        return -1;
+    if (p->max_version && SSL_set_max_proto_version(ssl, p->max_version) != 1)
+        return -1;
+    return p->ciphers[0] && SSL_set_cipher_list(ssl, p->ciphers) != 1 ? -1 : 0;
+}
+
+SSL *tls_client_connect(SSL_CTX *ctx, int fd, const char *sni, const struct tls_policy *p,
+                        char *err, size_t errlen)
 {
     SSL *ssl = SSL_new(ctx);
-    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
-        snprintf(err, errlen, "cannot create TLS session");
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 || apply_policy(ssl, p) < 0) {
+        snprintf(err, errlen, "cannot create TLS session for the policy of %s", p->origin);
         SSL_free(ssl);
         return NULL;
     }

@@ -9,6 +9,7 @@
  *   secure       as verify, but the name must match the next-hop domain
  *                (match=NAME1:NAME2 overrides), since MX records can be forged
  *   dane         not built yet: treated as may, and logged as such
+ * The policy itself (levels, smtp_tls_policy_maps) is tls_policy's.
  * keypost presents its own certificate (smtp_tls_cert_file / _key_file /
  * smtp_tls_chain_files) when the server asks, serverAuth-only included. */
 #ifndef KP_TLS_CLIENT_H
@@ -17,13 +18,7 @@
 #include <openssl/ssl.h>
 
 #include "conf/conf.h"
-
-enum tls_level { TL_NONE, TL_MAY, TL_ENCRYPT, TL_FINGERPRINT, TL_VERIFY, TL_SECURE, TL_DANE };
-
-struct tls_policy {
-    enum tls_level level;
-    char match[1024];     /* fingerprints or names, '|' or ':' separated as written */
-};
+#include "tls/tls_policy.h"
 
 struct tls_client_result {
     char label[16];       /* Untrusted, Trusted or Verified (Postfix's words) */
@@ -37,19 +32,19 @@ struct tls_client_result {
     int bits, alg_bits;
 };
 
-/* Parse "LEVEL [match=...]" as in smtp_tls_policy_maps. */
-int tls_policy_parse(const char *text, struct tls_policy *out, char *err, size_t errlen);
-/* The client context from smtp_tls_*; NULL with errs filled on error. */
+/* The client context from smtp_tls_*, and the policy tables
+ * (tls_policy_init); NULL with errs filled on error. */
 SSL_CTX *tls_client_ctx(struct conf_errors *errs);
 /* The context the master built (as root, before dropping privileges, since
  * key files are not readable by mail_owner); delivery processes inherit it. */
 void tls_client_set_shared(SSL_CTX *ctx);
 SSL_CTX *tls_client_shared(void);
-/* Handshake on a connected blocking socket (with timeouts set). */
-SSL *tls_client_connect(SSL_CTX *ctx, int fd, const char *sni, char *err, size_t errlen);
+/* Handshake on a connected blocking socket (with timeouts set), with the
+ * destination's protocols and ciphers. */
+SSL *tls_client_connect(SSL_CTX *ctx, int fd, const char *sni, const struct tls_policy *p,
+                        char *err, size_t errlen);
 /* Judge the finished handshake against the policy. */
 void tls_client_check(SSL *ssl, const struct tls_policy *p, const char *nexthop,
                       const char *mxhost, struct tls_client_result *r);
-const char *tls_level_name(enum tls_level level);
 
 #endif
