@@ -209,7 +209,8 @@ static void log_tls_failure(struct conn *c)
     /* libevent keeps OpenSSL's errors for the bufferevent that had them. */
     while ((e = bufferevent_get_openssl_error(c->bev)) != 0 && o + 1 < sizeof why) {
         char one[200];
-        ERR_error_string_n(e, one, sizeof one);
+        if (!tls_error_text(e, one, sizeof one))
+            continue; /* libevent's SSL_get_error() category: no reason in it */
         int n = snprintf(why + o, sizeof why - o, "%s%s", o ? "; " : "", one);
         o += n > 0 ? (size_t)n : 0;
     }

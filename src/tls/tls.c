@@ -2,12 +2,15 @@
 #include "tls/tls.h"
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "table/table.h"
+#include "tls/tlsopt.h"
 #include "util/log.h"
 #include "util/strutil.h"
 
@@ -19,6 +22,23 @@ struct tls_server {
 
 static int peer_ex_index = -1;
 
+int tls_error_text(unsigned long e, char *out, size_t len)
+{
+    /* Library 0 is no OpenSSL library. libevent files the SSL_get_error()
+     * category it gave up on (SSL_ERROR_SSL = 1, SSL_ERROR_SYSCALL = 5) in
+     * its error list; printed as an OpenSSL code it reads
+     * "error:00000001:lib(0)::reason(1)", and read as an errno it would lie
+     * ("Operation not permitted"). The reasons that matter are the OpenSSL
+     * codes around it. System errors OpenSSL raises carry ERR_LIB_SYS and
+     * print with their strerror text. */
+    if (ERR_GET_LIB(e) == 0) {
+        out[0] = '\0';
+        return 0;
+    }
+    ERR_error_string_n(e, out, len);
+    return 1;
+}
+
 void tls_error_string(char *out, size_t len)
 {
     unsigned long e;
@@ -26,7 +46,8 @@ void tls_error_string(char *out, size_t len)
     out[0] = '\0';
     while ((e = ERR_get_error()) != 0) {
         char one[256];
-        ERR_error_string_n(e, one, sizeof one);
+        if (!tls_error_text(e, one, sizeof one))
+            continue;
         int n = snprintf(out + o, len - o, "%s%s", o ? "; " : "", one);
         if (n < 0 || (size_t)n >= len - o)
             break;
@@ -58,23 +79,117 @@ static int verify_cb(X509_STORE_CTX *xctx, void *arg)
     return 1;
 }
 
-static int load_pair(SSL_CTX *ctx, const char *cert, const char *key, const char *origin,
-                     struct conf_errors *errs)
+/* smtpd_tls_key_file defaults to $smtpd_tls_cert_file (and smtp_tls_key_file
+ * to $smtp_tls_cert_file): a key file never set is blamed on the line that
+ * named the certificate. */
+static const char *key_origin(enum conf_param p)
+{
+    if (strcmp(conf_origin(p), "default") != 0)
+        return conf_origin(p);
+    if (p == P_SMTPD_TLS_KEY_FILE)
+        return conf_origin(P_SMTPD_TLS_CERT_FILE);
+    if (p == P_SMTP_TLS_KEY_FILE)
+        return conf_origin(P_SMTP_TLS_CERT_FILE);
+    return conf_origin(p);
+}
+
+/* keypost reads its keys as root before it drops privileges, so it needs
+ * no group or world access. World-readable means every local user can take
+ * the key: warn. Group-readable alone is not warned about: root:ssl-cert
+ * 0640 is Debian's documented way to share keys with the daemons of one
+ * group (Postfix's and Debian's practice: root:root 0600 or root:ssl-cert
+ * 0640), and the group is the operator's deliberate choice; a warning on
+ * every such host would teach operators to ignore warnings. */
+void tls_warn_key_file_mode(const char *path, enum conf_param p)
+{
+    struct stat st;
+    if (path == NULL || *path == '\0' || stat(path, &st) < 0 || !(st.st_mode & S_IROTH))
+        return;
+    conf_warning("%s: %s %s is readable by all local users (mode %04o); make it 0600, or "
+                 "0640 with a group such as ssl-cert", key_origin(p), conf_name(p), path,
+                 (unsigned)(st.st_mode & 07777));
+}
+
+/* A daemon has no terminal to ask for a passphrase on: refuse at once
+ * rather than let OpenSSL prompt on /dev/tty. */
+static int no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)arg;
+    return -1;
+}
+
+static EVP_PKEY *read_key(const char *path)
+{
+    BIO *in = BIO_new_file(path, "r");
+    EVP_PKEY *key = in ? PEM_read_bio_PrivateKey(in, NULL, no_passphrase, NULL) : NULL;
+    BIO_free(in);
+    return key;
+}
+
+/* One key and one certificate chain, named by the parameters in params
+ * ("smtpd_tls_chain_files" or the cert and key file parameters). */
+struct key_pair {
+    const char *cert, *key;
+    const char *origin, *key_origin;
+    const char *params;
+};
+
+static void report_mismatch(const struct key_pair *kp, X509 *leaf, EVP_PKEY *key,
+                            struct conf_errors *errs)
+{
+    const char *kt = EVP_PKEY_get0_type_name(key);
+    const char *ct = leaf ? EVP_PKEY_get0_type_name(X509_get0_pubkey(leaf)) : NULL;
+    char kinds[128] = "";
+    if (kt && ct && strcmp(kt, ct) != 0)
+        snprintf(kinds, sizeof kinds, ": the key is %s, the certificate's key is %s", kt, ct);
+    if (strcmp(kp->cert, kp->key) == 0)
+        conf_error(errs, "%s: private key in %s does not match the certificate in the same "
+                   "file%s (%s: a private key, then its certificate chain)", kp->origin,
+                   kp->cert, kinds, kp->params);
+    else
+        conf_error(errs, "%s: private key %s does not match certificate %s%s (%s must be one "
+                   "key pair)", kp->origin, kp->key, kp->cert, kinds, kp->params);
+}
+
+/* The key is read here and compared with the certificate before OpenSSL
+ * installs it: SSL_CTX_use_PrivateKey files a key of another type (RSA for
+ * an EC certificate) in a slot of its own, and SSL_CTX_check_private_key
+ * then looks at that empty slot and says "no certificate assigned". */
+static int load_pair(SSL_CTX *ctx, const struct key_pair *kp, struct conf_errors *errs)
 {
     char why[512];
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+    ERR_clear_error(); /* leftovers would be blamed on these files */
+    if (SSL_CTX_use_certificate_chain_file(ctx, kp->cert) != 1) {
         tls_error_string(why, sizeof why);
-        conf_error(errs, "%s: cannot load certificate %s: %s", origin, cert, why);
+        conf_error(errs, "%s: cannot load certificate %s: %s", kp->origin, kp->cert, why);
         return -1;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
+    EVP_PKEY *key = read_key(kp->key);
+    if (key == NULL) {
+        unsigned long last = ERR_peek_last_error();
         tls_error_string(why, sizeof why);
-        conf_error(errs, "%s: private key %s does not match certificate %s (%s)", origin, key,
-                   cert, why);
+        if (ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_BAD_PASSWORD_READ)
+            str_copy(why, "the key is encrypted with a passphrase, which a daemon cannot "
+                     "type; store it unencrypted (openssl pkey -in KEY -out NEWKEY)",
+                     sizeof why);
+        conf_error(errs, "%s: cannot load private key %s: %s", kp->key_origin, kp->key, why);
         return -1;
     }
-    return 0;
+    X509 *leaf = SSL_CTX_get0_certificate(ctx);
+    int ok = leaf != NULL && X509_check_private_key(leaf, key) == 1;
+    if (!ok) {
+        report_mismatch(kp, leaf, key, errs);
+    } else if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        tls_error_string(why, sizeof why);
+        conf_error(errs, "%s: cannot use private key %s: %s", kp->key_origin, kp->key, why);
+        ok = 0;
+    }
+    EVP_PKEY_free(key);
+    ERR_clear_error();
+    return ok ? 0 : -1;
 }
 
 static int load_keys(SSL_CTX *ctx, struct conf_errors *errs)
@@ -82,8 +197,12 @@ static int load_keys(SSL_CTX *ctx, struct conf_errors *errs)
     int loaded = 0;
     const char *cert = conf_str(P_SMTPD_TLS_CERT_FILE);
     if (*cert) {
-        if (load_pair(ctx, cert, conf_str(P_SMTPD_TLS_KEY_FILE),
-                      conf_origin(P_SMTPD_TLS_CERT_FILE), errs) < 0)
+        struct key_pair kp = {cert, conf_str(P_SMTPD_TLS_KEY_FILE),
+                              conf_origin(P_SMTPD_TLS_CERT_FILE),
+                              key_origin(P_SMTPD_TLS_KEY_FILE),
+                              "smtpd_tls_key_file and smtpd_tls_cert_file"};
+        tls_warn_key_file_mode(kp.key, P_SMTPD_TLS_KEY_FILE);
+        if (load_pair(ctx, &kp, errs) < 0)
             return -1;
         loaded++;
     }
@@ -92,7 +211,10 @@ static int load_keys(SSL_CTX *ctx, struct conf_errors *errs)
     int n = str_split_list(files, item, 16);
     for (int i = 0; i < n; i++) {
         /* Each chain file holds a key followed by its certificate chain. */
-        if (load_pair(ctx, item[i], item[i], conf_origin(P_SMTPD_TLS_CHAIN_FILES), errs) < 0) {
+        const char *origin = conf_origin(P_SMTPD_TLS_CHAIN_FILES);
+        struct key_pair kp = {item[i], item[i], origin, origin, "smtpd_tls_chain_files"};
+        tls_warn_key_file_mode(item[i], P_SMTPD_TLS_CHAIN_FILES);
+        if (load_pair(ctx, &kp, errs) < 0) {
             free(files);
             return -1;
         }
@@ -100,6 +222,36 @@ static int load_keys(SSL_CTX *ctx, struct conf_errors *errs)
     }
     free(files);
     return loaded;
+}
+
+/* TLS 1.2 suites: Postfix's grade minus the exclusions (keypost's default
+ * exclusions remove every CBC suite, leaving AEAD). TLS 1.3 suites are all
+ * AEAD and keep OpenSSL's list. Anonymous suites, which Postfix's smtpd
+ * excludes when it asks for client certificates, need no rule here: at
+ * OpenSSL's default security level (1 and up) they are never negotiated. */
+static int set_ciphers(SSL_CTX *ctx, struct conf_errors *errs)
+{
+    const char *grade = conf_str(P_SMTPD_TLS_CIPHERS);
+    char list[2048], why[512];
+    /* The grade alone first, so that an error names the line at fault. */
+    if (tlsopt_cipher_list(grade, "", list, sizeof list, why, sizeof why) < 0) {
+        conf_error(errs, "%s: smtpd_tls_ciphers: %s", conf_origin(P_SMTPD_TLS_CIPHERS), why);
+        return -1;
+    }
+    const char *exclude = conf_str(P_SMTPD_TLS_EXCLUDE_CIPHERS);
+    const char *origin = conf_origin(P_SMTPD_TLS_EXCLUDE_CIPHERS);
+    if (tlsopt_cipher_list(grade, exclude, list, sizeof list, why, sizeof why) < 0) {
+        conf_error(errs, "%s: smtpd_tls_exclude_ciphers: %s", origin, why);
+        return -1;
+    }
+    ERR_clear_error();
+    if (SSL_CTX_set_cipher_list(ctx, list) != 1) {
+        tls_error_string(why, sizeof why);
+        conf_error(errs, "%s: smtpd_tls_exclude_ciphers: OpenSSL refuses \"%s\": %s", origin,
+                   list, why);
+        return -1;
+    }
+    return 0;
 }
 
 static int load_cas(struct tls_server *ts, struct conf_errors *errs)
@@ -216,19 +368,24 @@ struct tls_server *tls_server_new(struct conf_errors *errs)
     ts->trust.trust_server_ccerts = conf_bool(P_TLS_TRUST_SERVER_CCERTS);
     ts->trust.digest = tls_digest_by_name(conf_str(P_SMTPD_TLS_FINGERPRINT_DIGEST));
 
+    int ciphers = set_ciphers(ts->ctx, errs);
     int keys = load_keys(ts->ctx, errs);
     int level_on = strcmp(conf_str(P_SMTPD_TLS_SECURITY_LEVEL), "none") != 0;
     if (keys == 0 && level_on)
         conf_error(errs, "%s: smtpd_tls_security_level = %s needs smtpd_tls_cert_file or "
                    "smtpd_tls_chain_files", conf_origin(P_SMTPD_TLS_SECURITY_LEVEL),
                    conf_str(P_SMTPD_TLS_SECURITY_LEVEL));
-    if (keys <= 0 || load_cas(ts, errs) < 0 || load_pins(ts, errs) < 0) {
+    if (ciphers < 0 || keys <= 0 || load_cas(ts, errs) < 0 || load_pins(ts, errs) < 0) {
         tls_server_free(ts);
         return NULL;
     }
     if (conf_bool(P_SMTPD_TLS_ASK_CCERT) || conf_bool(P_SMTPD_TLS_REQ_CCERT))
         ask_for_certificates(ts);
     warn_broad_clique();
+    /* Failures tolerated above (a CA file for the client list, the default
+     * verify paths) leave errors behind; workers inherit the queue, and a
+     * handshake failure would report them as its own. */
+    ERR_clear_error();
     return ts;
 }
 

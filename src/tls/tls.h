@@ -41,5 +41,15 @@ void tls_log_peer(const char *sid, const char *host, const char *addr,
 const EVP_MD *tls_digest_by_name(const char *name);
 /* OpenSSL's error queue as one line (and cleared). */
 void tls_error_string(char *out, size_t len);
+/* One error code as text, for lists such as libevent's
+ * bufferevent_get_openssl_error(). Returns 0 with out empty for a code of
+ * library 0, which carries no OpenSSL reason (libevent files the
+ * SSL_get_error() category there): leave it out of the log line. */
+int tls_error_text(unsigned long e, char *out, size_t len);
+/* A conf warning when the private key file path (the value of parameter p:
+ * smtpd_tls_key_file, smtp_tls_key_file, or one entry of a *_chain_files
+ * list) is readable by all local users. Group-readable keys (0640, e.g.
+ * root:ssl-cert) are accepted. */
+void tls_warn_key_file_mode(const char *path, enum conf_param p);
 
 #endif

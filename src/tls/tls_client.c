@@ -16,6 +16,8 @@ static int load_client_keys(SSL_CTX *ctx, struct conf_errors *errs)
     char why[512];
     const char *cert = conf_str(P_SMTP_TLS_CERT_FILE);
     const char *key = conf_str(P_SMTP_TLS_KEY_FILE);
+    if (*cert)
+        tls_warn_key_file_mode(key, P_SMTP_TLS_KEY_FILE);
     if (*cert && (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
                   SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
                   SSL_CTX_check_private_key(ctx) != 1)) {
@@ -27,6 +29,8 @@ static int load_client_keys(SSL_CTX *ctx, struct conf_errors *errs)
     char *files = strdup(conf_str(P_SMTP_TLS_CHAIN_FILES));
     char *item[16];
     int n = str_split_list(files, item, 16), bad = 0;
+    for (int i = 0; i < n; i++)
+        tls_warn_key_file_mode(item[i], P_SMTP_TLS_CHAIN_FILES);
     for (int i = 0; i < n && !bad; i++)
         if (SSL_CTX_use_PrivateKey_file(ctx, item[i], SSL_FILETYPE_PEM) != 1 ||
             SSL_CTX_use_certificate_chain_file(ctx, item[i]) != 1 ||

@@ -18,9 +18,10 @@ static const struct {
     {"export", "aNULL:-aNULL:HIGH:MEDIUM:LOW:@STRENGTH"},
 };
 
+/* A cipher name, or properties joined by '+' ("kEDH+aRSA"): no empty part. */
 static int cipher_word_ok(const char *w)
 {
-    if (*w == '\0')
+    if (*w == '\0' || *w == '+' || w[strlen(w) - 1] == '+' || strstr(w, "++"))
         return 0;
     for (; *w; w++)
         if (!((*w >= 'A' && *w <= 'Z') || (*w >= 'a' && *w <= 'z') || (*w >= '0' && *w <= '9') ||
