@@ -9,7 +9,6 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "util/fsutil.h"
 #include "util/strutil.h"
 
 /* A path component taken from an address must not climb or hide. */
@@ -23,36 +22,95 @@ static int safe_component(const char *s)
     return 1;
 }
 
-static int make_dir(const char *path)
+/* Open directory name below parent, creating it if missing, never through
+ * a link: whoever may write below the maildir base could otherwise point a
+ * mailbox, or its new/, at any directory mail_owner may write. */
+static int open_dir_at(int parent, const char *name)
 {
-    return mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : -1;
+    if (mkdirat(parent, name, 0700) < 0 && errno != EEXIST)
+        return -1;
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    /* With O_DIRECTORY a link fails as ENOTDIR: tell the reason apart. */
+    if (fd < 0 && errno == ENOTDIR && fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISLNK(st.st_mode))
+        errno = ELOOP;
+    return fd;
 }
 
-static int make_maildir(const char *base, const char *domain, const char *local, char *dir,
-                        size_t len)
+enum { SUB_TMP, SUB_NEW, SUB_CUR, NSUB };
+
+/* BASE/DOMAIN/LOCAL and its subdirectories, held open while delivering so
+ * that every name below the base is looked up once, without links. */
+struct mailbox {
+    char path[4096];    /* as far as it was opened: BASE/DOMAIN/LOCAL when complete */
+    const char *failed; /* the name below path that could not be opened */
+    int fd;
+    int sub[NSUB];
+};
+
+static int enter(struct mailbox *mb, const char *name)
 {
-    static const char *const sub[] = {"tmp", "new", "cur"};
-    char path[4096];
-    snprintf(dir, len, "%s/%s", base, domain);
-    if (make_dir(dir) < 0)
+    int fd = open_dir_at(mb->fd, name);
+    if (fd < 0) {
+        mb->failed = name;
         return -1;
-    snprintf(dir, len, "%s/%s/%s", base, domain, local);
-    if (make_dir(dir) < 0)
-        return -1;
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, sub[i]);
-        if (make_dir(path) < 0)
-            return -1;
     }
+    close(mb->fd);
+    mb->fd = fd;
+    size_t n = strlen(mb->path);
+    snprintf(mb->path + n, sizeof mb->path - n, "/%s", name);
     return 0;
+}
+
+static int open_mailbox(struct mailbox *mb, const char *base, const char *domain,
+                        const char *local)
+{
+    static const char *const names[NSUB] = {"tmp", "new", "cur"};
+    mb->failed = NULL;
+    for (int i = 0; i < NSUB; i++)
+        mb->sub[i] = -1;
+    str_copy(mb->path, base, sizeof mb->path);
+    /* The base is the operator's choice and may be a link; below it, no. */
+    mb->fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (mb->fd < 0 || enter(mb, domain) < 0 || enter(mb, local) < 0)
+        return -1;
+    for (int i = 0; i < NSUB; i++)
+        if ((mb->sub[i] = open_dir_at(mb->fd, names[i])) < 0) {
+            mb->failed = names[i];
+            return -1;
+        }
+    return 0;
+}
+
+static void close_mailbox(struct mailbox *mb)
+{
+    if (mb->fd >= 0)
+        close(mb->fd);
+    for (int i = 0; i < NSUB; i++)
+        if (mb->sub[i] >= 0)
+            close(mb->sub[i]);
+}
+
+/* The deferral for a mailbox that could not be opened; a link found is
+ * named as such, since strerror(ELOOP) would not say it. */
+static void mailbox_failed(struct dresult *r, const struct mailbox *mb, int err)
+{
+    dresult_set(r, D_DEFERRED, "4.2.0 cannot open maildir %s%s%s: %s", mb->path,
+                mb->failed ? "/" : "", mb->failed ? mb->failed : "",
+                err == ELOOP ? "a symbolic link, refused" : strerror(err));
 }
 
 /* Copy the message body, CRLF -> LF, after the delivery headers. */
 static int copy_body(int out, const struct dmessage *m, const char *rcpt)
 {
-    FILE *in = fopen(m->path, "re");
-    if (in == NULL)
+    int fd = queue_open_read(m->path); /* the queue file, never a link */
+    FILE *in = fd < 0 ? NULL : fdopen(fd, "r");
+    if (in == NULL) {
+        if (fd >= 0)
+            close(fd);
         return -1;
+    }
     FILE *o = fdopen(dup(out), "w");
     if (o == NULL) {
         fclose(in);
@@ -76,11 +134,39 @@ static int copy_body(int out, const struct dmessage *m, const char *rcpt)
     return bad ? -1 : 0;
 }
 
+/* Write the message into tmp/NAME, fsync it, rename it into new/ and fsync
+ * new/, all relative to the directories mb holds open. */
+static void write_message(struct mailbox *mb, const char *name, const struct dmessage *m,
+                          const char *rcpt, struct dresult *r)
+{
+    int tmp = mb->sub[SUB_TMP], new = mb->sub[SUB_NEW];
+    int fd = openat(tmp, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        dresult_set(r, D_DEFERRED, "4.2.0 cannot create %s/tmp/%s: %s", mb->path, name,
+                    strerror(errno));
+        return;
+    }
+    int bad = copy_body(fd, m, rcpt) < 0 || fsync(fd) < 0;
+    bad |= close(fd) != 0;
+    if (bad || renameat(tmp, name, new, name) < 0) {
+        int e = errno;
+        unlinkat(tmp, name, 0);
+        dresult_set(r, D_DEFERRED, "4.3.0 cannot write %s/tmp/%s: %s", mb->path, name,
+                    strerror(e));
+        return;
+    }
+    if (fsync(new) < 0) {
+        dresult_set(r, D_DEFERRED, "4.3.0 cannot sync %s/new: %s", mb->path, strerror(errno));
+        return;
+    }
+    dresult_set(r, D_SENT, "delivered to maildir %s", mb->path);
+}
+
 void maildir_deliver(const char *base, const struct dmessage *m, const char *rcpt,
                      struct dresult *r)
 {
     static unsigned counter;
-    char local[512], dir[4096], tmp[4600], new[4600], host[128] = "localhost";
+    char local[512], host[128] = "localhost";
     str_copy(r->relay, "local", sizeof r->relay);
     str_copy(local, rcpt, sizeof local);
     str_lower(local);
@@ -89,8 +175,10 @@ void maildir_deliver(const char *base, const struct dmessage *m, const char *rcp
         dresult_set(r, D_BOUNCED, "5.1.3 recipient address cannot name a mailbox");
         return;
     }
-    if (make_maildir(base, at + 1, local, dir, sizeof dir) < 0) {
-        dresult_set(r, D_DEFERRED, "4.2.0 cannot create maildir %s: %s", dir, strerror(errno));
+    struct mailbox mb;
+    if (open_mailbox(&mb, base, at + 1, local) < 0) {
+        mailbox_failed(r, &mb, errno);
+        close_mailbox(&mb);
         return;
     }
     gethostname(host, sizeof host - 1);
@@ -99,25 +187,6 @@ void maildir_deliver(const char *base, const struct dmessage *m, const char *rcp
     char name[300];
     snprintf(name, sizeof name, "%ld.M%06ldP%dQ%u.%s", (long)tv.tv_sec, (long)tv.tv_usec,
              (int)getpid(), counter++, host);
-    snprintf(tmp, sizeof tmp, "%s/tmp/%s", dir, name);
-    snprintf(new, sizeof new, "%s/new/%s", dir, name);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        dresult_set(r, D_DEFERRED, "4.2.0 cannot create %s: %s", tmp, strerror(errno));
-        return;
-    }
-    int bad = copy_body(fd, m, rcpt) < 0 || fsync(fd) < 0;
-    bad |= close(fd) != 0;
-    if (bad || rename(tmp, new) < 0) {
-        int e = errno;
-        unlink(tmp);
-        dresult_set(r, D_DEFERRED, "4.3.0 cannot write %s: %s", tmp, strerror(e));
-        return;
-    }
-    snprintf(tmp, sizeof tmp, "%s/new", dir);
-    if (fsync_dir(tmp) < 0) {
-        dresult_set(r, D_DEFERRED, "4.3.0 cannot sync %s: %s", tmp, strerror(errno));
-        return;
-    }
-    dresult_set(r, D_SENT, "delivered to maildir %s", dir);
+    write_message(&mb, name, m, rcpt, r);
+    close_mailbox(&mb);
 }

@@ -13,6 +13,7 @@
 
 #include "util/buf.h"
 #include "util/fsutil.h"
+#include "util/log.h"
 #include "util/strutil.h"
 
 #define QBUF_SIZE 65536
@@ -257,12 +258,108 @@ static int parse_header_line(struct envelope *env, char *line)
     return 0;
 }
 
+static void log_refusal(const char *path, const char *why)
+{
+    log_warn(NULL, "%s: %s; skipped, not read", path, why);
+}
+
+static queue_refusal_fn *refusal_reporter = log_refusal;
+
+void queue_set_refusal_reporter(queue_refusal_fn *fn)
+{
+    refusal_reporter = fn ? fn : log_refusal;
+}
+
+/* Report a refused name and fail with ELOOP, the errno callers test for. */
+static int refuse(const char *path, const char *why)
+{
+    refusal_reporter(path, why);
+    errno = ELOOP;
+    return -1;
+}
+
+/* open() fails with ENOTDIR, not ELOOP, for a link opened with
+ * O_DIRECTORY|O_NOFOLLOW: tell the two apart for the report. */
+static int is_link(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
+}
+
+/* The queue subdirectory holding path (its last directory), opened
+ * without following a link: mail_owner owns the queue and could point a
+ * subdirectory anywhere. */
+static int open_queue_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ENOTDIR && is_link(dir))
+        return refuse(dir, "a symbolic link, never followed");
+    return fd;
+}
+
+/* Why a file opened in the queue may not be read, or NULL. A second hard
+ * link means the name was made for a file that lives elsewhere (a queue
+ * file is only ever renamed); anything but a regular file is not ours. */
+static const char *unfit_file(const struct stat *st)
+{
+    if (!S_ISREG(st->st_mode))
+        return "not a regular file";
+    if (st->st_nlink != 1)
+        return "a hard link to another file";
+    return NULL;
+}
+
+int queue_open_read(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL || (size_t)(slash - path) >= sizeof dir) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int dfd = open_queue_dir(dir);
+    if (dfd < 0)
+        return -1;
+    /* O_NONBLOCK: a FIFO planted in the queue must not hang the reader
+     * before fstat can refuse it. */
+    int fd = openat(dfd, slash + 1, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    int saved = errno;
+    close(dfd);
+    if (fd < 0) {
+        errno = saved;
+        return saved == ELOOP ? refuse(path, "a symbolic link, never followed") : -1;
+    }
+    struct stat st;
+    const char *why = fstat(fd, &st) < 0 ? "cannot be examined" : unfit_file(&st);
+    if (why) {
+        close(fd);
+        return refuse(path, why);
+    }
+    return fd;
+}
+
+/* queue_open_read as a stdio stream. */
+static FILE *open_stream(const char *path)
+{
+    int fd = queue_open_read(path);
+    if (fd < 0)
+        return NULL;
+    FILE *f = fdopen(fd, "r");
+    if (f == NULL) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+    }
+    return f;
+}
+
 int queue_load(const char *qdir, const char *subdir, const char *id, struct envelope *env)
 {
     memset(env, 0, sizeof *env);
     char path[4096];
     snprintf(path, sizeof path, "%s/%s/%s", qdir, subdir, id);
-    FILE *f = fopen(path, "re");
+    FILE *f = open_stream(path);
     if (f == NULL)
         return -1;
     char *line = NULL;
@@ -283,8 +380,11 @@ int queue_load(const char *qdir, const char *subdir, const char *id, struct enve
         env->size = st.st_size - env->body_offset;
     free(line);
     fclose(f);
-    if (!ok || env->sender == NULL) {
+    /* The id names the state file: one from the file must not climb out
+     * of state/ ("id ../../x"). */
+    if (!ok || env->sender == NULL || !queue_valid_id(env->id)) {
         envelope_free(env);
+        errno = EBADMSG;
         return -1;
     }
     return 0;
@@ -310,7 +410,7 @@ int queue_state_load(const char *qdir, const struct envelope *env, struct queue_
     st->next_attempt = 0;
     char path[4096];
     snprintf(path, sizeof path, "%s/state/%s", qdir, env->id);
-    FILE *f = fopen(path, "re");
+    FILE *f = open_stream(path);
     if (f == NULL)
         return errno == ENOENT ? 0 : -1;
     char *line = NULL;
@@ -448,9 +548,15 @@ int queue_scan(const char *qdir, const char *subdir, int (*fn)(const char *id, v
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", qdir, subdir);
-    DIR *d = opendir(path);
-    if (d == NULL)
+    int fd = open_queue_dir(path);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (d == NULL) {
+        int saved = errno;
+        if (fd >= 0)
+            close(fd);
+        errno = saved;
         return -1;
+    }
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
         if (queue_valid_id(e->d_name) && fn(e->d_name, arg))

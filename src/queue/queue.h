@@ -61,7 +61,22 @@ void queue_abort(struct qfile *q);
 /* Free after a successful commit. */
 void queue_close(struct qfile *q);
 
-/* Read the envelope of QDIR/subdir/ID ("active" or "hold"). */
+/* Queue files are read without following links. mail_owner owns the queue,
+ * so a name in it may be a symbolic link, a hard link or a FIFO planted to
+ * make root (the queue command) or the daemon read a file that is not a
+ * queue file. Such a name is refused with errno ELOOP and reported to the
+ * refusal reporter: by default a warning in the log; the queue command
+ * sets its own to print on stderr. */
+typedef void queue_refusal_fn(const char *path, const char *why);
+void queue_set_refusal_reporter(queue_refusal_fn *fn); /* NULL: the log again */
+/* Open a file of the queue (QDIR/SUBDIR/NAME) for reading: neither the file
+ * nor SUBDIR may be a link, and the file must be a regular file with one
+ * name. Returns the fd, or -1 with errno (ELOOP when refused). */
+int queue_open_read(const char *path);
+
+/* Read the envelope of QDIR/subdir/ID ("active" or "hold"). -1 with errno
+ * set: ENOENT (gone), EACCES, ELOOP (refused, see above), EBADMSG (not a
+ * queue file). */
 int queue_load(const char *qdir, const char *subdir, const char *id, struct envelope *env);
 void envelope_free(struct envelope *env);
 
@@ -73,6 +88,8 @@ struct queue_state {
     int attempts;
     time_t next_attempt;
 };
+/* 0 also when there is no state file yet; -1 with errno when it cannot
+ * be read (st is then empty, as for a new message). */
 int queue_state_load(const char *qdir, const struct envelope *env, struct queue_state *st);
 /* Append "D idx", "B idx reason", "T idx reason" (temporary failure) or
  * "N idx" (bounce sent); durable before return. reason may be NULL. */
@@ -91,7 +108,8 @@ int queue_move(const char *qdir, const char *id, const char *from, const char *t
 /* Remove leftovers in tmp/ (after a crash: never acknowledged). */
 void queue_clean_tmp(const char *qdir);
 
-/* Visit every id in QDIR/subdir; the callback returns nonzero to stop. */
+/* Visit every id in QDIR/subdir; the callback returns nonzero to stop.
+ * -1 with errno when the directory cannot be read (ELOOP: it is a link). */
 int queue_scan(const char *qdir, const char *subdir,
                int (*fn)(const char *id, void *arg), void *arg);
 

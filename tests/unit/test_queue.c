@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,6 +428,7 @@ static void test_load_rejects_bad_files(void **state)
         "NOT-A-QUEUE 1\nid 1\nsender a@b\n\nbody",
         "KEYPOST-QUEUE 1\nid 1\nsender a@b\nrcpt c@d\n", /* no end of header */
         "KEYPOST-QUEUE 1\nid 1\nrcpt c@d\n\nbody",        /* no sender line */
+        "KEYPOST-QUEUE 1\nid ../../etc/x\nsender a@b\n\nbody", /* an id that climbs */
         "",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -439,10 +441,138 @@ static void test_load_rejects_bad_files(void **state)
         snprintf(id, sizeof id, "00000000000000A%zu", i);
         memset(&got, 0x55, sizeof got);
         assert_int_equal(queue_load(qdir, "active", id, &got), -1);
+        assert_int_equal(errno, EBADMSG);
         /* Nothing is left allocated for the caller to free. */
         assert_null(got.sender);
         assert_null(got.rcpts);
     }
+}
+
+/* What queue.c reported as refused: the last path and reason, and a count. */
+static char refused_path[512], refused_why[128];
+static int refusals;
+
+static void note_refusal(const char *path, const char *why)
+{
+    snprintf(refused_path, sizeof refused_path, "%s", path);
+    snprintf(refused_why, sizeof refused_why, "%s", why);
+    refusals++;
+}
+
+/* queue_load of QDIR/sub/id must fail with ELOOP and report a path that
+ * contains what (the id, or the directory when that is the link). */
+static void assert_refused_as(const char *sub, const char *id, const char *what, const char *why)
+{
+    struct envelope got;
+    int before = refusals;
+    errno = 0;
+    assert_int_equal(queue_load(qdir, sub, id, &got), -1);
+    assert_int_equal(errno, ELOOP);
+    assert_null(got.sender);
+    assert_int_equal(refusals, before + 1);
+    assert_non_null(strstr(refused_path, what));
+    assert_non_null(strstr(refused_why, why));
+}
+
+static void assert_refused(const char *sub, const char *id, const char *why)
+{
+    assert_refused_as(sub, id, id, why);
+}
+
+static void qpath(char *out, size_t len, const char *sub, const char *id)
+{
+    snprintf(out, len, "%s/%s/%s", qdir, sub, id);
+}
+
+static void test_load_refuses_links(void **state)
+{
+    (void)state;
+    queue_set_refusal_reporter(note_refusal);
+    struct envelope env = sample_env();
+    char id[QUEUE_ID_LEN], real[256], name[256];
+    make_message(&env, "x\r\n", 3, id);
+    qpath(real, sizeof real, "active", id);
+
+    /* A valid queue file behind a symbolic link is never read. */
+    qpath(name, sizeof name, "active", "00000000000000A1");
+    assert_int_equal(symlink(real, name), 0);
+    assert_refused("active", "00000000000000A1", "symbolic link");
+    qpath(name, sizeof name, "hold", "00000000000000A2");
+    assert_int_equal(symlink(real, name), 0);
+    assert_refused("hold", "00000000000000A2", "symbolic link");
+
+    /* A second name of a file is refused, under both names while it exists. */
+    qpath(name, sizeof name, "hold", "00000000000000A3");
+    assert_int_equal(link(real, name), 0);
+    assert_refused("hold", "00000000000000A3", "hard link");
+    assert_refused("active", id, "hard link");
+    assert_int_equal(unlink(name), 0);
+    struct envelope got;
+    assert_int_equal(queue_load(qdir, "active", id, &got), 0);
+    envelope_free(&got);
+
+    /* A FIFO is refused at once, not waited on. */
+    qpath(name, sizeof name, "active", "00000000000000A4");
+    assert_int_equal(mkfifo(name, 0600), 0);
+    assert_refused("active", "00000000000000A4", "not a regular file");
+
+    /* Gone is not refused: ENOENT, nothing reported. */
+    int before = refusals;
+    assert_int_equal(queue_load(qdir, "active", "00000000000000A5", &got), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(refusals, before);
+    queue_set_refusal_reporter(NULL);
+}
+
+static void test_state_link_refused(void **state)
+{
+    (void)state;
+    queue_set_refusal_reporter(note_refusal);
+    struct envelope env = sample_env();
+    char id[QUEUE_ID_LEN], name[256], elsewhere[256];
+    make_message(&env, "x\r\n", 3, id);
+    snprintf(elsewhere, sizeof elsewhere, "%s/elsewhere", qdir);
+    FILE *f = fopen(elsewhere, "w");
+    fputs("D 0\nA 1795437000\n", f);
+    fclose(f);
+    qpath(name, sizeof name, "state", id);
+    assert_int_equal(symlink(elsewhere, name), 0);
+    struct envelope got;
+    assert_int_equal(queue_load(qdir, "active", id, &got), 0);
+    struct queue_state st;
+    errno = 0;
+    assert_int_equal(queue_state_load(qdir, &got, &st), -1);
+    assert_int_equal(errno, ELOOP);
+    assert_string_equal(refused_path, name);
+    /* Nothing of the linked file was taken in. */
+    assert_int_equal(st.done[0], 0);
+    assert_int_equal(st.attempts, 0);
+    queue_state_free(&st, got.nrcpt);
+    envelope_free(&got);
+    queue_set_refusal_reporter(NULL);
+}
+
+static void test_linked_subdir_refused(void **state)
+{
+    (void)state;
+    queue_set_refusal_reporter(note_refusal);
+    struct envelope env = sample_env();
+    char id[QUEUE_ID_LEN], hold[256], moved[256];
+    make_message(&env, "x\r\n", 3, id);
+    /* hold/ replaced by a link to a directory with a valid queue file. */
+    snprintf(hold, sizeof hold, "%s/hold", qdir);
+    snprintf(moved, sizeof moved, "%s/hold.real", qdir);
+    assert_int_equal(rename(hold, moved), 0);
+    assert_int_equal(symlink("active", hold), 0);
+    int n = 0;
+    errno = 0;
+    assert_int_equal(queue_scan(qdir, "hold", collect, &n), -1);
+    assert_int_equal(errno, ELOOP);
+    assert_int_equal(n, 0);
+    assert_string_equal(refused_path, hold);
+    assert_refused_as("hold", id, hold, "symbolic link");
+    assert_string_equal(refused_path, hold); /* the directory, not the file */
+    queue_set_refusal_reporter(NULL);
 }
 
 int main(void)
@@ -460,6 +590,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_move_hold, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan_and_clean_tmp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_rejects_bad_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_refuses_links, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_link_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_linked_subdir_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
