@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "deliver/dataout.h"
+#include "queue/queue.h"
 #include "tls/tls_client.h"
 #include "util/netaddr.h"
 #include "util/strutil.h"
@@ -286,9 +287,13 @@ static int emit_to_io(void *arg, const char *p, size_t n)
 
 int smtpio_send_body(struct smtpio *io, const char *path, long offset, size_t line_limit)
 {
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
+    int fd = queue_open_read(path); /* the queue file, never a link */
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
+    if (f == NULL) {
+        if (fd >= 0)
+            close(fd);
         return -1;
+    }
     struct data_writer *dw = malloc(sizeof *dw);
     if (dw == NULL || fseek(f, offset, SEEK_SET) < 0) {
         free(dw);

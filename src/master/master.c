@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "master/ownercheck.h"
 #include "policy/restrict.h"
 #include "queue/qmgr.h"
 #include "queue/queue.h"
@@ -28,10 +30,20 @@
 enum role { ROLE_SMTPD, ROLE_QMGR };
 
 struct child {
-    pid_t pid;
+    pid_t pid;          /* 0 while it waits to be started again */
     enum role role;
     int generation;
+    long long started;  /* when the running process was forked (monotonic ms) */
+    long long due;      /* when a waiting one is started again (monotonic ms) */
+    int delay;          /* seconds to wait before its next restart */
 };
+
+/* A child that keeps failing is restarted after 1 s, then 2, 4 ... 60 s:
+ * no fork storm, and no master asleep while SIGTERM waits. One that ran
+ * for RESTART_RESET seconds had a working setup, so it starts over at 1 s. */
+#define RESTART_MIN 1
+#define RESTART_MAX 60
+#define RESTART_RESET 60
 
 #define MAX_CHILDREN 512
 
@@ -83,7 +95,39 @@ int master_check_config(const char *path, struct conf_errors *errs)
 {
     if (load_all(path, errs, NULL))
         return errs->count;
-    return restrict_probe_tables(errs);
+    restrict_probe_tables(errs);
+    ownercheck_config(errs);
+    return errs->count;
+}
+
+/* Each smtpd worker holds a socket per session and, for many of them at
+ * once, a queue file or a policy connection too; the rest (listeners, log,
+ * notify socket, DNS, the queue manager's agents) fits in a fixed reserve.
+ * Workers inherit the limit, so the master raises it before forking them.
+ * With raise == 0 only the hard limit is compared (reload's test). */
+static int fd_limit(int raise, char *err, size_t len)
+{
+    long sessions = conf_long(P_SMTPD_SESSION_LIMIT);
+    struct rlimit rl;
+    if (sessions <= 0 || getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 0;
+    rlim_t need = (rlim_t)(2 * sessions + 64);
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+        snprintf(err, len, "the descriptor limit (hard %llu) is below the %llu that "
+                 "smtpd_session_limit = %ld needs; raise the limit (ulimit -n, LimitNOFILE=) "
+                 "or lower smtpd_session_limit", (unsigned long long)rl.rlim_max,
+                 (unsigned long long)need, sessions);
+        return -1;
+    }
+    if (!raise || (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur >= need))
+        return 0;
+    rl.rlim_cur = need;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        snprintf(err, len, "cannot raise the descriptor limit to %llu: %s",
+                 (unsigned long long)need, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- children ---------------------------------------------------------- */
@@ -111,18 +155,48 @@ static void child_main(enum role role)
     _exit(r);
 }
 
+static const char *role_name(enum role role)
+{
+    return role == ROLE_QMGR ? "qmgr" : "smtpd";
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Park c until its delay has passed, and double the delay for next time. */
+static void backoff(struct child *c)
+{
+    c->pid = 0;
+    c->due = now_ms() + c->delay * 1000LL;
+    c->delay = c->delay * 2 < RESTART_MAX ? c->delay * 2 : RESTART_MAX;
+}
+
+static void start(struct child *c)
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        child_main(c->role);
+    if (pid < 0) {
+        log_err(NULL, "fork of a %s process: %s; trying again in %ds", role_name(c->role),
+                strerror(errno), c->delay);
+        backoff(c);
+        return;
+    }
+    c->pid = pid;
+    c->started = now_ms();
+}
+
 static void spawn(enum role role)
 {
     if (M.nkids >= MAX_CHILDREN)
         return;
-    pid_t pid = fork();
-    if (pid < 0) {
-        log_err(NULL, "fork: %s", strerror(errno));
-        return;
-    }
-    if (pid == 0)
-        child_main(role);
-    M.kids[M.nkids++] = (struct child){pid, role, M.generation};
+    struct child *c = &M.kids[M.nkids++];
+    *c = (struct child){.role = role, .generation = M.generation, .delay = RESTART_MIN};
+    start(c);
 }
 
 static long worker_count(void)
@@ -143,66 +217,135 @@ static void spawn_generation(void)
 static void signal_children(int sig, int generation_below)
 {
     for (int i = 0; i < M.nkids; i++)
-        if (M.kids[i].generation < generation_below)
+        if (M.kids[i].pid > 0 && M.kids[i].generation < generation_below)
             kill(M.kids[i].pid, sig);
 }
 
-static struct child *forget(pid_t pid)
+static int find_child(pid_t pid)
 {
-    static struct child gone;
     for (int i = 0; i < M.nkids; i++)
-        if (M.kids[i].pid == pid) {
-            gone = M.kids[i];
-            M.kids[i] = M.kids[--M.nkids];
-            return &gone;
-        }
-    return NULL;
+        if (M.kids[i].pid == pid)
+            return i;
+    return -1;
 }
 
-static void reap(int respawn)
+static void remove_child(int i)
+{
+    M.kids[i] = M.kids[--M.nkids];
+}
+
+/* Forget children waiting for a restart whose generation is below gen:
+ * there is nothing to stop, and they must not come back. */
+static void drop_waiting(int gen)
+{
+    for (int i = M.nkids - 1; i >= 0; i--)
+        if (M.kids[i].pid == 0 && M.kids[i].generation < gen)
+            remove_child(i);
+}
+
+static void describe_exit(int status, char *out, size_t len)
+{
+    if (WIFEXITED(status))
+        snprintf(out, len, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(out, len, "was killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else
+        snprintf(out, len, "ended with wait status %d", status);
+}
+
+static void reap(void)
 {
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        struct child *c = forget(pid);
-        if (c == NULL || !respawn || c->generation != M.generation)
+        int i = find_child(pid);
+        if (i < 0)
             continue;
-        log_warn(NULL, "%s process %d ended unexpectedly (status %d); starting another",
-                 c->role == ROLE_QMGR ? "qmgr" : "smtpd", (int)pid, status);
-        sleep(1); /* a process that dies at once must not make a fork storm */
-        spawn(c->role);
+        struct child *c = &M.kids[i];
+        if (c->generation != M.generation) {
+            remove_child(i);
+            continue;
+        }
+        if (now_ms() - c->started >= RESTART_RESET * 1000LL)
+            c->delay = RESTART_MIN;
+        char how[96];
+        describe_exit(status, how, sizeof how);
+        log_warn(NULL, "%s process %d %s; restarting in %ds", role_name(c->role), (int)pid, how,
+                 c->delay);
+        backoff(c);
     }
+}
+
+static void restart_due(void)
+{
+    long long now = now_ms();
+    for (int i = 0; i < M.nkids; i++)
+        if (M.kids[i].pid == 0 && M.kids[i].due <= now)
+            start(&M.kids[i]);
+}
+
+/* Milliseconds until the next restart is due; -1 when none waits. */
+static long long next_restart_in(void)
+{
+    long long next = -1, now = now_ms();
+    for (int i = 0; i < M.nkids; i++)
+        if (M.kids[i].pid == 0 && (next < 0 || M.kids[i].due < next))
+            next = M.kids[i].due;
+    if (next < 0)
+        return -1;
+    return next > now ? next - now : 0;
 }
 
 /* ---- reload ------------------------------------------------------------ */
 
 static void wait_for_old_qmgr(void)
 {
-    for (int i = 0; i < M.nkids; i++) {
-        if (M.kids[i].role != ROLE_QMGR || M.kids[i].generation >= M.generation)
+    for (int i = M.nkids - 1; i >= 0; i--) {
+        if (M.kids[i].role != ROLE_QMGR || M.kids[i].generation >= M.generation ||
+            M.kids[i].pid <= 0)
             continue;
         pid_t pid = M.kids[i].pid;
         kill(pid, SIGTERM);
         /* Two queue managers must never deliver the same message. */
         waitpid(pid, NULL, 0);
-        forget(pid);
-        i = -1;
+        remove_child(i);
     }
+}
+
+static void log_errors(struct conf_errors *errs, const char *prefix)
+{
+    for (int i = 0; i < errs->count; i++)
+        log_err(NULL, "%s%s", prefix, errs->msgs[i]);
+    conf_errors_free(errs);
+}
+
+/* The new configuration is loaded here, in a child, so that a broken file
+ * never touches the running one; it must also fit the descriptor limit and
+ * leave mail_owner able to use its paths, or the new children would fail. */
+__attribute__((noreturn)) static void reload_check_child(void)
+{
+    struct conf_errors errs = {0};
+    char err[512];
+    int n = load_all(M.config, &errs, NULL);
+    if (n == 0)
+        n = ownercheck_serve(M.uid, M.gid, &errs);
+    if (n == 0 && fd_limit(0, err, sizeof err) < 0) {
+        conf_error(&errs, "%s", err);
+        n = 1;
+    }
+    log_errors(&errs, "reload: ");
+    _exit(n ? 1 : 0);
 }
 
 static void reload(void)
 {
     struct conf_errors errs = {0};
     struct tls_server *tls = NULL;
-    /* Check in a child first: a broken file must not touch the running
-     * configuration. */
+    char err[512];
     pid_t pid = fork();
-    if (pid == 0) {
-        int n = load_all(M.config, &errs, NULL);
-        for (int i = 0; i < errs.count; i++)
-            log_err(NULL, "reload: %s", errs.msgs[i]);
-        _exit(n ? 1 : 0);
-    }
+    if (pid == 0)
+        reload_check_child();
     int status = 1;
     if (pid > 0)
         waitpid(pid, &status, 0);
@@ -212,9 +355,12 @@ static void reload(void)
     }
     load_all(M.config, &errs, &tls);
     conf_errors_free(&errs);
+    if (fd_limit(1, err, sizeof err) < 0)
+        log_err(NULL, "reload: %s", err);
     tls_server_free(M.tls);
     M.tls = tls;
     M.generation++;
+    drop_waiting(M.generation);
     wait_for_old_qmgr();
     spawn_generation();
     signal_children(SIGUSR1, M.generation);
@@ -262,6 +408,17 @@ static int prepare_dirs(char *err, size_t len)
     return 0;
 }
 
+/* The signals stay blocked and are taken here, with a timeout when a
+ * restart is due: SIGTERM is served at once even during a long backoff. */
+static int wait_signal(const sigset_t *set)
+{
+    long long ms = next_restart_in();
+    if (ms < 0)
+        return sigwaitinfo(set, NULL);
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    return sigtimedwait(set, NULL, &ts);
+}
+
 static void install_handlers(void)
 {
     struct sigaction sa;
@@ -277,16 +434,34 @@ static void install_handlers(void)
 
 static void shutdown_all(void)
 {
+    drop_waiting(M.generation + 1);
     log_info(NULL, "stopping: %d processes", M.nkids);
     signal_children(SIGTERM, M.generation + 1);
     while (M.nkids > 0) {
         pid_t pid = wait(NULL);
         if (pid < 0 && errno != EINTR)
             break;
-        if (pid > 0)
-            forget(pid);
+        int i = pid > 0 ? find_child(pid) : -1;
+        if (i >= 0)
+            remove_child(i);
     }
     log_info(NULL, "stopped");
+}
+
+/* What can fail before anything is created or bound: the descriptor limit
+ * and mail_owner's access to its paths. */
+static int preflight(void)
+{
+    char err[512];
+    if (fd_limit(1, err, sizeof err) < 0 ||
+        privs_lookup(conf_str(P_MAIL_OWNER), &M.uid, &M.gid, err, sizeof err) < 0) {
+        log_err(NULL, "%s", err);
+        return -1;
+    }
+    struct conf_errors errs = {0};
+    int n = ownercheck_serve(M.uid, M.gid, &errs);
+    log_errors(&errs, "");
+    return n ? -1 : 0;
 }
 
 static int setup(const char *path)
@@ -308,15 +483,14 @@ static int setup(const char *path)
     struct conf_errors *warnings = conf_warnings();
     for (int i = 0; i < warnings->count; i++)
         log_warn(NULL, "%s", warnings->msgs[i]);
-    if (privs_lookup(conf_str(P_MAIL_OWNER), &M.uid, &M.gid, err, sizeof err) < 0 ||
-        prepare_dirs(err, sizeof err) < 0) {
+    if (preflight() < 0)
+        return 2;
+    if (prepare_dirs(err, sizeof err) < 0) {
         log_err(NULL, "%s", err);
         return 2;
     }
     M.nls = listen_open(&M.ls, &errs);
-    for (int i = 0; i < errs.count; i++)
-        log_err(NULL, "%s", errs.msgs[i]);
-    conf_errors_free(&errs);
+    log_errors(&errs, "");
     if (M.nls < 0)
         return 2;
     if (anvil_init() < 0) {
@@ -345,15 +519,19 @@ int master_serve(const char *path)
     log_info(NULL, "started: %d listeners, %ld smtpd workers, queue %s", M.nls, worker_count(),
              conf_str(P_QUEUE_DIRECTORY));
     while (!M.got_term) {
-        sigsuspend(&old);
+        int sig = wait_signal(&block);
+        if (sig > 0)
+            on_signal(sig);
         if (M.got_chld) {
             M.got_chld = 0;
-            reap(1);
+            reap();
         }
         if (M.got_hup) {
             M.got_hup = 0;
             reload();
         }
+        if (!M.got_term)
+            restart_due();
     }
     sigprocmask(SIG_SETMASK, &old, NULL);
     shutdown_all();

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "conf/conf.h"
 #include "util/buf.h"
@@ -27,9 +28,13 @@ static void status_code(const char *reason, char *out, size_t len)
 
 static void copy_headers(struct buf *b, const char *path, long offset)
 {
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
+    int fd = queue_open_read(path); /* the queue file, never a link */
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
+    if (f == NULL) {
+        if (fd >= 0)
+            close(fd);
         return;
+    }
     fseek(f, offset, SEEK_SET);
     char *line = NULL;
     size_t cap = 0;

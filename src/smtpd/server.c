@@ -8,6 +8,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -21,12 +22,17 @@
 #include "table/pgsql.h"
 #include "queue/commit.h"
 #include "smtpd/anvil.h"
+#include "smtpd/deadline.h"
+#include "smtpd/fdreserve.h"
 #include "util/log.h"
 #include "util/strutil.h"
 
 #define INPUT_HIGH_WATER (256 * 1024)
 #define OUTPUT_LIMIT (64 * 1024) /* stop reading while this much is unsent */
 #define SHUTDOWN_GRACE_SECONDS 20
+#define ACCEPT_PAUSE_MS 500      /* after running out of descriptors */
+#define EXHAUSTION_LOG_SECONDS 60
+#define TRIM_EVERY_FREES 512     /* give freed session memory back to the system */
 
 struct conn {
     struct bufferevent *bev;
@@ -40,6 +46,10 @@ struct conn {
     int in_pump;
     int pump_again;
     int timed_out;     /* the 421 is being flushed; the next timeout ends it */
+    int read_blocked;  /* the client does not read its replies: neither do we */
+    struct deadline dl;
+    struct event *timer;
+    double armed;      /* when the timer fires; 0 not armed */
     struct conn *prev, *next;
 };
 
@@ -53,6 +63,10 @@ static struct {
     int stopping;      /* SIGTERM */
     int retiring;      /* reload */
     struct event *sig_term, *sig_usr1, *grace;
+    struct event *accept_pause;     /* re-enables the listeners */
+    time_t exhaustion_logged;
+    unsigned long refused_unlogged; /* clients answered 421 since that log line */
+    unsigned frees_since_trim;
 } W;
 
 static void conn_setup_bev(struct conn *c);
@@ -120,7 +134,15 @@ static void conn_free(struct conn *c)
     }
     if (c->fd >= 0)
         close(c->fd);
+    if (c->timer)
+        event_free(c->timer);
     free(c);
+    /* glibc keeps freed memory in its heap; after a burst of sessions a
+     * worker would keep its peak size for ever. */
+    if (W.nconns == 0 || ++W.frees_since_trim >= TRIM_EVERY_FREES) {
+        malloc_trim(0);
+        W.frees_since_trim = 0;
+    }
     maybe_exit();
 }
 
@@ -156,6 +178,72 @@ static void conn_after_io(struct conn *c)
         switch_to_tls(c);
 }
 
+/* ---- a client that does not read ----------------------------------------- */
+
+/* Its replies pile up: stop reading its input (and so stop being woken for
+ * it) until the output has drained to half the limit. */
+static void block_reading(struct conn *c)
+{
+    if (c->read_blocked)
+        return;
+    c->read_blocked = 1;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUTPUT_LIMIT / 2, 0);
+}
+
+static void unblock_reading(struct conn *c)
+{
+    if (!c->read_blocked)
+        return;
+    c->read_blocked = 0;
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+static void conn_enable(struct conn *c)
+{
+    bufferevent_enable(c->bev, c->read_blocked ? EV_WRITE : EV_READ | EV_WRITE);
+}
+
+/* ---- deadlines ------------------------------------------------------------ */
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg);
+
+/* The timer fires at the earliest deadline, or earlier: then it looks again. */
+static void arm_deadline(struct conn *c)
+{
+    double next = deadline_next(&c->dl);
+    if (next == 0 || (c->armed != 0 && c->armed <= next))
+        return;
+    double wait = next - deadline_now();
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = {(time_t)wait, (suseconds_t)((wait - (double)(time_t)wait) * 1e6)};
+    evtimer_add(c->timer, &tv);
+    c->armed = next;
+}
+
+/* A request ends once its reply is out and nothing of the next is read. */
+static void end_request_if_done(struct conn *c)
+{
+    if (session_between_requests(c->sess) &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        deadline_request_end(&c->dl);
+}
+
+static void feed_session(struct conn *c, struct evbuffer *in, const struct evbuffer_iovec *v,
+                         size_t *used)
+{
+    if (session_between_requests(c->sess))
+        deadline_request_start(&c->dl, deadline_now());
+    int in_data = session_in_data(c->sess);
+    *used = session_feed(c->sess, v->iov_base, v->iov_len);
+    if (in_data)
+        deadline_data(&c->dl, deadline_now(), *used);
+    evbuffer_drain(in, *used);
+}
+
 static void pump(struct conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -164,18 +252,24 @@ static void pump(struct conn *c)
         c->pump_again = 0;
         while (!c->closing && !c->tls_pending && !c->handshaking &&
                evbuffer_get_length(in) > 0) {
-            if (evbuffer_get_length(bufferevent_get_output(c->bev)) > OUTPUT_LIMIT)
-                break; /* a client that does not read its replies waits */
+            if (evbuffer_get_length(bufferevent_get_output(c->bev)) > OUTPUT_LIMIT) {
+                block_reading(c);
+                break;
+            }
             struct evbuffer_iovec v;
             if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
                 break;
-            size_t used = session_feed(c->sess, v.iov_base, v.iov_len);
-            evbuffer_drain(in, used);
+            size_t used;
+            feed_session(c, in, &v, &used);
             if (used < v.iov_len)
                 break;
         }
     } while (c->pump_again);
     c->in_pump = 0;
+    if (!c->closing) {
+        end_request_if_done(c);
+        arm_deadline(c);
+    }
     if (c->tls_pending) {
         /* Plaintext sent after STARTTLS must not be read as if it had come
          * through TLS (CVE-2011-0411): throw it away. */
@@ -197,6 +291,9 @@ static void on_write(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     struct conn *c = arg;
+    if (c->read_blocked &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) <= OUTPUT_LIMIT / 2)
+        unblock_reading(c);
     pump(c); /* input may have waited for the output to drain */
     conn_after_io(c);
 }
@@ -219,6 +316,54 @@ static void log_tls_failure(struct conn *c)
     log_info(session_id(c->sess), "TLS handshake failed: %s", *why ? why : "connection closed");
 }
 
+/* A time limit passed: during a handshake, or while the 421 is flushed,
+ * the connection just ends; else the client is told why (421), with one
+ * more short timeout to flush it. Returns with c freed or closing. */
+static void conn_timed_out(struct conn *c)
+{
+    if (c->handshaking || c->timed_out) {
+        if (c->handshaking)
+            log_info(session_id(c->sess), "timeout during TLS handshake");
+        conn_free(c);
+        return;
+    }
+    c->timed_out = 1;
+    if (!c->closing)
+        session_timeout(c->sess);
+    c->closing = 1;
+    struct timeval tv = {5, 0};
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    conn_after_io(c);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct conn *c = arg;
+    c->armed = 0;
+    double now = deadline_now();
+    if (session_waiting(c->sess))
+        deadline_request_wait(&c->dl, now); /* our own wait is not the client's */
+    const char *which = deadline_expired(&c->dl, now);
+    if (which && !c->timed_out && !session_waiting(c->sess)) {
+        log_info(session_id(c->sess), "%s deadline exceeded (%s)", which,
+                 *which == 's' ? "smtpd_session_deadline"
+                               : "smtpd_timeout with smtpd_per_request_deadline");
+        conn_timed_out(c);
+        return;
+    }
+    if (which && !c->timed_out) {
+        /* Waiting for a commit or a policy answer: look again shortly. */
+        struct timeval tv = {1, 0};
+        evtimer_add(c->timer, &tv);
+        c->armed = now + 1;
+        return;
+    }
+    arm_deadline(c);
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
@@ -234,24 +379,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_TIMEOUT) {
         if (!c->handshaking && !c->timed_out && session_waiting(c->sess)) {
             /* The wait is ours (commit, policy), not the client's. */
-            bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+            conn_enable(c);
             return;
         }
-        if (c->handshaking || c->timed_out) {
-            if (c->handshaking)
-                log_info(session_id(c->sess), "timeout during TLS handshake");
-            conn_free(c);
-            return;
-        }
-        /* Tell the client why (421), with one more timeout to flush it. */
-        c->timed_out = 1;
-        if (!c->closing)
-            session_timeout(c->sess);
-        c->closing = 1;
-        struct timeval tv = {5, 0};
-        bufferevent_set_timeouts(c->bev, &tv, &tv);
-        bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-        conn_after_io(c);
+        conn_timed_out(c);
         return;
     }
     if (c->handshaking && (what & BEV_EVENT_ERROR))
@@ -262,6 +393,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 static void conn_setup_bev(struct conn *c)
 {
     struct timeval tv = {conf_long(P_SMTPD_TIMEOUT), 0};
+    c->read_blocked = 0;
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, INPUT_HIGH_WATER);
     bufferevent_set_timeouts(c->bev, &tv, &tv);
@@ -325,11 +457,19 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     describe_server(fd, &cl);
     c->fd = fd;
     c->sess = session_new(&conn_io, c, &cl);
-    if (c->sess == NULL) {
+    c->timer = evtimer_new(W.base, on_deadline, c);
+    if (c->sess == NULL || c->timer == NULL) {
+        session_release(c->sess);
+        if (c->timer)
+            event_free(c->timer);
         free(c);
         close(fd);
         return;
     }
+    deadline_init(&c->dl, deadline_now(), conf_long(P_SMTPD_SESSION_DEADLINE),
+                  conf_long(P_SMTPD_TIMEOUT), conf_bool(P_SMTPD_PER_REQUEST_DEADLINE),
+                  conf_long(P_SMTPD_MIN_DATA_RATE));
+    arm_deadline(c);
     c->next = W.conns;
     if (W.conns)
         W.conns->prev = c;
@@ -338,7 +478,10 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     const char *refusal = NULL;
     char why[128];
     c->anvil_bucket = -1;
-    if (!restrict_in_limit_exceptions(&cl.addr)) {
+    if (W.nconns > conf_long(P_SMTPD_SESSION_LIMIT)) {
+        snprintf(why, sizeof why, "too many sessions (smtpd_session_limit)");
+        refusal = why;
+    } else if (!restrict_in_limit_exceptions(&cl.addr)) {
         c->anvil_bucket = anvil_enter(&cl.addr,
                                       conf_long(P_SMTPD_CLIENT_CONNECTION_COUNT_LIMIT));
         if (c->anvil_bucket == -1) {
@@ -355,6 +498,60 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     conn_setup_bev(c);
     session_start(c->sess, refusal);
     conn_after_io(c);
+}
+
+/* ---- out of descriptors ---------------------------------------------------- */
+
+static void resume_accepting(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    for (int i = 0; i < W.nlisteners; i++)
+        evconnlistener_enable(W.listeners[i]);
+}
+
+/* libevent calls this when accept() fails for a reason other than "try
+ * again". Out of descriptors: answer who waits with 421 through the reserve
+ * descriptor, pause accepting, and say so in the log once a minute. */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    if (!fdreserve_is_exhaustion(err)) {
+        log_warn(NULL, "accept: %s", strerror(err));
+        return;
+    }
+    char reply[300];
+    snprintf(reply, sizeof reply, "421 4.3.2 %s Service temporarily unavailable, try again "
+             "later\r\n", conf_str(P_MYHOSTNAME));
+    W.refused_unlogged += (unsigned long)fdreserve_refuse(evconnlistener_get_fd(l), reply, 64);
+    for (int i = 0; i < W.nlisteners; i++)
+        evconnlistener_disable(W.listeners[i]);
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(W.accept_pause, &tv);
+    time_t now = time(NULL);
+    if (W.exhaustion_logged == 0 || now - W.exhaustion_logged >= EXHAUSTION_LOG_SECONDS) {
+        log_warn(NULL, "cannot accept: %s with %d sessions open; pausing accepts; %lu "
+                 "clients answered 421 since the last such warning", strerror(err), W.nconns,
+                 W.refused_unlogged);
+        W.exhaustion_logged = now;
+        W.refused_unlogged = 0;
+    }
+}
+
+/* libevent's own warnings go to the mail log, and never flood it. */
+static void libevent_log(int severity, const char *msg)
+{
+    static time_t window;
+    static int count;
+    time_t now = time(NULL);
+    if (now - window >= EXHAUSTION_LOG_SECONDS) {
+        window = now;
+        count = 0;
+    }
+    if (severity >= EVENT_LOG_WARN && ++count <= 10)
+        log_warn(NULL, "libevent: %s", msg);
 }
 
 /* ---- stopping ------------------------------------------------------------ */
@@ -418,6 +615,12 @@ int server_run(struct listener *ls, int nls, struct tls_server *tls)
         log_err(NULL, "cannot start the event loop or the commit thread");
         return 2;
     }
+    event_set_log_callback(libevent_log);
+    W.accept_pause = evtimer_new(W.base, resume_accepting, NULL);
+    if (W.accept_pause == NULL || fdreserve_init() < 0) {
+        log_err(NULL, "cannot set up the descriptor reserve");
+        return 2;
+    }
     W.listeners = calloc((size_t)nls, sizeof *W.listeners);
     for (int i = 0; i < nls; i++) {
         W.listeners[i] = evconnlistener_new(W.base, on_accept, (void *)(intptr_t)ls[i].kind,
@@ -426,6 +629,7 @@ int server_run(struct listener *ls, int nls, struct tls_server *tls)
             log_err(NULL, "cannot accept on %s", ls[i].text);
             return 2;
         }
+        evconnlistener_set_error_cb(W.listeners[i], on_accept_error);
         W.nlisteners++;
     }
     W.sig_term = evsignal_new(W.base, SIGTERM, on_sigterm, NULL);
@@ -437,6 +641,7 @@ int server_run(struct listener *ls, int nls, struct tls_server *tls)
     policy_shutdown();
     if (W.grace)
         event_free(W.grace);
+    event_free(W.accept_pause);
     event_free(W.sig_term);
     event_free(W.sig_usr1);
     free(W.listeners);

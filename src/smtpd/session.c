@@ -944,6 +944,16 @@ int session_waiting(const struct smtp_session *s)
     return s->commit_pending || s->policy_pending;
 }
 
+int session_between_requests(const struct smtp_session *s)
+{
+    return (s->state & ST_ANY_COMMAND) && s->line.len == 0;
+}
+
+int session_in_data(const struct smtp_session *s)
+{
+    return s->state == ST_DATA;
+}
+
 int session_is_idle(const struct smtp_session *s)
 {
     return (s->state & ST_ANY_COMMAND) && s->line.len == 0 && !(s->state & (ST_MAIL | ST_RCPT));

@@ -55,6 +55,11 @@ void session_shutdown(struct smtp_session *s);
 int session_waiting(const struct smtp_session *s);
 /* 1 between commands (nothing half done). */
 int session_is_idle(const struct smtp_session *s);
+/* 1 when no command line is partly read and no message content is being
+ * read (a transaction may be open): the next byte starts a new request. */
+int session_between_requests(const struct smtp_session *s);
+/* 1 while message content is read (DATA). */
+int session_in_data(const struct smtp_session *s);
 /* The transport is gone (EOF, error or after close). Frees the session
  * now (a pending policy or table lookup is cancelled), or once a pending
  * commit has finished. */

@@ -43,3 +43,18 @@ int privs_drop(int uid, int gid, char *err, size_t len)
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     return 0;
 }
+
+int privs_is_current_user(const char *user)
+{
+    struct passwd *pw = getpwnam(user);
+    return pw != NULL && pw->pw_uid == geteuid();
+}
+
+void privs_current_user(char *name, size_t len)
+{
+    struct passwd *pw = getpwuid(geteuid());
+    if (pw != NULL)
+        snprintf(name, len, "%s", pw->pw_name);
+    else
+        snprintf(name, len, "uid %ld", (long)geteuid());
+}

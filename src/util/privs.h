@@ -10,5 +10,9 @@
 int privs_lookup(const char *user, int *uid, int *gid, char *err, size_t len);
 /* Become uid/gid for good (no-op when uid < 0). */
 int privs_drop(int uid, int gid, char *err, size_t len);
+/* 1 when the effective user is the user named user. */
+int privs_is_current_user(const char *user);
+/* The effective user's name ("uid N" when it has none), for messages. */
+void privs_current_user(char *name, size_t len);
 
 #endif
