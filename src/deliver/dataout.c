@@ -7,7 +7,8 @@ void data_writer_init(struct data_writer *dw, size_t line_limit, dataout_emit_fn
 {
     memset(dw, 0, offsetof(struct data_writer, out));
     dw->bol = 1;
-    /* A folded line starts with a space and needs room for one more byte. */
+    /* A folded line starts with a space and needs room for one more byte,
+     * so a limit of 1 acts as 2. */
     dw->limit = line_limit == 1 ? 2 : line_limit;
     dw->emit = emit;
     dw->arg = arg;

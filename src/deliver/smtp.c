@@ -235,6 +235,21 @@ static void mail_command(struct buf *cmd, const struct conn_state *c, const stru
     buf_puts(cmd, "\r\n");
 }
 
+/* Leave a transaction that will not carry the message. A server that said
+ * 354 to a pipelined DATA (with no recipient, or after refusing MAIL) is
+ * reading content: an empty message ends it first (RFC 2920 3.1), else
+ * the RSET would become content. -1 when the connection is lost. */
+static int end_refused_transaction(struct conn_state *c, int data_reply)
+{
+    char text[300];
+    if (data_reply == 354 && (smtpio_write(&c->io, ".\r\n", 3) < 0 ||
+                              smtpio_reply(&c->io, text, sizeof text) < 0))
+        return -1;
+    if (smtpio_printf(&c->io, "RSET") < 0)
+        return -1;
+    return smtpio_reply(&c->io, text, sizeof text) < 0 ? -1 : 0;
+}
+
 /* Send one message. Returns -1 when the connection is no longer usable. */
 static int send_message(struct batch *b, struct conn_state *c, int i)
 {
@@ -262,14 +277,13 @@ static int send_message(struct batch *b, struct conn_state *c, int i)
     int code = ok ? smtpio_reply(&c->io, text, sizeof text) : -1;
     if (code != 250) {
         if (code < 0) return -1;
+        int last = 0;
         if (c->pipelining) { /* drain the RCPT and DATA replies */
             for (int k = 0; k <= it->nrcpt; k++)
-                smtpio_reply(&c->io, text + 300, 300);
+                last = smtpio_reply(&c->io, text + 300, 300);
         }
         report_item(b, i, dstatus_of_reply(code), c->relay, text);
-        if (smtpio_printf(&c->io, "RSET") < 0)
-            return -1;
-        return smtpio_reply(&c->io, text, sizeof text) < 0 ? -1 : 0;
+        return end_refused_transaction(c, last);
     }
     int accepted = 0;
     int ok_rcpt[it->nrcpt > 0 ? it->nrcpt : 1];
@@ -297,13 +311,7 @@ static int send_message(struct batch *b, struct conn_state *c, int i)
             if (ok_rcpt[k])
                 report(b, i, k, dstatus_of_reply(code), c->relay, text);
         b->finished[i] = 1;
-        /* A server that said 354 to a pipelined DATA with no recipient is
-         * reading content: an empty message ends it (RFC 2920 3.1). */
-        if (code == 354 && (smtpio_write(&c->io, ".\r\n", 3) < 0 ||
-                            smtpio_reply(&c->io, text, sizeof text) < 0))
-            return -1;
-        smtpio_printf(&c->io, "RSET");
-        return smtpio_reply(&c->io, text, sizeof text) < 0 ? -1 : 0;
+        return end_refused_transaction(c, code);
     }
     if (smtpio_send_body(&c->io, it->msg.path, (long)it->msg.env->body_offset,
                          (size_t)conf_long(P_SMTP_LINE_LENGTH_LIMIT)) < 0)

@@ -19,7 +19,6 @@ enum need_kind {
     NEED_OWNED_DIR, /* serve creates it if missing and gives it to mail_owner */
     NEED_ENTRY_DIR, /* must exist; mail_owner creates entries in it */
     NEED_READ_DIR,  /* mail_owner lists and reads it */
-    NEED_READ_FILE, /* mail_owner opens it for reading */
 };
 
 struct need {
@@ -188,9 +187,6 @@ static void test_need(int fd, const struct probe *pr, const struct need *n)
         break;
     case NEED_READ_DIR:
         test_access(fd, pr, n, R_OK | X_OK, "read", 1);
-        break;
-    case NEED_READ_FILE:
-        test_access(fd, pr, n, R_OK, "read", 0);
         break;
     }
 }

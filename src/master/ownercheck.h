@@ -2,11 +2,10 @@
  *
  * After the privilege drop, the queue manager, the smtpd workers and the
  * delivery agents run as mail_owner and open by path: the queue directory,
- * the Maildir bases of maildir: transports, the smtp_tls_policy_maps file
- * (opened by the SMTP client on first use) and the smtpd_tls_CApath
+ * the Maildir bases of maildir: transports and the smtpd_tls_CApath
  * directory (OpenSSL reads it during each handshake). Every other file
- * (keys, certificates, tables of restrictions, the log) is opened by the
- * master while it is still root. A path mail_owner cannot use does not fail
+ * (keys, certificates, tables of restrictions and TLS policies, the log) is
+ * opened by the master while it is still root. A path mail_owner cannot use does not fail
  * at start but later, one message at a time (451 4.3.0, a queue manager
  * restarting forever); so it is tested here, in a child that becomes
  * mail_owner, and reported as a configuration error. */

@@ -86,14 +86,33 @@ static void record(const char *qdir, struct loaded *m, int rcpt, const struct dr
         settle(qdir, m);
 }
 
+/* A state file that exists but cannot be read must not read as "nothing
+ * delivered yet": that would deliver again and never expire. The message
+ * waits, with a warning, until it can be read. */
+static int load_state(const char *qdir, const struct envelope *env, struct queue_state *st)
+{
+    if (queue_state_load(qdir, env, st) == 0)
+        return 0;
+    log_warn(env->id, "cannot read the state file %s/state/%s: %m; the message waits", qdir,
+             env->id);
+    queue_state_free(st, env->nrcpt);
+    return -1;
+}
+
 static int load_job_message(const char *qdir, const char *id, const char *key, struct loaded *m)
 {
     memset(m, 0, sizeof *m);
     buf_init(&m->marks, 1 << 20);
     str_copy(m->id, id, sizeof m->id);
-    if (queue_load(qdir, "active", id, &m->env) < 0)
+    if (queue_load(qdir, "active", id, &m->env) < 0) {
+        buf_free(&m->marks);
         return -1; /* deleted or held meanwhile */
-    queue_state_load(qdir, &m->env, &m->st);
+    }
+    if (load_state(qdir, &m->env, &m->st) < 0) {
+        buf_free(&m->marks);
+        envelope_free(&m->env);
+        return -1;
+    }
     snprintf(m->path, sizeof m->path, "%s/active/%s", qdir, id);
     m->idx = calloc((size_t)m->env.nrcpt + 1, sizeof *m->idx);
     for (int i = 0; i < m->env.nrcpt; i++) {
@@ -280,7 +299,10 @@ int qmgr_finish_message(const char *qdir, const char *id)
     if (queue_load(qdir, "active", id, &env) < 0)
         return 0;
     struct queue_state st;
-    queue_state_load(qdir, &env, &st);
+    if (load_state(qdir, &env, &st) < 0) {
+        envelope_free(&env);
+        return 1; /* kept, to be tried again */
+    }
     expire(qdir, &env, &st);
     notify_sender(qdir, &env, &st);
     int pending = 0;
@@ -350,7 +372,11 @@ static void load_next_attempt(struct qmsg *m)
     if (queue_load(Q.qdir, "active", m->id, &env) < 0)
         return;
     struct queue_state st;
-    queue_state_load(Q.qdir, &env, &st);
+    if (load_state(Q.qdir, &env, &st) < 0) {
+        m->next = time(NULL) + conf_long(P_QUEUE_RUN_DELAY);
+        envelope_free(&env);
+        return;
+    }
     m->next = st.next_attempt;
     queue_state_free(&st, env.nrcpt);
     envelope_free(&env);
@@ -485,7 +511,10 @@ static int pending_keys(struct qmsg *m, char keys[][340], int max)
     if (queue_load(Q.qdir, "active", m->id, &env) < 0)
         return -1;
     struct queue_state st;
-    queue_state_load(Q.qdir, &env, &st);
+    if (load_state(Q.qdir, &env, &st) < 0) {
+        envelope_free(&env);
+        return -1;
+    }
     int n = 0;
     for (int i = 0; i < env.nrcpt; i++) {
         if (st.done[i])

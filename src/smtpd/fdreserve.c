@@ -23,6 +23,9 @@ int fdreserve_is_exhaustion(int err)
 int fdreserve_refuse(int lfd, const char *reply, int max)
 {
     int answered = 0;
+    /* Another thread (the commit thread opens directories) may have taken
+     * the slot last time: try to get a reserve again first. */
+    fdreserve_init();
     while (answered < max && reserve >= 0) {
         close(reserve);
         reserve = -1;

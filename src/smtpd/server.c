@@ -33,6 +33,7 @@
 #define ACCEPT_PAUSE_MS 500      /* after running out of descriptors */
 #define EXHAUSTION_LOG_SECONDS 60
 #define TRIM_EVERY_FREES 512     /* give freed session memory back to the system */
+#define TRIM_IDLE_FREES 32       /* ... or once idle, when that is worth a trim */
 
 struct conn {
     struct bufferevent *bev;
@@ -47,6 +48,7 @@ struct conn {
     int pump_again;
     int timed_out;     /* the 421 is being flushed; the next timeout ends it */
     int read_blocked;  /* the client does not read its replies: neither do we */
+    int input_paused;  /* the session cannot take input now: do not read more */
     struct deadline dl;
     struct event *timer;
     double armed;      /* when the timer fires; 0 not armed */
@@ -71,6 +73,7 @@ static struct {
 
 static void conn_setup_bev(struct conn *c);
 static void conn_after_io(struct conn *c);
+static void resume_input(struct conn *c);
 
 /* ---- session_io --------------------------------------------------------- */
 
@@ -97,6 +100,7 @@ static void pump(struct conn *c);
 static void io_resume(void *ctx)
 {
     struct conn *c = ctx;
+    resume_input(c);
     if (c->in_pump) {
         c->pump_again = 1;
         return;
@@ -139,7 +143,9 @@ static void conn_free(struct conn *c)
     free(c);
     /* glibc keeps freed memory in its heap; after a burst of sessions a
      * worker would keep its peak size for ever. */
-    if (W.nconns == 0 || ++W.frees_since_trim >= TRIM_EVERY_FREES) {
+    W.frees_since_trim++;
+    if ((W.nconns == 0 && W.frees_since_trim >= TRIM_IDLE_FREES) ||
+        W.frees_since_trim >= TRIM_EVERY_FREES) {
         malloc_trim(0);
         W.frees_since_trim = 0;
     }
@@ -191,18 +197,46 @@ static void block_reading(struct conn *c)
     bufferevent_setwatermark(c->bev, EV_WRITE, OUTPUT_LIMIT / 2, 0);
 }
 
+static int may_read(const struct conn *c)
+{
+    return !c->read_blocked && !c->input_paused && !c->closing;
+}
+
 static void unblock_reading(struct conn *c)
 {
     if (!c->read_blocked)
         return;
     c->read_blocked = 0;
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    if (may_read(c))
+        bufferevent_enable(c->bev, EV_READ);
+}
+
+/* Input the session cannot take now (it waits for a commit, a policy
+ * answer, the switch to TLS, or is closing) stays in the buffer. Reading
+ * more would only wake the loop again and again (libevent runs the read
+ * callback on every pass while the buffer is at its high-water mark), so
+ * reading pauses until the session resumes. */
+static void pause_input(struct conn *c)
+{
+    if (c->input_paused)
+        return;
+    c->input_paused = 1;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+static void resume_input(struct conn *c)
+{
+    if (!c->input_paused)
+        return;
+    c->input_paused = 0;
+    if (may_read(c))
+        bufferevent_enable(c->bev, EV_READ);
 }
 
 static void conn_enable(struct conn *c)
 {
-    bufferevent_enable(c->bev, c->read_blocked ? EV_WRITE : EV_READ | EV_WRITE);
+    bufferevent_enable(c->bev, may_read(c) ? EV_READ | EV_WRITE : EV_WRITE);
 }
 
 /* ---- deadlines ------------------------------------------------------------ */
@@ -212,6 +246,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg);
 /* The timer fires at the earliest deadline, or earlier: then it looks again. */
 static void arm_deadline(struct conn *c)
 {
+    if (c->timed_out)
+        return; /* the 421 is being flushed: the bufferevent's timeout ends it */
     double next = deadline_next(&c->dl);
     if (next == 0 || (c->armed != 0 && c->armed <= next))
         return;
@@ -266,6 +302,9 @@ static void pump(struct conn *c)
         }
     } while (c->pump_again);
     c->in_pump = 0;
+    if (evbuffer_get_length(in) > 0 && !c->handshaking &&
+        (c->closing || c->tls_pending || session_waiting(c->sess)))
+        pause_input(c);
     if (!c->closing) {
         end_request_if_done(c);
         arm_deadline(c);
@@ -328,12 +367,18 @@ static void conn_timed_out(struct conn *c)
         return;
     }
     c->timed_out = 1;
+    evtimer_del(c->timer);
+    c->armed = 0;
     if (!c->closing)
         session_timeout(c->sess);
     c->closing = 1;
+    /* Only the 421 goes out now: what the client still sends is dropped. */
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
     struct timeval tv = {5, 0};
     bufferevent_set_timeouts(c->bev, &tv, &tv);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_enable(c->bev, EV_WRITE);
     conn_after_io(c);
 }
 
@@ -343,18 +388,20 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct conn *c = arg;
     c->armed = 0;
+    if (c->timed_out)
+        return;
     double now = deadline_now();
     if (session_waiting(c->sess))
         deadline_request_wait(&c->dl, now); /* our own wait is not the client's */
     const char *which = deadline_expired(&c->dl, now);
-    if (which && !c->timed_out && !session_waiting(c->sess)) {
+    if (which && !session_waiting(c->sess)) {
         log_info(session_id(c->sess), "%s deadline exceeded (%s)", which,
                  *which == 's' ? "smtpd_session_deadline"
                                : "smtpd_timeout with smtpd_per_request_deadline");
         conn_timed_out(c);
         return;
     }
-    if (which && !c->timed_out) {
+    if (which) {
         /* Waiting for a commit or a policy answer: look again shortly. */
         struct timeval tv = {1, 0};
         evtimer_add(c->timer, &tv);
@@ -394,6 +441,7 @@ static void conn_setup_bev(struct conn *c)
 {
     struct timeval tv = {conf_long(P_SMTPD_TIMEOUT), 0};
     c->read_blocked = 0;
+    c->input_paused = 0;
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, INPUT_HIGH_WATER);
     bufferevent_set_timeouts(c->bev, &tv, &tv);
@@ -478,7 +526,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     const char *refusal = NULL;
     char why[128];
     c->anvil_bucket = -1;
-    if (W.nconns > conf_long(P_SMTPD_SESSION_LIMIT)) {
+    long limit = conf_long(P_SMTPD_SESSION_LIMIT); /* 0: no limit */
+    if (limit > 0 && W.nconns > limit) {
         snprintf(why, sizeof why, "too many sessions (smtpd_session_limit)");
         refusal = why;
     } else if (!restrict_in_limit_exceptions(&cl.addr)) {
@@ -525,7 +574,9 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     char reply[300];
     snprintf(reply, sizeof reply, "421 4.3.2 %s Service temporarily unavailable, try again "
              "later\r\n", conf_str(P_MYHOSTNAME));
-    W.refused_unlogged += (unsigned long)fdreserve_refuse(evconnlistener_get_fd(l), reply, 64);
+    /* Out of memory, a spare descriptor would not help: just pause. */
+    if (err == EMFILE || err == ENFILE)
+        W.refused_unlogged += (unsigned long)fdreserve_refuse(evconnlistener_get_fd(l), reply, 64);
     for (int i = 0; i < W.nlisteners; i++)
         evconnlistener_disable(W.listeners[i]);
     struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};

@@ -244,6 +244,11 @@ static int set_ciphers(SSL_CTX *ctx, struct conf_errors *errs)
         conf_error(errs, "%s: smtpd_tls_exclude_ciphers: %s", origin, why);
         return -1;
     }
+    char unmatched[512];
+    if (tlsopt_unmatched(exclude, unmatched, sizeof unmatched))
+        conf_warning("%s: smtpd_tls_exclude_ciphers: %s: selects no cipher this OpenSSL "
+                     "offers (misspelt, or no longer there); nothing is excluded by it", origin,
+                     unmatched);
     ERR_clear_error();
     if (SSL_CTX_set_cipher_list(ctx, list) != 1) {
         tls_error_string(why, sizeof why);

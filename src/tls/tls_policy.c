@@ -13,8 +13,12 @@
 static const char *const level_names[] = {"none", "may", "encrypt", "fingerprint",
                                           "verify", "secure", "dane"};
 
+/* A table that could not be opened stays in the list as NULL: lookups
+ * through it fail (TEMPFAIL), so the destinations it names are deferred,
+ * never sent under the default level (a reload that raced a file change). */
 static struct {
     struct table *tables[MAX_POLICY_TABLES];
+    char *specs[MAX_POLICY_TABLES];
     int ntables;
 } PT;
 
@@ -53,7 +57,10 @@ static int parse_attribute(const char *word, struct tls_policy *out, char *grade
         return 0;
     }
     if (eq && n == 7 && strncmp(word, "exclude", 7) == 0) {
-        str_copy(exclude, v, exlen);
+        if (str_copy(exclude, v, exlen) >= exlen) {
+            snprintf(err, errlen, "exclude= list too long");
+            return -1;
+        }
         return 0;
     }
     snprintf(err, errlen, "%s TLS policy attribute \"%.*s\"",
@@ -63,7 +70,7 @@ static int parse_attribute(const char *word, struct tls_policy *out, char *grade
 
 int tls_policy_parse(const char *text, struct tls_policy *out, char *err, size_t errlen)
 {
-    char copy[1200], grade[64] = "", exclude[512] = "";
+    char copy[1200], grade[64] = "", exclude[sizeof out->exclude] = "";
     if (str_copy(copy, text, sizeof copy) >= sizeof copy) {
         snprintf(err, errlen, "TLS policy too long");
         return -1;
@@ -71,7 +78,7 @@ int tls_policy_parse(const char *text, struct tls_policy *out, char *err, size_t
     memset(out, 0, sizeof *out);
     char *words[16];
     int n = str_split_list(copy, words, 16);
-    if (n == 0 || n == 16) {
+    if (n == 0 || n == 16) { /* 16: the words did not all fit */
         snprintf(err, errlen, n ? "too many TLS policy attributes" : "empty TLS policy");
         return -1;
     }
@@ -81,6 +88,7 @@ int tls_policy_parse(const char *text, struct tls_policy *out, char *err, size_t
         if (parse_attribute(words[i], out, grade, sizeof grade, exclude, sizeof exclude, err,
                             errlen) < 0)
             return -1;
+    str_copy(out->exclude, exclude, sizeof out->exclude);
     if ((*grade || *exclude) &&
         tlsopt_cipher_list(*grade ? grade : "medium", exclude, out->ciphers, sizeof out->ciphers,
                            err, errlen) < 0)
@@ -104,17 +112,32 @@ static int check_entry(void *arg, const char *key, const char *value, const char
     struct entry_check *c = arg;
     struct tls_policy p;
     char err[300];
+    char unmatched[512];
     if (tls_policy_parse(value, &p, err, sizeof err) < 0)
         conf_error(c->errs, "%s: smtp_tls_policy_maps %s entry for %s: %s", origin, c->table, key,
                    err);
+    else if (tlsopt_unmatched(p.exclude, unmatched, sizeof unmatched))
+        conf_warning("%s: smtp_tls_policy_maps %s entry for %s: exclude=%s selects no cipher "
+                     "this OpenSSL offers", origin, c->table, key, unmatched);
     return 0; /* report every bad entry, not the first only */
 }
 
 static void close_tables(void)
 {
-    for (int i = 0; i < PT.ntables; i++)
+    for (int i = 0; i < PT.ntables; i++) {
         table_free(PT.tables[i]);
+        free(PT.specs[i]);
+    }
     PT.ntables = 0;
+}
+
+static void check_default_level(struct conf_errors *errs)
+{
+    struct tls_policy p;
+    char err[300];
+    if (tls_policy_parse(conf_str(P_SMTP_TLS_SECURITY_LEVEL), &p, err, sizeof err) < 0)
+        conf_error(errs, "%s: smtp_tls_security_level: %s (only smtp_tls_policy_maps entries "
+                   "can carry match=)", conf_origin(P_SMTP_TLS_SECURITY_LEVEL), err);
 }
 
 int tls_policy_init(struct conf_errors *errs)
@@ -131,16 +154,16 @@ int tls_policy_init(struct conf_errors *errs)
     for (int i = 0; i < n && i < MAX_POLICY_TABLES; i++) {
         char err[600];
         struct table *t = table_open(specs[i], err, sizeof err);
-        if (t == NULL) {
+        if (t == NULL)
             conf_error(errs, "%s: smtp_tls_policy_maps: %s", origin, err);
-            continue;
-        }
         struct entry_check c = {errs, specs[i]};
-        if (!table_is_remote(t) && table_foreach(t, check_entry, &c) < 0)
+        if (t && !table_is_remote(t) && table_foreach(t, check_entry, &c) < 0)
             conf_error(errs, "%s: smtp_tls_policy_maps: cannot read %s", origin, specs[i]);
+        PT.specs[PT.ntables] = strdup(specs[i]);
         PT.tables[PT.ntables++] = t;
     }
     free(copy);
+    check_default_level(errs);
     return errs->count - before;
 }
 
@@ -148,14 +171,11 @@ int tls_policy_init(struct conf_errors *errs)
 static int lookup(const char *key, const char **value, const char **spec)
 {
     for (int i = 0; i < PT.ntables; i++) {
-        if (table_get(PT.tables[i], key, value) < 0) {
-            *spec = table_spec(PT.tables[i]);
+        *spec = PT.specs[i] ? PT.specs[i] : "";
+        if (PT.tables[i] == NULL || table_get(PT.tables[i], key, value) < 0)
             return -1;
-        }
-        if (*value) {
-            *spec = table_spec(PT.tables[i]);
+        if (*value)
             return 1;
-        }
     }
     return 0;
 }
@@ -183,8 +203,12 @@ enum tls_policy_status tls_policy_find(const char *nexthop, int port, int mx,
         return TLS_POLICY_TEMPFAIL;
     }
     if (found == 0) {
-        /* The default level is an enum checked when the file was read. */
-        tls_policy_parse(conf_str(P_SMTP_TLS_SECURITY_LEVEL), out, err, sizeof err);
+        /* Checked by tls_policy_init; should it still fail, defer. */
+        if (tls_policy_parse(conf_str(P_SMTP_TLS_SECURITY_LEVEL), out, err, sizeof err) < 0) {
+            snprintf(why, len, "4.7.5 client TLS configuration problem: "
+                     "smtp_tls_security_level: %s", err);
+            return TLS_POLICY_INVALID;
+        }
         snprintf(out->origin, sizeof out->origin, "smtp_tls_security_level");
         return TLS_POLICY_OK;
     }

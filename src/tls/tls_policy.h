@@ -6,10 +6,10 @@
  * refused, never ignored. The tables of smtp_tls_policy_maps (a list, the
  * first table with an entry wins) are opened and every local entry is
  * checked when the configuration is loaded (FILE:LINE errors); an entry
- * that still does not parse at delivery time (an lmdb map rebuilt since,
- * a database row) makes the destination INVALID, and a table that cannot
- * answer makes it TEMPFAIL: both defer the mail, never send it under the
- * default level. */
+ * that still does not parse at delivery time (a database row) makes the
+ * destination INVALID, and a table that cannot answer (or could not be
+ * opened at a reload) makes it TEMPFAIL: both defer the mail, never send it
+ * under the default level. */
 #ifndef KP_TLS_POLICY_H
 #define KP_TLS_POLICY_H
 
@@ -25,6 +25,7 @@ struct tls_policy {
     int min_version;      /* from protocols=; 0: the client's default */
     int max_version;
     char ciphers[1024];   /* OpenSSL cipher list from ciphers=/exclude=; "" default */
+    char exclude[512];    /* exclude= as written */
     char origin[320];     /* where the policy came from, for the logs */
 };
 

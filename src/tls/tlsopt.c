@@ -80,6 +80,26 @@ int tlsopt_cipher_list(const char *grade, const char *exclude, char *out, size_t
 }
 
 /* In version order: ">=" and "<=" compare positions. */
+int tlsopt_unmatched(const char *exclude, char *out, size_t len)
+{
+    char copy[1024], probe[1100];
+    int n = 0;
+    size_t used = 0;
+    if (len)
+        out[0] = '\0';
+    str_copy(copy, exclude ? exclude : "", sizeof copy);
+    for (char *w = strtok(copy, ", \t:"); w; w = strtok(NULL, ", \t:")) {
+        /* Security level 0 lets anonymous and NULL suites count as offered. */
+        snprintf(probe, sizeof probe, "@SECLEVEL=0:%s", w);
+        if (cipher_word_ok(w) && usable(probe))
+            continue;
+        int k = snprintf(out + used, used < len ? len - used : 0, "%s%s", n ? " " : "", w);
+        used += k > 0 ? (size_t)k : 0;
+        n++;
+    }
+    return n;
+}
+
 static const struct {
     const char *name;
 } protocols[] = {

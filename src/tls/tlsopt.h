@@ -15,6 +15,12 @@
 int tlsopt_cipher_list(const char *grade, const char *exclude, char *out, size_t len,
                        char *err, size_t errlen);
 
+/* The words of an exclusion list that select no cipher this OpenSSL
+ * offers (a misspelling, or a cipher OpenSSL 3 no longer has, such as
+ * RC4 or MD5), space-separated in out, for a warning: OpenSSL itself
+ * ignores them. Returns how many. */
+int tlsopt_unmatched(const char *exclude, char *out, size_t len);
+
 /* A protocol list as Postfix writes it: ">=TLSv1.2", "TLSv1.2:TLSv1.3",
  * "!SSLv3, !TLSv1". keypost speaks TLS 1.2 and 1.3 only; the result is the
  * range of those the list allows, as OpenSSL version numbers. Returns 0,

@@ -122,6 +122,26 @@ def test_queue_list_as_root_never_reads_through_links(make_server):
     assert os.path.islink(active_link) and os.path.islink(hold_link)
 
 
+def test_unreadable_state_file_keeps_the_message_waiting(make_server):
+    """A state file the queue manager cannot read must not read as "nothing
+    delivered yet": the message waits, with a warning, and is not retried."""
+    kp = queued_server(make_server)
+    qid = send(kp, "bob@remote.test", "alice@example.org")
+    wait_deferred(kp, qid)
+    state = os.path.join(kp.queue, "state", qid)
+    assert os.path.exists(state)
+    os.chmod(state, 0o000)
+    attempts = kp.log().count(f"{qid}: to=<alice@example.org>")
+    assert qcli(kp, "flush").returncode == 0
+    kp.wait_log(re.escape(qid) + r": warning: cannot read the state file .*: Permission denied; "
+                r"the message waits")
+    import time
+    time.sleep(1)
+    assert kp.log().count(f"{qid}: to=<alice@example.org>") == attempts
+    assert qid in os.listdir(os.path.join(kp.queue, "active"))
+    os.chmod(state, 0o600)
+
+
 def test_queue_list_as_root_refuses_linked_queue_directory(make_server):
     kp = queued_server(make_server)
     qid = send(kp, MARKER, "alice@example.org")

@@ -174,5 +174,32 @@ def test_ciphers_attribute_is_applied(make_server, tmpbase, pki):
         submit(kp)
         kp.wait_log(r"status=deferred \(4\.7\.5 TLS handshake failed")
         assert peer.messages == []
+        # The same peer without the exclusion: the CBC suite is allowed, and
+        # the message goes out (so it was exclude= that stopped it).
+        write(table, f"[127.0.0.1]:{peer.port} encrypt ciphers=medium\n")
+        kp.signal(__import__("signal").SIGHUP)
+        kp.wait_log("reload: configuration")
+        kp.cli("queue", "-c", kp.config, "flush")
+        deadline = time.time() + 20
+        while not peer.messages and time.time() < deadline:
+            time.sleep(0.1)
+        assert peer.messages and peer.messages[0]["tls"], peer.messages
+        kp.wait_log(r"TLS connection established to .* with cipher ECDHE-ECDSA-AES128-SHA ")
     finally:
         peer.stop()
+
+
+def test_misspelt_exclude_attribute_warns(tmpbase):
+    table = write(os.path.join(tmpbase, "p"), "a.test encrypt exclude=SHA1:TOTALLYBOGUS\n")
+    r = check(tmpbase, [f"smtp_tls_policy_maps = texthash:{table}"])
+    assert r.returncode == 0, r.stderr
+    assert re.search(re.escape(f"warning: {table}:1: smtp_tls_policy_maps texthash:{table} entry "
+                               "for a.test: exclude=TOTALLYBOGUS selects no cipher"), r.stderr), \
+        r.stderr
+
+
+def test_default_level_fingerprint_without_match_is_an_error(tmpbase):
+    r = check(tmpbase, ["smtp_tls_security_level = fingerprint"])
+    assert r.returncode == 1
+    assert re.search(r"check\.cf:4: smtp_tls_security_level: fingerprint level needs match=",
+                     r.stderr), r.stderr

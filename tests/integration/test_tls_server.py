@@ -113,6 +113,18 @@ def test_bad_cipher_settings_are_errors(tmpbase, pki):
         r.stderr
 
 
+def test_misspelt_exclusion_warns(tmpbase, pki):
+    """OpenSSL ignores an exclusion that names nothing: keypost says so."""
+    crt, key = own_pair(pki, tmpbase)
+    tls = [f"smtpd_tls_cert_file = {crt}", f"smtpd_tls_key_file = {key}"]
+    cf, r = check(tmpbase, tls + ["smtpd_tls_exclude_ciphers = SHA1, SHA265, SHA384"])
+    assert r.returncode == 0, r.stderr
+    assert re.search(rf"warning: {re.escape(cf)}:7: smtpd_tls_exclude_ciphers: SHA265: "
+                     "selects no cipher", r.stderr), r.stderr
+    cf, r = check(tmpbase, tls)
+    assert "selects no cipher" not in r.stderr, r.stderr
+
+
 def test_world_readable_key_warns(tmpbase, pki):
     crt, key = own_pair(pki, tmpbase, 0o644)
     tls = [f"smtpd_tls_cert_file = {crt}", f"smtpd_tls_key_file = {key}"]

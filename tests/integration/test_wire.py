@@ -203,6 +203,8 @@ def test_relayed_variants_are_canonical(make_server, sink, forbid):
         assert_canonical(raw)
         # The smuggled commands stayed content, and only one MAIL came.
         assert b"MAIL FROM:<smuggled@evil.test>" in raw
+        # Nothing around them was lost.
+        assert b"before" in raw and raw.rstrip(b"\r\n.").endswith(b"after"), raw[-200:]
     mails = [c for c in rx.commands if c.upper().startswith(b"MAIL")]
     assert len(mails) == len(VARIANTS), mails
     assert not any(b"smuggled" in c or b"victim" in c for c in rx.commands), rx.commands
