@@ -113,6 +113,24 @@ static const struct param_def defs[P_COUNT] = {
     [P_SMTPD_SESSION_DEADLINE] = {"smtpd_session_deadline", CT_TIME, "3600s", NULL},
     /* keypost's own: sessions one smtpd worker serves at once. */
     [P_SMTPD_SESSION_LIMIT] = {"smtpd_session_limit", CT_LONG, "4000", NULL},
+    /* Address classes and recipient validation (addr/addrclass.h). */
+    [P_VIRTUAL_ALIAS_DOMAINS] = {"virtual_alias_domains", CT_LIST, "$virtual_alias_maps", NULL},
+    [P_VIRTUAL_MAILBOX_DOMAINS] =
+        {"virtual_mailbox_domains", CT_LIST, "$virtual_mailbox_maps", NULL},
+    [P_RELAY_DOMAINS] = {"relay_domains", CT_LIST, "", NULL},
+    /* Postfix's default names the system's users; keypost has none of its
+     * own, so empty (every local address exists), with a warning. */
+    [P_LOCAL_RECIPIENT_MAPS] = {"local_recipient_maps", CT_LIST, "", NULL},
+    [P_VIRTUAL_ALIAS_MAPS] = {"virtual_alias_maps", CT_LIST, "", NULL},
+    [P_VIRTUAL_MAILBOX_MAPS] = {"virtual_mailbox_maps", CT_LIST, "", NULL},
+    [P_RELAY_RECIPIENT_MAPS] = {"relay_recipient_maps", CT_LIST, "", NULL},
+    [P_RECIPIENT_DELIMITER] = {"recipient_delimiter", CT_STR, "", NULL},
+    [P_SMTPD_REJECT_UNLISTED_RECIPIENT] =
+        {"smtpd_reject_unlisted_recipient", CT_BOOL, "yes", NULL},
+    [P_SMTPD_REJECT_UNLISTED_SENDER] = {"smtpd_reject_unlisted_sender", CT_BOOL, "no", NULL},
+    /* Empty: relay domains go where other remote mail goes (relayhost or
+     * MX); Postfix's "relay" transport is that. */
+    [P_RELAY_TRANSPORT] = {"relay_transport", CT_STR, "", NULL},
 };
 
 struct param_val {

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr/addrclass.h"
 #include "master/ownercheck.h"
 #include "policy/restrict.h"
 #include "queue/qmgr.h"
@@ -75,6 +76,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
      * of the file at once, not one per run. */
     if (conf_load(path, errs) && access(path, R_OK) < 0)
         return errs->count;
+    addrclass_init(errs);
     restrict_init(errs);
     listen_check(errs);
     route_init(errs);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "addr/addrclass.h"
 #include "policy/policy.h"
 #include "table/table.h"
 #include "tls/tls.h"
@@ -18,6 +19,7 @@
 
 enum rkind {
     R_PERMIT, R_REJECT, R_DEFER, R_PERMIT_MYNETWORKS, R_REJECT_UNAUTH_DESTINATION,
+    R_PERMIT_AUTH_DESTINATION, R_REJECT_UNLISTED_RECIPIENT, R_REJECT_UNLISTED_SENDER,
     R_PERMIT_TLS_CLIENTCERTS, R_PERMIT_TLS_ALL_CLIENTCERTS, R_CHECK_CCERT_ACCESS,
     R_CHECK_POLICY_SERVICE, R_CHECK_CLIENT_ACCESS, R_CHECK_HELO_ACCESS,
     R_CHECK_SENDER_ACCESS, R_CHECK_RECIPIENT_ACCESS
@@ -54,8 +56,6 @@ struct netlist {
 };
 
 static struct netlist mynetworks, limit_exceptions;
-static char **local_domains;
-static int local_domain_count;
 static struct table *relay_pins;
 
 static const struct { const char *name; enum rkind kind; } simple_names[] = {
@@ -64,6 +64,9 @@ static const struct { const char *name; enum rkind kind; } simple_names[] = {
     {"defer", R_DEFER},
     {"permit_mynetworks", R_PERMIT_MYNETWORKS},
     {"reject_unauth_destination", R_REJECT_UNAUTH_DESTINATION},
+    {"permit_auth_destination", R_PERMIT_AUTH_DESTINATION},
+    {"reject_unlisted_recipient", R_REJECT_UNLISTED_RECIPIENT},
+    {"reject_unlisted_sender", R_REJECT_UNLISTED_SENDER},
     {"permit_tls_clientcerts", R_PERMIT_TLS_CLIENTCERTS},
     {"permit_tls_all_clientcerts", R_PERMIT_TLS_ALL_CLIENTCERTS},
 };
@@ -266,20 +269,6 @@ static int parse_networks(enum conf_param p, struct netlist *out, struct conf_er
     return bad ? -1 : 0;
 }
 
-static void parse_domains(void)
-{
-    char *copy = strdup(conf_str(P_MYDESTINATION));
-    char *items[256];
-    int n = str_split_list(copy, items, 256);
-    local_domains = calloc((size_t)n + 1, sizeof *local_domains);
-    for (int i = 0; i < n; i++) {
-        local_domains[i] = strdup(items[i]);
-        str_lower(local_domains[i]);
-    }
-    local_domain_count = n;
-    free(copy);
-}
-
 int restrict_init(struct conf_errors *errs)
 {
     int before = errs->count;
@@ -291,7 +280,6 @@ int restrict_init(struct conf_errors *errs)
     parse_list(P_SMTPD_RECIPIENT_RESTRICTIONS, "Recipient address", &lists[L_RECIPIENT], errs);
     parse_networks(P_MYNETWORKS, &mynetworks, errs);
     parse_networks(P_SMTPD_CLIENT_EVENT_LIMIT_EXCEPTIONS, &limit_exceptions, errs);
-    parse_domains();
     const char *pins = conf_str(P_RELAY_CLIENTCERTS);
     if (*pins) {
         char err[512];
@@ -334,21 +322,8 @@ void restrict_free(void)
     free(limit_exceptions.nets);
     memset(&mynetworks, 0, sizeof mynetworks);
     memset(&limit_exceptions, 0, sizeof limit_exceptions);
-    for (int i = 0; i < local_domain_count; i++)
-        free(local_domains[i]);
-    free(local_domains);
-    local_domains = NULL;
-    local_domain_count = 0;
     table_free(relay_pins);
     relay_pins = NULL;
-}
-
-int restrict_is_local_domain(const char *domain)
-{
-    for (int i = 0; i < local_domain_count; i++)
-        if (str_ieq(local_domains[i], domain))
-            return 1;
-    return 0;
 }
 
 static int net_match(const struct network *n, const unsigned char *addr)
@@ -390,12 +365,6 @@ int restrict_in_mynetworks(const struct sockaddr_storage *ss)
 int restrict_in_limit_exceptions(const struct sockaddr_storage *ss)
 {
     return netlist_match(&limit_exceptions, ss);
-}
-
-static const char *domain_of(const char *addr)
-{
-    const char *at = strrchr(addr, '@');
-    return at ? at + 1 : "";
 }
 
 /* The object an error is about: "<rcpt>" or "<host[addr]>" as Postfix says. */
@@ -598,6 +567,33 @@ static int tls_pinned(const struct restrict_ctx *c)
            table_lookup(relay_pins, c->tls->trust.cert_fp) != NULL;
 }
 
+/* A destination keypost is final for or relays to (any address class but
+ * the default) is authorized. */
+static enum restrict_action auth_destination(enum rkind kind, const struct restrict_ctx *c,
+                                             struct restrict_result *out)
+{
+    enum addr_class cls;
+    if (addrclass_of_address(c->recipient, &cls) < 0) {
+        snprintf(out->reply, sizeof out->reply,
+                 "451 4.3.0 <%s>: Recipient address rejected: Temporary lookup failure",
+                 c->recipient);
+        return RA_DEFER;
+    }
+    if (kind == R_PERMIT_AUTH_DESTINATION)
+        return cls != AC_DEFAULT ? RA_PERMIT : RA_DUNNO;
+    if (cls != AC_DEFAULT)
+        return RA_DUNNO;
+    snprintf(out->reply, sizeof out->reply, "554 5.7.1 <%s>: Relay access denied", c->recipient);
+    return RA_REJECT;
+}
+
+static enum restrict_action unlisted(int (*known)(const char *, char *, size_t),
+                                     const char *addr, struct restrict_result *out)
+{
+    int r = known(addr, out->reply, sizeof out->reply);
+    return r > 0 ? RA_DUNNO : r == 0 ? RA_REJECT : RA_DEFER;
+}
+
 static enum restrict_action eval_one(const struct restriction *r, const struct rlist *l,
                                      const struct restrict_ctx *c, struct restrict_result *out)
 {
@@ -616,11 +612,12 @@ static enum restrict_action eval_one(const struct restriction *r, const struct r
     case R_PERMIT_MYNETWORKS:
         return restrict_in_mynetworks(c->client) ? RA_PERMIT : RA_DUNNO;
     case R_REJECT_UNAUTH_DESTINATION:
-        if (restrict_is_local_domain(domain_of(c->recipient)))
-            return RA_DUNNO;
-        snprintf(out->reply, sizeof out->reply, "554 5.7.1 <%s>: Relay access denied",
-                 c->recipient);
-        return RA_REJECT;
+    case R_PERMIT_AUTH_DESTINATION:
+        return auth_destination(r->kind, c, out);
+    case R_REJECT_UNLISTED_RECIPIENT:
+        return unlisted(addrclass_recipient_known, c->recipient, out);
+    case R_REJECT_UNLISTED_SENDER:
+        return *c->sender ? unlisted(addrclass_sender_known, c->sender, out) : RA_DUNNO;
     case R_PERMIT_TLS_CLIENTCERTS:
         return tls_pinned(c) ? RA_PERMIT : RA_DUNNO;
     case R_PERMIT_TLS_ALL_CLIENTCERTS:
@@ -794,6 +791,20 @@ static void conditional_defer(struct restrict_eval *ev)
     }
 }
 
+/* smtpd_reject_unlisted_recipient / _sender: after the lists, as Postfix
+ * does, an address of a class keypost is final for must exist. */
+static void implicit_unlisted_checks(struct restrict_eval *ev)
+{
+    const struct restrict_ctx *c = ev->ctx;
+    enum restrict_action a = RA_DUNNO;
+    if (conf_bool(P_SMTPD_REJECT_UNLISTED_SENDER) && *c->sender)
+        a = unlisted(addrclass_sender_known, c->sender, ev->out);
+    if (a == RA_DUNNO && conf_bool(P_SMTPD_REJECT_UNLISTED_RECIPIENT))
+        a = unlisted(addrclass_recipient_known, c->recipient, ev->out);
+    if (a != RA_DUNNO)
+        ev->out->action = a;
+}
+
 static int run(struct restrict_eval *ev)
 {
     char object[600];
@@ -846,6 +857,8 @@ static int run(struct restrict_eval *ev)
         }
         apply(ev, eval_one(r, l, ev->ctx, ev->out));
     }
+    if (ev->out->action != RA_REJECT && ev->out->action != RA_DEFER)
+        implicit_unlisted_checks(ev);
     if (ev->out->action != RA_REJECT && ev->out->action != RA_DEFER)
         ev->out->action = ev->sticky == RA_DUNNO ? RA_PERMIT : ev->sticky;
     conditional_defer(ev);

@@ -4,12 +4,15 @@
  * lists, in that order. In each list the first permit ends that list, the
  * first reject or defer ends the evaluation. Supported restrictions:
  *   permit reject defer permit_mynetworks reject_unauth_destination
+ *   permit_auth_destination reject_unlisted_recipient reject_unlisted_sender
  *   permit_tls_clientcerts permit_tls_all_clientcerts
  *   check_ccert_access TYPE:TABLE
  *   check_ccert_access { TYPE:TABLE, search_order = cert_fingerprint, pubkey_fingerprint }
  *   check_client_access, check_helo_access, check_sender_access,
  *   check_recipient_access TYPE:TABLE (access(5) actions)
  *   check_policy_service inet:ADDR:PORT | unix:/PATH | { TARGET, policy_context = X }
+ * After the lists, smtpd_reject_unlisted_recipient (and _sender) check the
+ * address against its class's recipient tables (addr/addrclass.h).
  * A policy service makes the evaluation asynchronous: restrict_start()
  * returns 0 and calls done() when the answer is in. */
 #ifndef KP_RESTRICT_H
@@ -84,8 +87,6 @@ int restrict_start(struct restrict_eval *ev, const struct restrict_ctx *ctx,
 void restrict_cancel(struct restrict_eval *ev);
 /* Synchronous form (no event loop: policy services get the default action). */
 void restrict_check_rcpt(const struct restrict_ctx *ctx, struct restrict_result *out);
-/* 1 when domain (without '@') is one of mydestination. */
-int restrict_is_local_domain(const char *domain);
 /* 1 when the address is inside mynetworks. */
 int restrict_in_mynetworks(const struct sockaddr_storage *addr);
 /* 1 when the address is in smtpd_client_event_limit_exceptions. */

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "policy/restrict.h"
+#include "addr/addrclass.h"
 #include "table/table.h"
 #include "util/strutil.h"
 
@@ -149,14 +149,30 @@ static void mx_route(const char *domain, struct route *r)
     snprintf(r->key, sizeof r->key, r->mx ? "smtp:%s:%d" : "smtp:[%s]:%d", r->nexthop, r->port);
 }
 
+/* A route that defers (4.x) or bounces (5.x) with text. */
+static void error_route(struct route *r, const char *text)
+{
+    memset(r, 0, sizeof *r);
+    r->transport = TR_ERROR;
+    str_copy(r->text, text, sizeof r->text);
+    str_copy(r->key, "error:", sizeof r->key);
+}
+
 void route_for(const char *rcpt, struct route *r)
 {
     const char *at = strrchr(rcpt, '@');
     const char *domain = at ? at + 1 : "";
     char err[400], spec[320];
     const char *t = lookup_transport(domain);
-    if (t == NULL && restrict_is_local_domain(domain))
+    enum addr_class cls = AC_DEFAULT;
+    if (t == NULL && addrclass_of_domain(domain, &cls) < 0) {
+        error_route(r, "4.3.0 address class lookup failed for the recipient domain");
+        return;
+    }
+    if (t == NULL && cls == AC_LOCAL)
         t = conf_str(P_LOCAL_TRANSPORT);
+    if (t == NULL && cls == AC_RELAY && *conf_str(P_RELAY_TRANSPORT))
+        t = conf_str(P_RELAY_TRANSPORT);
     if (t == NULL && *conf_str(P_RELAYHOST)) {
         snprintf(spec, sizeof spec, "smtp:%s", conf_str(P_RELAYHOST));
         t = spec;
@@ -166,9 +182,8 @@ void route_for(const char *rcpt, struct route *r)
         return;
     }
     if (route_parse(t, domain, r, err, sizeof err) < 0) {
-        memset(r, 0, sizeof *r);
-        r->transport = TR_ERROR;
-        snprintf(r->text, sizeof r->text, "4.3.5 %s", err);
-        str_copy(r->key, "error:", sizeof r->key);
+        char text[450];
+        snprintf(text, sizeof text, "4.3.5 %s", err);
+        error_route(r, text);
     }
 }

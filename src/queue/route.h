@@ -2,7 +2,8 @@
  *   1. transport_maps (domain, then .parent domains): smtp:[host]:port,
  *      smtp:host[:port] (MX lookup), lmtp:inet:HOST:PORT, lmtp:unix:PATH,
  *      maildir:DIR, discard:[text], error:text
- *   2. a mydestination domain: local_transport
+ *   2. a mydestination domain: local_transport; a relay_domains domain:
+ *      relay_transport when set (addr/addrclass.h decides the class)
  *   3. relayhost ([host]:port without MX lookup, host with it)
  *   4. the recipient's domain by MX lookup, port 25
  * Recipients with the same route key can share one delivery connection. */

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr/addrclass.h"
 #include "conf/conf.h"
 #include "policy/restrict.h"
 #include "queue/commit.h"
@@ -382,8 +383,9 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
  * not accepted and bounced later (which would send backscatter). */
 static int local_mailbox_ok(const char *addr)
 {
-    const char *at = strrchr(addr, '@');
-    return !restrict_is_local_domain(at + 1) ||
+    enum addr_class cls;
+    /* A failed class lookup is answered later (451 by the restrictions). */
+    return addrclass_of_address(addr, &cls) < 0 || cls != AC_LOCAL ||
            strncmp(conf_str(P_LOCAL_TRANSPORT), "maildir:", 8) != 0 ||
            address_mailbox_name_ok(addr);
 }

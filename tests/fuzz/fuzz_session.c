@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "addr/addrclass.h"
 #include "conf/conf.h"
 #include "policy/restrict.h"
 #include "queue/commit.h"
@@ -157,6 +158,7 @@ static void configure(int cfg)
     conf_set("smtpd_forbid_bare_newline", cfg & 1 ? "reject" : "normalize", &errs);
     if (cfg & 2)
         conf_set("message_size_limit", "200", &errs);
+    addrclass_init(&errs);
     restrict_init(&errs);
     if (errs.count)
         die(errs.msgs[0]);

@@ -20,6 +20,12 @@ from test_lifecycle import children, roles, wait_until
 MAIL_OWNER = "keypost"  # the default mail_owner; the tests run as root
 
 
+def errors(r):
+    """The error lines of `keypost check` (warnings, such as the one about
+    an empty local_recipient_maps, are not what these tests are about)."""
+    return [line for line in r.stderr.splitlines() if not line.startswith("warning:")]
+
+
 def locked_dir(base, name="locked"):
     """A directory only root can enter, as in the report: 0700 root."""
     d = os.path.join(base, name)
@@ -66,7 +72,7 @@ def test_check_refuses_queue_mail_owner_cannot_enter(tmpbase):
     assert "configuration OK" not in r.stdout
     want = (f"{config_line(kp, 'queue_directory')}: queue_directory {queue}: "
             f"mail_owner {MAIL_OWNER} cannot search {locked}: Permission denied")
-    assert r.stderr.splitlines() == [want], r.stderr
+    assert errors(r) == [want], r.stderr
 
 
 def test_serve_refuses_queue_mail_owner_cannot_enter(tmpbase):
@@ -89,7 +95,7 @@ def test_maildir_base_mail_owner_cannot_enter(tmpbase):
     msg = (f"{config_line(kp, 'local_transport')}: local_transport maildir:{mail}: "
            f"mail_owner {MAIL_OWNER} cannot search {locked}: Permission denied")
     r = check(kp)
-    assert r.returncode == 1 and r.stderr.splitlines() == [msg], r.stderr
+    assert r.returncode == 1 and errors(r) == [msg], r.stderr
     assert refused_start(kp) == 2
     assert f"error: {msg}" in kp.output()
     assert not os.path.exists(mail)
@@ -111,7 +117,7 @@ def test_check_names_each_unusable_path_and_only_those(tmpbase):
                  smtp_tls_policy_maps=f"texthash:{policy}")
     r = check(kp)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert r.stderr.splitlines() == [
+    assert errors(r) == [
         f"{config_line(kp, 'transport_maps')}: transport_maps maildir:{missing}: "
         f"mail_owner {MAIL_OWNER} cannot create maildirs in {missing}: "
         "No such file or directory",

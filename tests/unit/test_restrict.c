@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "addr/addrclass.h"
 #include "conf/conf.h"
 #include "policy/restrict.h"
 #include "tls/tls.h"
@@ -53,6 +54,7 @@ static void configure(const char *const *pairs)
     conf_set("mydestination", "example.org, $myhostname, localhost", &errs);
     for (; pairs && pairs[0]; pairs += 2)
         conf_set(pairs[0], pairs[1], &errs);
+    addrclass_init(&errs);
     restrict_init(&errs);
     print_errors(&errs);
     assert_int_equal(errs.count, 0);
@@ -194,17 +196,24 @@ static void test_bad_networks(void **state)
     }
 }
 
+static int is_local(const char *domain)
+{
+    enum addr_class c;
+    assert_int_equal(addrclass_of_domain(domain, &c), 0);
+    return c == AC_LOCAL;
+}
+
 static void test_local_domains(void **state)
 {
     (void)state;
     configure(NULL);
-    assert_true(restrict_is_local_domain("example.org"));
-    assert_true(restrict_is_local_domain("EXAMPLE.ORG"));
-    assert_true(restrict_is_local_domain("mx.example.org"));
-    assert_true(restrict_is_local_domain("localhost"));
-    assert_false(restrict_is_local_domain("sub.example.org"));
-    assert_false(restrict_is_local_domain("example.org.evil"));
-    assert_false(restrict_is_local_domain(""));
+    assert_true(is_local("example.org"));
+    assert_true(is_local("EXAMPLE.ORG"));
+    assert_true(is_local("mx.example.org"));
+    assert_true(is_local("localhost"));
+    assert_false(is_local("sub.example.org"));
+    assert_false(is_local("example.org.evil"));
+    assert_false(is_local(""));
 }
 
 static void test_reject_unauth_destination(void **state)

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "addr/addrclass.h"
 #include "conf/conf.h"
 #include "policy/restrict.h"
 #include "queue/commit.h"
@@ -211,6 +212,7 @@ static void configure(const char *const *pairs)
     conf_set("queue_directory", qdir, &errs);
     for (; pairs && pairs[0]; pairs += 2)
         conf_set(pairs[0], pairs[1], &errs);
+    addrclass_init(&errs);
     restrict_init(&errs);
     for (int i = 0; i < errs.count; i++)
         print_message("config error: %s\n", errs.msgs[i]);

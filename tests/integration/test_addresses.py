@@ -1,0 +1,138 @@
+"""Address classes and recipient validation against real peers: keypost as
+the MX of a domain with a list of users (Debian's Postfix sends, receives
+the 550 at RCPT and writes its own bounce), and keypost as the gateway for
+corp.example in front of an internal Postfix (relay_domains)."""
+import os
+import re
+import smtplib
+import subprocess
+
+import pytest
+
+from kptest import KEYPOST, free_port
+from postfix_peer import Postfix, wait_for
+from test_peers import make_postfix  # noqa: F401 (a fixture)
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def rcpt(kp, address, sender="someone@remote.test"):
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=20) as s:
+        s.ehlo("client.test")
+        assert s.mail(sender)[0] == 250
+        return s.rcpt(address)
+
+
+def test_mx_refuses_unknown_users_at_rcpt(make_server, make_postfix, tmpbase):
+    users = write(os.path.join(tmpbase, "users"), "alice\nbob@example.org\n")
+    kp = make_server(local_recipient_maps=f"texthash:{users}",
+                     relayhost=f"[127.0.0.1]:{free_port()}")
+    pf = make_postfix(kp.smtp_port)
+    pf.send("sender@partner.postfix.test", ["alice@example.org", "nobody@example.org"],
+            b"Subject: to the users\n\nhello\n")
+    kp.wait_delivered("alice@example.org")
+    # Postfix got the 550 at RCPT, and wrote the bounce itself.
+    pf.wait_log(r"to=<nobody@example\.org>.*status=bounced \(host 127\.0\.0\.1\[127\.0\.0\.1\] "
+                r"said: 550 5\.1\.1 <nobody@example\.org>: Recipient address rejected: User "
+                r"unknown in local recipient table \(in reply to RCPT TO command\)", kp=kp)
+    pf.wait_log(r"sender non-delivery notification", kp=kp)
+    log = kp.log()
+    assert "non-delivery notification" not in log, log
+    assert re.search(r"reject: RCPT from .*550 5\.1\.1 <nobody@example\.org>", log), log
+    # No mailbox was made for the unknown address.
+    assert not os.path.exists(os.path.join(kp.mail, "example.org", "nobody"))
+    assert os.listdir(os.path.join(kp.mail, "example.org")) == ["alice"]
+
+
+def test_local_recipient_forms(make_server, tmpbase):
+    users = write(os.path.join(tmpbase, "users"), "alice\n")
+    kp = make_server(local_recipient_maps=f"texthash:{users}", recipient_delimiter="+")
+    assert rcpt(kp, "alice@example.org")[0] == 250
+    assert rcpt(kp, "ALICE@Example.ORG")[0] == 250
+    assert rcpt(kp, "alice+lists@example.org")[0] == 250
+    code, msg = rcpt(kp, "alic@example.org")
+    assert code == 550 and b"User unknown in local recipient table" in msg, msg
+
+
+@pytest.fixture
+def internal():
+    """The company's internal mail server: a Postfix that stores mail for
+    carol@corp.example in a Maildir."""
+    p = Postfix(smtpd_port=free_port(), mailboxes=["carol@corp.example"],
+                myhostname="internal.corp.example", mynetworks="127.0.0.0/8")
+    p.start()
+    yield p
+    p.stop()
+
+
+def test_gateway_relays_listed_recipients_to_the_internal_server(make_server, internal,
+                                                                  tmpbase):
+    known = write(os.path.join(tmpbase, "corp_users"), "carol@corp.example\n")
+    kp = make_server(mynetworks="192.0.2.0/24",  # loopback is a stranger here
+                     relay_domains="corp.example",
+                     relay_recipient_maps=f"texthash:{known}",
+                     transport_maps=f"inline:{{ corp.example=smtp:[127.0.0.1]:{internal.port} }}")
+    code, msg = rcpt(kp, "dave@corp.example")
+    assert code == 550, msg
+    assert b"User unknown in relay recipient table" in msg
+    code, msg = rcpt(kp, "someone@elsewhere.test")
+    assert code == 554 and b"Relay access denied" in msg, msg
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=20) as s:
+        s.sendmail("partner@remote.test", ["carol@corp.example"],
+                   b"Subject: for carol\r\n\r\nhello carol\r\n")
+    files = wait_for(lambda: internal.delivered("carol@corp.example"),
+                     lambda: "not delivered inside:\n" + internal.log() + kp.log(), timeout=30)
+    assert b"hello carol" in open(files[0], "rb").read()
+    kp.wait_log(r"to=<carol@corp\.example>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*status=sent")
+
+
+def test_permit_auth_destination_and_unlisted_sender(make_server, tmpbase):
+    users = write(os.path.join(tmpbase, "users"), "alice\n")
+    kp = make_server(mynetworks="192.0.2.0/24", relay_domains="corp.example",
+                     smtpd_relay_restrictions="permit_auth_destination, reject",
+                     local_recipient_maps=f"texthash:{users}",
+                     smtpd_reject_unlisted_sender="yes")
+    assert rcpt(kp, "anyone@corp.example")[0] == 250
+    code, msg = rcpt(kp, "x@elsewhere.test")
+    assert code == 554, msg
+    code, msg = rcpt(kp, "alice@example.org", sender="forged@example.org")
+    assert code == 550, msg
+    assert b"<forged@example.org>: Sender address rejected: User unknown in local recipient " \
+           b"table" in msg, msg
+    assert rcpt(kp, "alice@example.org", sender="alice@example.org")[0] == 250
+
+
+def check(tmpbase, lines):
+    cf = os.path.join(tmpbase, "check.cf")
+    write(cf, f"queue_directory = {tmpbase}/q\nsmtpd_listen = 127.0.0.1:2525\n"
+              f"local_transport = maildir:{tmpbase}/m\n" + "\n".join(lines) + "\n")
+    return subprocess.run([KEYPOST, "check", "-c", cf], capture_output=True, text=True)
+
+
+def test_check_names_a_domain_in_two_classes(tmpbase):
+    table = write(os.path.join(tmpbase, "vdomains"), "box.test 1\nexample.org 1\n")
+    r = check(tmpbase, ["mydestination = example.org", "relay_domains = corp.example",
+                        f"virtual_mailbox_domains = texthash:{table}",
+                        "local_recipient_maps = inline:{ a=1 }"])
+    assert r.returncode == 1
+    assert re.search(r"check\.cf:6: example\.org is listed in both mydestination and "
+                     r"virtual_mailbox_domains", r.stderr), r.stderr
+
+
+def test_check_warns_about_empty_local_recipient_maps(tmpbase):
+    r = check(tmpbase, ["mydestination = example.org"])
+    assert r.returncode == 0
+    assert "local_recipient_maps is empty: every address of mydestination is accepted" in \
+        r.stderr, r.stderr
+    r = check(tmpbase, ["mydestination = example.org", "local_recipient_maps = inline:{ a=1 }"])
+    assert "local_recipient_maps is empty" not in r.stderr
+
+
+def test_unreadable_recipient_table_is_a_config_error(tmpbase):
+    r = check(tmpbase, ["local_recipient_maps = lmdb:/nonexistent/users"])
+    assert r.returncode == 1 and "local_recipient_maps: cannot open table" in r.stderr, r.stderr
