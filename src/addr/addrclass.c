@@ -19,6 +19,7 @@ struct dlist {
 };
 
 static struct dlist domains[AC_DEFAULT];   /* one list per class but default */
+static struct dlist aliases;                /* alias_maps */
 static struct dlist recipients[AC_DEFAULT]; /* the tables of known recipients */
 
 static const enum conf_param domain_params[AC_DEFAULT] = {
@@ -239,6 +240,26 @@ int addrclass_sender_known(const char *addr, char *reply, size_t len)
     return known(addr, "Sender", reply, len);
 }
 
+int addrclass_virtual_alias(const char *addr, const char **value)
+{
+    return find_recipient(&recipients[AC_VIRTUAL_ALIAS], addr, AC_VIRTUAL_ALIAS, value);
+}
+
+int addrclass_local_alias(const char *addr, const char **value)
+{
+    /* The local-part keys only: an aliases file names users, not addresses. */
+    struct keys ks;
+    recipient_keys(addr, AC_LOCAL, &ks);
+    for (int i = 0; i < ks.n; i++) {
+        if (strchr(ks.k[i], '@'))
+            continue;
+        int r = tables_have(&aliases, ks.k[i], value);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
 int addrclass_mailbox_path(const char *addr, char *out, size_t len)
 {
     const char *value = NULL;
@@ -307,6 +328,7 @@ void addrclass_free(void)
         free_list(&domains[c]);
         free_list(&recipients[c]);
     }
+    free_list(&aliases);
 }
 
 int addrclass_init(struct conf_errors *errs)
@@ -317,6 +339,7 @@ int addrclass_init(struct conf_errors *errs)
         parse_list(&domains[c], domain_params[c], 1, errs);
         parse_list(&recipients[c], recipient_params[c], 0, errs);
     }
+    parse_list(&aliases, P_ALIAS_MAPS, 0, errs);
     check_conflicts(errs);
     if (recipients[AC_LOCAL].ntables == 0 && conf_bool(P_SMTPD_REJECT_UNLISTED_RECIPIENT)) {
         const char *origin = conf_origin(P_LOCAL_RECIPIENT_MAPS);

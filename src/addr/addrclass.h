@@ -40,4 +40,9 @@ int addrclass_sender_known(const char *addr, char *reply, size_t len);
  * virtual_mailbox_maps gives for addr; 0 found, 1 none, -1 tempfail. */
 int addrclass_mailbox_path(const char *addr, char *out, size_t len);
 
+/* Alias lookups for expand.c: 1 found (*value valid until the next
+ * lookup), 0 none, -1 a table cannot answer. */
+int addrclass_virtual_alias(const char *addr, const char **value);
+int addrclass_local_alias(const char *addr, const char **value);
+
 #endif

@@ -131,6 +131,11 @@ static const struct param_def defs[P_COUNT] = {
     /* Empty: relay domains go where other remote mail goes (relayhost or
      * MX); Postfix's "relay" transport is that. */
     [P_RELAY_TRANSPORT] = {"relay_transport", CT_STR, "", NULL},
+    [P_ALIAS_MAPS] = {"alias_maps", CT_LIST, "", NULL},
+    [P_VIRTUAL_ALIAS_RECURSION_LIMIT] =
+        {"virtual_alias_recursion_limit", CT_LONG, "1000", NULL},
+    [P_VIRTUAL_ALIAS_EXPANSION_LIMIT] =
+        {"virtual_alias_expansion_limit", CT_LONG, "1000", NULL},
 };
 
 struct param_val {

@@ -50,9 +50,13 @@ struct loaded {
     struct buf marks; /* state lines of this job, written together */
 };
 
-static void log_result(const struct envelope *env, const char *rcpt, const struct dresult *r)
+/* Postfix's delivery line; orig_to= when an alias changed the recipient. */
+static void log_result(const struct envelope *env, int rcpt, const struct dresult *r)
 {
-    log_info(env->id, "to=<%s>, relay=%s, delay=%.0f, status=%s (%s)", rcpt, r->relay,
+    const char *orig = envelope_orig_rcpt(env, rcpt);
+    int aliased = strcmp(orig, env->rcpts[rcpt]) != 0;
+    log_info(env->id, "to=<%s>, %s%s%srelay=%s, delay=%.0f, status=%s (%s)", env->rcpts[rcpt],
+             aliased ? "orig_to=<" : "", aliased ? orig : "", aliased ? ">, " : "", r->relay,
              difftime(time(NULL), env->arrival), dstatus_name(r->status), r->text);
 }
 
@@ -77,7 +81,7 @@ static void settle(const char *qdir, struct loaded *m)
 /* Log one recipient's result and note it for settle(). */
 static void record(const char *qdir, struct loaded *m, int rcpt, const struct dresult *r)
 {
-    log_result(&m->env, m->env.rcpts[rcpt], r);
+    log_result(&m->env, rcpt, r);
     char what = r->status == D_SENT ? 'D' : r->status == D_BOUNCED ? 'B' : 'T';
     queue_state_line(&m->marks, rcpt, what, r->status == D_SENT ? NULL : r->text);
     if (what != 'T')
@@ -257,7 +261,7 @@ static int expire(const char *qdir, const struct envelope *env, struct queue_sta
         struct dresult r = {.status = D_BOUNCED};
         str_copy(r.relay, "none", sizeof r.relay);
         str_copy(r.text, why, sizeof r.text);
-        log_result(env, env->rcpts[i], &r);
+        log_result(env, i, &r);
         queue_state_mark(qdir, env->id, i, 'B', why);
         free(st->reason[i]);
         st->reason[i] = strdup(why);

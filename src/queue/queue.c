@@ -105,8 +105,11 @@ static void write_envelope(struct qfile *q, const struct envelope *env)
                env->id, (long)env->arrival, env->sender ? env->sender : "",
                env->client ? env->client : "", env->helo ? env->helo : "",
                env->proto ? env->proto : "", env->hold, env->smtputf8, env->eightbit);
-    for (int i = 0; i < env->nrcpt; i++)
+    for (int i = 0; i < env->nrcpt; i++) {
         buf_printf(&b, "rcpt %s\n", env->rcpts[i]);
+        if (env->orig_rcpts && env->orig_rcpts[i] && strcmp(env->orig_rcpts[i], env->rcpts[i]))
+            buf_printf(&b, "orig %s\n", env->orig_rcpts[i]);
+    }
     buf_puts(&b, "\n");
     queue_write(q, b.data, b.len);
     buf_free(&b);
@@ -225,8 +228,27 @@ static int add_rcpt(struct envelope *env, const char *r)
     if (n == NULL)
         return -1;
     env->rcpts = n;
+    char **o = realloc(env->orig_rcpts, sizeof(char *) * (size_t)(env->nrcpt + 1));
+    if (o == NULL)
+        return -1;
+    env->orig_rcpts = o;
+    env->orig_rcpts[env->nrcpt] = NULL;
     env->rcpts[env->nrcpt++] = strdup(r);
     return 0;
+}
+
+/* "orig ADDRESS" follows the rcpt line it belongs to. */
+static int add_orig(struct envelope *env, const char *o)
+{
+    if (env->nrcpt == 0 || env->orig_rcpts[env->nrcpt - 1])
+        return -1;
+    env->orig_rcpts[env->nrcpt - 1] = strdup(o);
+    return 0;
+}
+
+const char *envelope_orig_rcpt(const struct envelope *env, int i)
+{
+    return env->orig_rcpts && env->orig_rcpts[i] ? env->orig_rcpts[i] : env->rcpts[i];
 }
 
 static int parse_header_line(struct envelope *env, char *line)
@@ -255,6 +277,8 @@ static int parse_header_line(struct envelope *env, char *line)
         env->eightbit = atoi(v);
     else if (strcmp(line, "rcpt") == 0)
         return add_rcpt(env, v);
+    else if (strcmp(line, "orig") == 0)
+        return add_orig(env, v);
     return 0;
 }
 
@@ -393,9 +417,13 @@ int queue_load(const char *qdir, const char *subdir, const char *id, struct enve
 void envelope_free(struct envelope *env)
 {
     free(env->sender);
-    for (int i = 0; i < env->nrcpt; i++)
+    for (int i = 0; i < env->nrcpt; i++) {
         free(env->rcpts[i]);
+        if (env->orig_rcpts)
+            free(env->orig_rcpts[i]);
+    }
     free(env->rcpts);
+    free(env->orig_rcpts);
     free(env->client);
     free(env->helo);
     free(env->proto);

@@ -21,6 +21,8 @@ struct envelope {
     time_t arrival;
     char *sender;
     char **rcpts;
+    char **orig_rcpts; /* per recipient: the address given at RCPT when an
+                          alias expansion changed it, else NULL (may be NULL) */
     int nrcpt;
     char *client;     /* "host[addr]" */
     char *helo;
@@ -79,6 +81,8 @@ int queue_open_read(const char *path);
  * queue file). */
 int queue_load(const char *qdir, const char *subdir, const char *id, struct envelope *env);
 void envelope_free(struct envelope *env);
+/* The original recipient of rcpts[i]: orig_rcpts[i], or rcpts[i] itself. */
+const char *envelope_orig_rcpt(const struct envelope *env, int i);
 
 /* Delivery state: which recipients are finished, how many attempts. */
 struct queue_state {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "addr/addrclass.h"
+#include "addr/expand.h"
 #include "conf/conf.h"
 #include "policy/restrict.h"
 #include "queue/commit.h"
@@ -545,13 +546,23 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         reply(s, "501 5.5.4 Syntax: DATA");
         return;
     }
+    /* Aliases are expanded once, now, so the queue holds final recipients. */
+    struct expansion x;
+    char err[600];
+    if (expand_recipients(s->rcpts, s->nrcpt, &x, err, sizeof err) != EXPAND_OK) {
+        log_warn(s->sid, "reject: DATA from %s[%s]: %s; from=<%s> proto=%s", s->client.name,
+                 s->client.addr_text, err, s->sender, proto_name(s));
+        reply(s, "451 4.3.0 Error: %s; message not accepted, try again later", err);
+        return;
+    }
     char client[400];
     snprintf(client, sizeof client, "%s[%s]", s->client.name, s->client.addr_text);
     struct envelope env = {
         .arrival = time(NULL),
         .sender = s->sender,
-        .rcpts = s->rcpts,
-        .nrcpt = s->nrcpt,
+        .rcpts = x.addrs,
+        .orig_rcpts = x.origs,
+        .nrcpt = x.n,
         .client = client,
         .helo = s->helo,
         .proto = (char *)proto_name(s),
@@ -560,6 +571,7 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         .eightbit = s->eightbit,
     };
     s->qf = queue_create(conf_str(P_QUEUE_DIRECTORY), &env);
+    expansion_free(&x);
     if (s->qf == NULL) {
         log_warn(s->sid, "cannot create queue file in %s: %m", conf_str(P_QUEUE_DIRECTORY));
         reply(s, "451 4.3.0 Error: queue file write error");

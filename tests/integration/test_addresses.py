@@ -136,3 +136,72 @@ def test_check_warns_about_empty_local_recipient_maps(tmpbase):
 def test_unreadable_recipient_table_is_a_config_error(tmpbase):
     r = check(tmpbase, ["local_recipient_maps = lmdb:/nonexistent/users"])
     assert r.returncode == 1 and "local_recipient_maps: cannot open table" in r.stderr, r.stderr
+
+
+# ---- aliases ----------------------------------------------------------------
+
+def send(kp, sender, rcpts, subject="aliases"):
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=20) as s:
+        return s.sendmail(sender, rcpts, f"Subject: {subject}\r\n\r\nhello\r\n".encode())
+
+
+def test_aliases_expand_once_with_orig_to(make_server, tmpbase):
+    from test_relay import Peer
+    peer = Peer(rcpt_reply=lambda a: "550 5.1.1 no such user" if a.startswith("gone") else
+                "250 2.1.5 Ok")
+    try:
+        aliases = write(os.path.join(tmpbase, "aliases"),
+                        "postmaster alice\n"
+                        "team alice, bob, carol@remote.test, gone@remote.test\n"
+                        "alice alice, archive\n")
+        valiases = write(os.path.join(tmpbase, "virtual"),
+                         "info@alias.test sales@alias.test\n"
+                         "sales@alias.test team@example.org\n")
+        kp = make_server(alias_maps=f"texthash:{aliases}", virtual_alias_domains="alias.test",
+                         virtual_alias_maps=f"texthash:{valiases}",
+                         relayhost=f"[127.0.0.1]:{peer.port}")
+        send(kp, "sender@example.org", ["info@alias.test"])
+        for user in ("alice", "bob", "archive"):
+            kp.wait_delivered(f"{user}@mx.keypost.test")
+        kp.wait_log(r"to=<alice@mx\.keypost\.test>, orig_to=<info@alias\.test>, relay=local")
+        kp.wait_log(r"to=<carol@remote\.test>, orig_to=<info@alias\.test>, relay=127\.0\.0\.1")
+        # The remote refusal bounces to the original sender.
+        kp.wait_log(r"to=<gone@remote\.test>, orig_to=<info@alias\.test>, .*status=bounced")
+        bounce = kp.wait_delivered("sender@example.org")
+        assert b"gone@remote.test" in open(bounce[0], "rb").read()
+        assert [m["rcpts"] for m in peer.messages] in (
+            [["carol@remote.test"]], [["carol@remote.test", "gone@remote.test"]])
+        # Each mailbox got the message once, though alice is named three ways.
+        assert len(kp.delivered("alice@mx.keypost.test")) == 1
+        # An address that is not in virtual_alias_maps is refused at RCPT.
+        code, msg = rcpt(kp, "nobody@alias.test")
+        assert code == 550 and b"User unknown in virtual alias table" in msg, msg
+    finally:
+        peer.stop()
+
+
+def data_reply(kp, rcpt_addr):
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=20) as s:
+        s.ehlo("client.test")
+        s.mail("sender@remote.test")
+        assert s.rcpt(rcpt_addr)[0] == 250
+        return s.docmd("DATA")
+
+
+def test_alias_loop_and_huge_alias_are_refused_clearly(make_server, tmpbase):
+    big = ", ".join(f"user{i}@far.test" for i in range(10000))
+    valiases = write(os.path.join(tmpbase, "virtual"),
+                     "a@alias.test b@alias.test\nb@alias.test a@alias.test\n"
+                     f"big@alias.test {big}\n")
+    aliases = write(os.path.join(tmpbase, "aliases"), "root |/usr/bin/logger\n")
+    kp = make_server(virtual_alias_domains="alias.test", virtual_alias_maps=f"texthash:{valiases}",
+                     alias_maps=f"texthash:{aliases}", relayhost=f"[127.0.0.1]:{free_port()}")
+    code, msg = data_reply(kp, "a@alias.test")
+    assert code == 451 and b"alias loop" in msg, msg
+    code, msg = data_reply(kp, "big@alias.test")
+    assert code == 451 and b"unreasonable virtual_alias_maps map expansion size" in msg, msg
+    code, msg = data_reply(kp, "root@example.org")
+    assert code == 451 and b"command or file" in msg, msg
+    log = kp.log()
+    assert log.count("reject: DATA from") == 3, log
+    assert kp.queue_files() == []

@@ -1,0 +1,155 @@
+#include "addr/expand.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "addr/addrclass.h"
+#include "conf/conf.h"
+#include "util/strutil.h"
+
+#define MAX_ADDR 512
+
+struct expand_ctx {
+    struct expansion *out;
+    const char *orig;       /* the recipient given at RCPT */
+    int produced;           /* final addresses made from orig */
+    const char *path[64];   /* the aliases being expanded, for loops */
+    int depth;
+    char *err;
+    size_t len;
+};
+
+static int already(const struct expansion *x, const char *addr)
+{
+    for (int i = 0; i < x->n; i++)
+        if (str_ieq(x->addrs[i], addr))
+            return 1;
+    return 0;
+}
+
+static enum expand_status add_final(struct expand_ctx *c, const char *addr)
+{
+    if (already(c->out, addr))
+        return EXPAND_OK; /* the same mailbox once, as Postfix does */
+    if (++c->produced > conf_long(P_VIRTUAL_ALIAS_EXPANSION_LIMIT)) {
+        snprintf(c->err, c->len, "unreasonable virtual_alias_maps map expansion size for <%s>"
+                 " (virtual_alias_expansion_limit = %ld)", c->orig,
+                 conf_long(P_VIRTUAL_ALIAS_EXPANSION_LIMIT));
+        return EXPAND_LIMIT;
+    }
+    struct expansion *x = c->out;
+    char **a = realloc(x->addrs, sizeof(char *) * (size_t)(x->n + 1));
+    char **o = a ? realloc(x->origs, sizeof(char *) * (size_t)(x->n + 1)) : NULL;
+    if (a)
+        x->addrs = a;
+    if (o)
+        x->origs = o;
+    if (a == NULL || o == NULL) {
+        snprintf(c->err, c->len, "out of memory expanding <%s>", c->orig);
+        return EXPAND_TEMPFAIL;
+    }
+    x->addrs[x->n] = strdup(addr);
+    x->origs[x->n] = strdup(c->orig);
+    x->n++;
+    return EXPAND_OK;
+}
+
+/* 1 with a copy of the alias's value, 0 no alias, -1 a table failed. */
+static int alias_of(const char *addr, char **value)
+{
+    enum addr_class cls;
+    const char *v = NULL;
+    if (addrclass_of_address(addr, &cls) < 0)
+        return -1;
+    int r = addrclass_virtual_alias(addr, &v);
+    if (r == 0 && cls == AC_LOCAL)
+        r = addrclass_local_alias(addr, &v);
+    if (r > 0)
+        *value = strdup(v);
+    return r;
+}
+
+static enum expand_status expand_addr(struct expand_ctx *c, const char *addr);
+
+/* One target of an alias: qualified, then expanded in its turn. */
+static enum expand_status expand_target(struct expand_ctx *c, const char *alias,
+                                        const char *target)
+{
+    char addr[MAX_ADDR];
+    if (target[0] == '|' || target[0] == '/' || str_iprefix(target, ":include:")) {
+        snprintf(c->err, c->len, "alias <%s> delivers to a command or file (\"%.100s\"): "
+                 "keypost does not", alias, target);
+        return EXPAND_UNSUPPORTED;
+    }
+    if (strchr(target, '@'))
+        str_copy(addr, target, sizeof addr);
+    else
+        snprintf(addr, sizeof addr, "%s@%s", target, conf_str(P_MYHOSTNAME));
+    if (str_ieq(addr, alias))
+        return add_final(c, addr); /* "alice: alice, archive" keeps alice */
+    return expand_addr(c, addr);
+}
+
+static enum expand_status expand_addr(struct expand_ctx *c, const char *addr)
+{
+    for (int i = 0; i < c->depth; i++)
+        if (str_ieq(c->path[i], addr)) {
+            snprintf(c->err, c->len, "alias loop: <%s> expands to itself through <%s>", addr,
+                     c->path[c->depth - 1]);
+            return EXPAND_LIMIT;
+        }
+    if (c->depth >= conf_long(P_VIRTUAL_ALIAS_RECURSION_LIMIT) ||
+        c->depth >= (int)(sizeof c->path / sizeof c->path[0])) {
+        snprintf(c->err, c->len, "unreasonable virtual_alias_maps map nesting for <%s>",
+                 c->orig);
+        return EXPAND_LIMIT;
+    }
+    char *value = NULL;
+    int r = alias_of(addr, &value);
+    if (r < 0) {
+        snprintf(c->err, c->len, "alias lookup for <%s> failed", addr);
+        return EXPAND_TEMPFAIL;
+    }
+    if (r == 0)
+        return add_final(c, addr);
+    c->path[c->depth++] = addr;
+    enum expand_status st = EXPAND_OK;
+    char *words[1024];
+    int n = str_split_list(value, words, 1024);
+    if (n == 1024) {
+        snprintf(c->err, c->len, "unreasonable virtual_alias_maps map expansion size for <%s>",
+                 c->orig);
+        st = EXPAND_LIMIT;
+    }
+    for (int i = 0; i < n && st == EXPAND_OK; i++)
+        st = expand_target(c, addr, words[i]);
+    c->depth--;
+    free(value);
+    return st;
+}
+
+enum expand_status expand_recipients(char *const *rcpts, int n, struct expansion *out,
+                                     char *err, size_t len)
+{
+    memset(out, 0, sizeof *out);
+    enum expand_status st = EXPAND_OK;
+    for (int i = 0; i < n && st == EXPAND_OK; i++) {
+        struct expand_ctx c = {out, rcpts[i], 0, {0}, 0, err, len};
+        st = expand_addr(&c, rcpts[i]);
+    }
+    if (st != EXPAND_OK)
+        expansion_free(out);
+    return st;
+}
+
+void expansion_free(struct expansion *x)
+{
+    for (int i = 0; i < x->n; i++) {
+        free(x->addrs[i]);
+        free(x->origs[i]);
+    }
+    free(x->addrs);
+    free(x->origs);
+    memset(x, 0, sizeof *x);
+}
