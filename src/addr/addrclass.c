@@ -341,6 +341,11 @@ int addrclass_init(struct conf_errors *errs)
     }
     parse_list(&aliases, P_ALIAS_MAPS, 0, errs);
     check_conflicts(errs);
+    if ((domains[AC_VIRTUAL_MAILBOX].nnames || domains[AC_VIRTUAL_MAILBOX].ntables) &&
+        !*conf_str(P_VIRTUAL_TRANSPORT))
+        conf_error(errs, "%s: virtual_mailbox_domains needs virtual_transport (for example "
+                   "lmtp:unix:/run/dovecot/lmtp): keypost has no virtual delivery agent of its "
+                   "own yet", conf_origin(P_VIRTUAL_MAILBOX_DOMAINS));
     if (recipients[AC_LOCAL].ntables == 0 && conf_bool(P_SMTPD_REJECT_UNLISTED_RECIPIENT)) {
         const char *origin = conf_origin(P_LOCAL_RECIPIENT_MAPS);
         conf_warning("%s%slocal_recipient_maps is empty: every address of mydestination is "

@@ -3,6 +3,7 @@
  *   local            mydestination             delivered by local_transport
  *   virtual alias    virtual_alias_domains     every address must be an alias
  *   virtual mailbox  virtual_mailbox_domains   delivered by virtual_transport
+ *                                              (required: e.g. Dovecot's LMTP)
  *   relay            relay_domains             delivered by relay_transport
  *   default          anything else             (relayhost or MX)
  * Each list holds names (".example.com" also matches subdomains) and

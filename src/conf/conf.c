@@ -136,6 +136,9 @@ static const struct param_def defs[P_COUNT] = {
         {"virtual_alias_recursion_limit", CT_LONG, "1000", NULL},
     [P_VIRTUAL_ALIAS_EXPANSION_LIMIT] =
         {"virtual_alias_expansion_limit", CT_LONG, "1000", NULL},
+    /* Postfix's default is its virtual(8) agent; keypost has none of its
+     * own yet, so virtual mailbox domains need one named (Dovecot's LMTP). */
+    [P_VIRTUAL_TRANSPORT] = {"virtual_transport", CT_STR, "", NULL},
 };
 
 struct param_val {

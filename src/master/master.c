@@ -401,12 +401,19 @@ static int prepare_dirs(char *err, size_t len)
     if (queue_init_dirs(conf_str(P_QUEUE_DIRECTORY), M.uid, M.gid, err, len) < 0)
         return -1;
     clean_tmp_unprivileged();
+    char bases[65][300];
+    int n = route_maildir_bases(bases + 1, 64);
     const char *t = conf_str(P_LOCAL_TRANSPORT);
-    if (strncmp(t, "maildir:", 8) == 0 && own_dir(t + 8, M.uid, M.gid, 0) < 0) {
-        snprintf(err, len, "cannot create or own the maildir base %s: %s", t + 8,
-                 strerror(errno));
-        return -1;
-    }
+    if (strncmp(t, "maildir:", 8) == 0)
+        str_copy(bases[0], t + 8, sizeof bases[0]);
+    else
+        bases[0][0] = '\0';
+    for (int i = 0; i <= n; i++)
+        if (bases[i][0] && own_dir(bases[i], M.uid, M.gid, 0) < 0) {
+            snprintf(err, len, "cannot create or own the maildir base %s: %s", bases[i],
+                     strerror(errno));
+            return -1;
+        }
     return 0;
 }
 

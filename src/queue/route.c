@@ -158,6 +158,31 @@ static void error_route(struct route *r, const char *text)
     str_copy(r->key, "error:", sizeof r->key);
 }
 
+struct base_walk {
+    char (*out)[300];
+    int max, n;
+};
+
+static int collect_base(void *arg, const char *key, const char *value, const char *origin)
+{
+    (void)origin;
+    struct base_walk *w = arg;
+    struct route r;
+    char err[400];
+    if (route_parse(value, key, &r, err, sizeof err) == 0 && r.transport == TR_MAILDIR &&
+        w->n < w->max)
+        str_copy(w->out[w->n++], r.nexthop, sizeof w->out[0]);
+    return 0;
+}
+
+int route_maildir_bases(char (*out)[300], int max)
+{
+    struct base_walk w = {out, max, 0};
+    if (transports)
+        table_foreach(transports, collect_base, &w);
+    return w.n;
+}
+
 void route_for(const char *rcpt, struct route *r)
 {
     const char *at = strrchr(rcpt, '@');
@@ -173,6 +198,13 @@ void route_for(const char *rcpt, struct route *r)
         t = conf_str(P_LOCAL_TRANSPORT);
     if (t == NULL && cls == AC_RELAY && *conf_str(P_RELAY_TRANSPORT))
         t = conf_str(P_RELAY_TRANSPORT);
+    if (t == NULL && cls == AC_VIRTUAL_MAILBOX) {
+        if (!*conf_str(P_VIRTUAL_TRANSPORT)) { /* check refuses this; a reload race */
+            error_route(r, "4.3.5 no virtual_transport for a virtual mailbox domain");
+            return;
+        }
+        t = conf_str(P_VIRTUAL_TRANSPORT);
+    }
     if (t == NULL && *conf_str(P_RELAYHOST)) {
         snprintf(spec, sizeof spec, "smtp:%s", conf_str(P_RELAYHOST));
         t = spec;

@@ -30,5 +30,8 @@ void route_free(void);
 /* Parse one transport spec (as in transport_maps or local_transport). */
 int route_parse(const char *spec, const char *domain, struct route *r, char *err, size_t len);
 void route_for(const char *rcpt, struct route *r);
+/* The maildir: targets of transport_maps (local tables), which serve
+ * creates and gives to mail_owner as it does local_transport's. */
+int route_maildir_bases(char (*out)[300], int max);
 
 #endif

@@ -205,3 +205,35 @@ def test_alias_loop_and_huge_alias_are_refused_clearly(make_server, tmpbase):
     log = kp.log()
     assert log.count("reject: DATA from") == 3, log
     assert kp.queue_files() == []
+
+
+# ---- virtual mailboxes and maildir: transports ------------------------------
+
+def test_virtual_mailbox_domain_through_dovecot(make_server, tmpbase):
+    from test_peers import Dovecot
+    dv = Dovecot(users=["carol@box.test"]).start()
+    try:
+        boxes = write(os.path.join(tmpbase, "vmailbox"), "carol@box.test box.test/carol/\n")
+        kp = make_server(virtual_mailbox_domains="box.test",
+                         virtual_mailbox_maps=f"texthash:{boxes}",
+                         virtual_transport=f"lmtp:inet:127.0.0.1:{dv.port}",
+                         mynetworks="192.0.2.0/24")  # a stranger, yet box.test is ours
+        code, msg = rcpt(kp, "dave@box.test")
+        assert code == 550 and b"User unknown in virtual mailbox table" in msg, msg
+        send(kp, "someone@remote.test", ["carol@box.test"], subject="to carol's box")
+        files = dv.wait_delivered("carol@box.test", kp=kp)
+        assert "Subject: to carol's box" in open(files[0]).read()
+    finally:
+        dv.stop()
+
+
+def test_transport_maildir_target_is_created(make_server, tmpbase):
+    base = os.path.join(tmpbase, "archive-mail")
+    kp = make_server(transport_maps=f"inline:{{ archive.test=maildir:{base} }}",
+                     relay_domains="archive.test")
+    assert os.path.isdir(base)  # made at start, owned by mail_owner
+    send(kp, "someone@example.org", ["keep@archive.test"])
+    files = wait_for(lambda: __import__("glob").glob(os.path.join(base, "archive.test", "keep",
+                                                                  "new", "*")),
+                     lambda: "not delivered:\n" + kp.log())
+    assert len(files) == 1

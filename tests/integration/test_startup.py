@@ -103,8 +103,10 @@ def test_maildir_base_mail_owner_cannot_enter(tmpbase):
 
 def test_check_names_each_unusable_path_and_only_those(tmpbase):
     """A queue directory root owns is fine (serve gives it to mail_owner),
-    and so is a TLS policy table only root can read (the master opens it
-    before the drop); a transport_maps Maildir that does not exist is not."""
+    so is a TLS policy table only root can read (the master opens it before
+    the drop), and so is a transport_maps Maildir that does not exist yet
+    (serve makes it, as local_transport's); one below a directory mail_owner
+    cannot search is not."""
     queue = os.path.join(tmpbase, "queue")
     os.mkdir(queue)
     os.chmod(queue, 0o755)
@@ -112,22 +114,25 @@ def test_check_names_each_unusable_path_and_only_those(tmpbase):
     with open(policy, "w") as f:
         f.write("[127.0.0.1]:2525 encrypt\n")
     os.chmod(policy, 0o600)
-    missing = os.path.join(tmpbase, "nomail")
-    kp = Keypost(tmpbase, transport_maps=f"inline:{{ far.test=maildir:{missing} }}",
+    locked = locked_dir(tmpbase)
+    hidden = os.path.join(locked, "far")
+    fresh = os.path.join(tmpbase, "near")
+    kp = Keypost(tmpbase, transport_maps=f"inline:{{ far.test=maildir:{hidden}, "
+                                         f"near.test=maildir:{fresh} }}",
                  smtp_tls_policy_maps=f"texthash:{policy}")
     r = check(kp)
     assert r.returncode == 1, r.stdout + r.stderr
     assert errors(r) == [
-        f"{config_line(kp, 'transport_maps')}: transport_maps maildir:{missing}: "
-        f"mail_owner {MAIL_OWNER} cannot create maildirs in {missing}: "
-        "No such file or directory",
+        f"{config_line(kp, 'transport_maps')}: transport_maps maildir:{hidden}: "
+        f"mail_owner {MAIL_OWNER} cannot search {locked}: Permission denied",
     ], r.stderr
-    # Fixed, the same configuration passes, and serve starts with it.
-    os.mkdir(missing)
-    os.chown(missing, *owner_ids())
+    # Fixed, the same configuration passes, serve starts and makes the bases.
+    os.chmod(locked, 0o755)
     r = check(kp)
     assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
     kp.start()
+    for base in (hidden, fresh):
+        assert os.stat(base).st_uid == owner_ids()[0], base
     assert kp.stop() == 0
     kp.check_sanitizers()
 

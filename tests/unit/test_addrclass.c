@@ -46,6 +46,7 @@ static void test_classes(void **state)
     static const char *const cfg[] = {
         "virtual_alias_domains", "alias.test, inline:{ listed.test=x }",
         "virtual_mailbox_domains", "box.test",
+        "virtual_transport", "lmtp:unix:/run/dovecot/lmtp",
         "relay_domains", "corp.example, .sub.corp.example",
         NULL};
     configure_ok(cfg);
@@ -72,6 +73,7 @@ static void test_domain_in_two_classes_is_an_error(void **state)
                                          "mydestination and relay_domains"));
     conf_errors_free(&errs);
     static const char *const tables[] = {
+        "virtual_transport", "lmtp:unix:/run/dovecot/lmtp",
         "virtual_mailbox_domains", "inline:{ box.test=1 }", "relay_domains",
         "inline:{ box.test=1, corp.example=1 }", NULL};
     assert_int_equal(configure(tables, &errs), 1);
@@ -130,6 +132,17 @@ static void test_empty_tables_accept_all(void **state)
     addrclass_free();
 }
 
+static void test_virtual_mailbox_domains_need_a_transport(void **state)
+{
+    (void)state;
+    static const char *const cfg[] = {"virtual_mailbox_domains", "box.test", NULL};
+    struct conf_errors errs = {0};
+    assert_int_equal(configure(cfg, &errs), 1);
+    assert_non_null(strstr(errs.msgs[0], "virtual_mailbox_domains needs virtual_transport"));
+    conf_errors_free(&errs);
+    addrclass_free();
+}
+
 static void test_unreadable_table_is_a_config_error(void **state)
 {
     (void)state;
@@ -148,6 +161,7 @@ int main(void)
         cmocka_unit_test(test_domain_in_two_classes_is_an_error),
         cmocka_unit_test(test_recipient_validation),
         cmocka_unit_test(test_empty_tables_accept_all),
+        cmocka_unit_test(test_virtual_mailbox_domains_need_a_transport),
         cmocka_unit_test(test_unreadable_table_is_a_config_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
