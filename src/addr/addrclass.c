@@ -219,6 +219,13 @@ static int known(const char *addr, const char *what, char *reply, size_t len)
         return 1;
     if (r == 0)
         r = find_recipient(&recipients[c], addr, c, &value);
+    /* A local alias is a local recipient too (Postfix's default
+     * local_recipient_maps includes $alias_maps), and so is any address
+     * that virtual_alias_maps rewrites. */
+    if (r == 0 && c == AC_LOCAL)
+        r = addrclass_local_alias(addr, &value);
+    if (r == 0 && c == AC_LOCAL)
+        r = addrclass_virtual_alias(addr, &value);
     if (r < 0) {
         snprintf(reply, len, "451 4.3.0 <%s>: %s address rejected: Temporary lookup failure",
                  addr, what);

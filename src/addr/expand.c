@@ -72,6 +72,18 @@ static int alias_of(const char *addr, char **value)
 
 static enum expand_status expand_addr(struct expand_ctx *c, const char *addr);
 
+/* The domain for an alias target without one: the alias's own domain when
+ * that is local (Maildirs are kept per domain, DIR/DOMAIN/USER, so
+ * "info@example.com: alice" means alice@example.com), else $myhostname. */
+static const char *target_domain(const char *alias)
+{
+    const char *at = strrchr(alias, '@');
+    enum addr_class cls;
+    if (at && addrclass_of_domain(at + 1, &cls) == 0 && cls == AC_LOCAL)
+        return at + 1;
+    return conf_str(P_MYHOSTNAME);
+}
+
 /* One target of an alias: qualified, then expanded in its turn. */
 static enum expand_status expand_target(struct expand_ctx *c, const char *alias,
                                         const char *target)
@@ -85,7 +97,7 @@ static enum expand_status expand_target(struct expand_ctx *c, const char *alias,
     if (strchr(target, '@'))
         str_copy(addr, target, sizeof addr);
     else
-        snprintf(addr, sizeof addr, "%s@%s", target, conf_str(P_MYHOSTNAME));
+        snprintf(addr, sizeof addr, "%s@%s", target, target_domain(alias));
     if (str_ieq(addr, alias))
         return add_final(c, addr); /* "alice: alice, archive" keeps alice */
     return expand_addr(c, addr);

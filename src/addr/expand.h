@@ -5,7 +5,8 @@
  *   virtual_alias_maps  for every class: "user+ext@domain", "user@domain",
  *                       then "@domain" (a catch-all)
  * A value is a list of addresses (commas or spaces); an address without
- * '@' gets "@$myhostname". Expansion is recursive up to
+ * '@' gets the alias's own domain when that is local (Maildirs are kept
+ * per domain), else "@$myhostname". Expansion is recursive up to
  * virtual_alias_recursion_limit levels and at most
  * virtual_alias_expansion_limit addresses per original recipient; an alias
  * that names itself ("alice: alice, archive") delivers to itself too;

@@ -9,6 +9,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "conf/conf.h"
 #include "util/strutil.h"
 
 /* A path component taken from an address must not climb or hide. */
@@ -162,6 +163,16 @@ static void write_message(struct mailbox *mb, const char *name, const struct dme
     dresult_set(r, D_SENT, "delivered to maildir %s", mb->path);
 }
 
+/* "user+ext@domain" is delivered to user's mailbox (recipient_delimiter);
+ * the full address stays in Delivered-To. at points into addr. */
+static void strip_extension(char *addr, char *at)
+{
+    const char *delims = conf_str(P_RECIPIENT_DELIMITER);
+    size_t cut = *delims ? strcspn(addr, delims) : (size_t)(at - addr);
+    if (cut > 0 && cut < (size_t)(at - addr))
+        memmove(addr + cut, at, strlen(at) + 1);
+}
+
 void maildir_deliver(const char *base, const struct dmessage *m, const char *rcpt,
                      struct dresult *r)
 {
@@ -171,6 +182,9 @@ void maildir_deliver(const char *base, const struct dmessage *m, const char *rcp
     str_copy(local, rcpt, sizeof local);
     str_lower(local);
     char *at = strrchr(local, '@');
+    if (at)
+        strip_extension(local, at);
+    at = strrchr(local, '@');
     if (at == NULL || !safe_component(at + 1) || (*at = '\0', !safe_component(local))) {
         dresult_set(r, D_BOUNCED, "5.1.3 recipient address cannot name a mailbox");
         return;

@@ -63,12 +63,12 @@ static void test_local_aliases(void **state)
     (void)state;
     configure("inline:{ postmaster=alice, { team = alice, bob@example.org, carol@remote.test },"
               " alice=alice }", "");
-    expect("postmaster@example.org", "alice@mx.example.org<postmaster@example.org");
-    expect("team@example.org", "alice@mx.example.org<team@example.org "
+    expect("postmaster@example.org", "alice@example.org<postmaster@example.org");
+    expect("team@example.org", "alice@example.org<team@example.org "
                                "bob@example.org<team@example.org "
                                "carol@remote.test<team@example.org");
     /* Extension: looked up as team+x, then team. */
-    expect("team+x@example.org", "alice@mx.example.org<team+x@example.org "
+    expect("team+x@example.org", "alice@example.org<team+x@example.org "
                                  "bob@example.org<team+x@example.org "
                                  "carol@remote.test<team+x@example.org");
     /* An alias file names users: remote addresses are not looked up in it. */
