@@ -141,13 +141,13 @@ static enum expand_status expand_addr(struct expand_ctx *c, const char *addr)
     return st;
 }
 
-enum expand_status expand_recipients(char *const *rcpts, int n, struct expansion *out,
-                                     char *err, size_t len)
+enum expand_status expand_recipients(char *const *rcpts, char *const *origs, int n,
+                                     struct expansion *out, char *err, size_t len)
 {
     memset(out, 0, sizeof *out);
     enum expand_status st = EXPAND_OK;
     for (int i = 0; i < n && st == EXPAND_OK; i++) {
-        struct expand_ctx c = {out, rcpts[i], 0, {0}, 0, err, len};
+        struct expand_ctx c = {out, origs ? origs[i] : rcpts[i], 0, {0}, 0, err, len};
         st = expand_addr(&c, rcpts[i]);
     }
     if (st != EXPAND_OK)

@@ -27,10 +27,11 @@ struct expansion {
 
 enum expand_status { EXPAND_OK, EXPAND_TEMPFAIL, EXPAND_LIMIT, EXPAND_UNSUPPORTED };
 
-/* Expand rcpts; on anything but EXPAND_OK, err says what and for which
- * address, and out is empty. */
-enum expand_status expand_recipients(char *const *rcpts, int n, struct expansion *out,
-                                     char *err, size_t len);
+/* Expand rcpts; origs[i] (NULL: rcpts[i]) is what the log calls orig_to
+ * (the address given at RCPT, before canonical rewriting). On anything but
+ * EXPAND_OK, err says what and for which address, and out is empty. */
+enum expand_status expand_recipients(char *const *rcpts, char *const *origs, int n,
+                                     struct expansion *out, char *err, size_t len);
 void expansion_free(struct expansion *x);
 
 #endif

@@ -139,6 +139,12 @@ static const struct param_def defs[P_COUNT] = {
     /* Postfix's default is its virtual(8) agent; keypost has none of its
      * own yet, so virtual mailbox domains need one named (Dovecot's LMTP). */
     [P_VIRTUAL_TRANSPORT] = {"virtual_transport", CT_STR, "", NULL},
+    [P_CANONICAL_MAPS] = {"canonical_maps", CT_LIST, "", NULL},
+    [P_SENDER_CANONICAL_MAPS] = {"sender_canonical_maps", CT_LIST, "", NULL},
+    [P_RECIPIENT_CANONICAL_MAPS] = {"recipient_canonical_maps", CT_LIST, "", NULL},
+    /* Postfix's defaults are yes; keypost's no (see addr/rewrite.h). */
+    [P_SWAP_BANGPATH] = {"swap_bangpath", CT_BOOL, "no", NULL},
+    [P_ALLOW_PERCENT_HACK] = {"allow_percent_hack", CT_BOOL, "no", NULL},
 };
 
 struct param_val {

@@ -163,6 +163,31 @@ static void write_message(struct mailbox *mb, const char *name, const struct dme
     dresult_set(r, D_SENT, "delivered to maildir %s", mb->path);
 }
 
+/* A message that already carries "Delivered-To: rcpt" has been here: an
+ * alias or a forward sent it round (Postfix's local(8) checks the same). */
+static int delivered_before(const struct dmessage *m, const char *rcpt)
+{
+    int fd = queue_open_read(m->path);
+    FILE *in = fd < 0 ? NULL : fdopen(fd, "r");
+    if (in == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return 0; /* the copy itself will fail and say why */
+    }
+    fseeko(in, m->env->body_offset, SEEK_SET);
+    char line[1024];
+    int seen = 0, lines = 0;
+    while (!seen && lines++ < 10000 && fgets(line, sizeof line, in) && line[0] != '\r' &&
+           line[0] != '\n') {
+        if (!str_iprefix(line, "Delivered-To:"))
+            continue;
+        char *v = str_trim(line + 13);
+        seen = str_ieq(v, rcpt);
+    }
+    fclose(in);
+    return seen;
+}
+
 /* "user+ext@domain" is delivered to user's mailbox (recipient_delimiter);
  * the full address stays in Delivered-To. at points into addr. */
 static void strip_extension(char *addr, char *at)
@@ -179,6 +204,10 @@ void maildir_deliver(const char *base, const struct dmessage *m, const char *rcp
     static unsigned counter;
     char local[512], host[128] = "localhost";
     str_copy(r->relay, "local", sizeof r->relay);
+    if (delivered_before(m, rcpt)) {
+        dresult_set(r, D_BOUNCED, "5.4.6 mail forwarding loop for %s", rcpt);
+        return;
+    }
     str_copy(local, rcpt, sizeof local);
     str_lower(local);
     char *at = strrchr(local, '@');

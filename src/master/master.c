@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "addr/addrclass.h"
+#include "addr/rewrite.h"
 #include "master/ownercheck.h"
 #include "policy/restrict.h"
 #include "queue/qmgr.h"
@@ -77,6 +78,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     if (conf_load(path, errs) && access(path, R_OK) < 0)
         return errs->count;
     addrclass_init(errs);
+    rewrite_init(errs);
     restrict_init(errs);
     listen_check(errs);
     route_init(errs);

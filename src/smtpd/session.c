@@ -12,6 +12,7 @@
 
 #include "addr/addrclass.h"
 #include "addr/expand.h"
+#include "addr/rewrite.h"
 #include "conf/conf.h"
 #include "policy/restrict.h"
 #include "queue/commit.h"
@@ -540,16 +541,43 @@ static int emit_data(void *arg, const char *p, size_t n)
     return queue_write(s->qf, p, n);
 }
 
+/* The envelope as queued: sender and recipients through the canonical
+ * maps, then the recipients' aliases expanded. -1 with err set. */
+static int final_envelope(struct smtp_session *s, char *sender, struct expansion *x, char *err,
+                          size_t len)
+{
+    str_copy(sender, s->sender, MAX_ADDR);
+    char **rcpts = calloc((size_t)s->nrcpt + 1, sizeof *rcpts);
+    int bad = rcpts == NULL || rewrite_sender(sender, MAX_ADDR) < 0;
+    for (int i = 0; !bad && i < s->nrcpt; i++) {
+        rcpts[i] = malloc(MAX_ADDR);
+        bad = rcpts[i] == NULL;
+        if (!bad) {
+            str_copy(rcpts[i], s->rcpts[i], MAX_ADDR);
+            bad = rewrite_recipient(rcpts[i], MAX_ADDR) < 0;
+        }
+    }
+    if (bad)
+        snprintf(err, len, "canonical address lookup failed");
+    else if (expand_recipients(rcpts, s->rcpts, s->nrcpt, x, err, len) != EXPAND_OK)
+        bad = 1;
+    for (int i = 0; rcpts && i < s->nrcpt; i++)
+        free(rcpts[i]);
+    free(rcpts);
+    return bad ? -1 : 0;
+}
+
 static void cmd_data(struct smtp_session *s, const char *arg)
 {
     if (*arg) {
         reply(s, "501 5.5.4 Syntax: DATA");
         return;
     }
-    /* Aliases are expanded once, now, so the queue holds final recipients. */
+    /* Canonical rewriting and aliases happen once, now, so that the queue
+     * holds the final envelope. */
     struct expansion x;
-    char err[600];
-    if (expand_recipients(s->rcpts, s->nrcpt, &x, err, sizeof err) != EXPAND_OK) {
+    char err[600], sender[MAX_ADDR];
+    if (final_envelope(s, sender, &x, err, sizeof err) < 0) {
         log_warn(s->sid, "reject: DATA from %s[%s]: %s; from=<%s> proto=%s", s->client.name,
                  s->client.addr_text, err, s->sender, proto_name(s));
         reply(s, "451 4.3.0 Error: %s; message not accepted, try again later", err);
@@ -559,7 +587,7 @@ static void cmd_data(struct smtp_session *s, const char *arg)
     snprintf(client, sizeof client, "%s[%s]", s->client.name, s->client.addr_text);
     struct envelope env = {
         .arrival = time(NULL),
-        .sender = s->sender,
+        .sender = sender,
         .rcpts = x.addrs,
         .orig_rcpts = x.origs,
         .nrcpt = x.n,

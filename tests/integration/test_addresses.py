@@ -238,3 +238,53 @@ def test_transport_maildir_target_is_created(make_server, tmpbase):
                                                                   "new", "*")),
                      lambda: "not delivered:\n" + kp.log())
     assert len(files) == 1
+
+
+# ---- rewriting and loops -----------------------------------------------------
+
+def test_canonical_maps_rewrite_the_envelope(make_server, tmpbase):
+    canon = write(os.path.join(tmpbase, "canonical"),
+                  "old@example.org alice@example.org\n@legacy.example.org @example.org\n")
+    sender = write(os.path.join(tmpbase, "sender_canonical"), "bob@example.org info@example.org\n")
+    kp = make_server(mydestination="example.org, legacy.example.org, $myhostname",
+                     canonical_maps=f"texthash:{canon}",
+                     sender_canonical_maps=f"texthash:{sender}")
+    send(kp, "bob@example.org", ["old@example.org", "carol@legacy.example.org"])
+    files = kp.wait_delivered("alice@example.org")
+    assert b"Return-Path: <info@example.org>" in open(files[0], "rb").read()
+    kp.wait_delivered("carol@example.org")
+    kp.wait_log(r"to=<alice@example\.org>, orig_to=<old@example\.org>")
+    assert not os.path.exists(os.path.join(kp.mail, "legacy.example.org"))
+
+
+@pytest.mark.parametrize("enabled", ["no", "yes"])
+def test_percent_hack_and_bang_paths(make_server, enabled):
+    from test_relay import Peer
+    peer = Peer()
+    try:
+        kp = make_server(allow_percent_hack=enabled, swap_bangpath=enabled,
+                         relayhost=f"[127.0.0.1]:{peer.port}",
+                         local_recipient_maps="inline:{ user%remote.test=1, remote.test!user=1 }")
+        send(kp, "someone@example.org", ["user%remote.test@example.org"])
+        if enabled == "no":
+            # Postfix rewrites by default; keypost only when asked: the local
+            # part is a mailbox name like any other.
+            kp.wait_delivered("user%remote.test@example.org")
+            assert peer.messages == []
+        else:
+            wait_for(lambda: peer.messages, lambda: "not relayed:\n" + kp.log())
+            assert peer.messages[0]["rcpts"] == ["user@remote.test"]
+    finally:
+        peer.stop()
+
+
+def test_delivered_to_loop_bounces(make_server):
+    kp = make_server()
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=20) as s:
+        s.sendmail("sender@example.org", ["alice@example.org"],
+                   b"Delivered-To: alice@example.org\r\nSubject: looped\r\n\r\nround again\r\n")
+    kp.wait_log(r"to=<alice@example\.org>, relay=local, .*status=bounced \(5\.4\.6 mail "
+                r"forwarding loop for alice@example\.org\)")
+    bounce = kp.wait_delivered("sender@example.org")
+    assert b"forwarding loop" in open(bounce[0], "rb").read()
+    assert kp.delivered("alice@example.org") == []

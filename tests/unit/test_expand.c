@@ -34,7 +34,7 @@ static enum expand_status run(const char *rcpt, char *result, size_t len, char *
 {
     char *rcpts[1] = {(char *)rcpt};
     struct expansion x;
-    enum expand_status st = expand_recipients(rcpts, 1, &x, err, 300);
+    enum expand_status st = expand_recipients(rcpts, NULL, 1, &x, err, 300);
     result[0] = '\0';
     for (int i = 0; i < x.n; i++)
         snprintf(result + strlen(result), len - strlen(result), "%s%s<%s", i ? " " : "",
