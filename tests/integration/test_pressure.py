@@ -326,5 +326,10 @@ def test_memory_is_released_after_sessions_end(make_server, monkeypatch):
     assert peak2 - start < (peak - start) * 1.3, (start, peak, peak2)
     if sanitized(pid):
         return  # ASan's allocator never gives memory back to the system
-    assert after - start < (peak - start) / 4, (start, peak, after)
-    assert rss_kb(pid) - start < (peak - start) / 4
+    # Measured after the sessions were gone; on a loaded machine the last
+    # closes may take a moment more, so look again for a while.
+    limit = start + (peak - start) / 4
+    deadline = time.time() + 10
+    while rss_kb(pid) >= limit and time.time() < deadline:
+        time.sleep(0.5)
+    assert rss_kb(pid) < limit, (start, peak, after, rss_kb(pid))
