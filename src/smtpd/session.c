@@ -348,10 +348,10 @@ static int mail_params(struct smtp_session *s, char *params)
 
 /* Postfix completes the envelope addresses of local senders ("local"
  * rewriting: append_at_myorigin, append_dot_mydomain). keypost does so for
- * clients in mynetworks only; from anywhere else "user" or "user@host"
- * stays as sent, and is refused or routed as such: the server of a remote
- * client must not decide which domain its users belong to. A result that
- * does not fit leaves the address alone (it is refused as bad syntax). */
+ * clients in mynetworks only: their users are ours. From anywhere else
+ * "user" or "user@host" stays as sent and is refused or routed as such,
+ * since a stranger's incomplete address names none of our domains. A
+ * result that does not fit leaves the address alone (refused as bad syntax). */
 static void qualify_envelope(const struct smtp_session *s, char *addr, size_t len)
 {
     unsigned flags = (conf_bool(P_APPEND_AT_MYORIGIN) ? QUALIFY_APPEND_AT_MYORIGIN : 0) |
