@@ -7,7 +7,6 @@
 #include "cli/cli.h"
 #include "conf/conf.h"
 #include "master/master.h"
-#include "table/table.h"
 
 #define DEFAULT_CONFIG "/etc/keypost/keypost.cf"
 
@@ -18,7 +17,9 @@ static int usage(void)
             "       keypost check [-c FILE]        check a configuration\n"
             "       keypost fingerprint [-d DIGEST] FILE.pem\n"
             "       keypost queue [-c FILE] list|flush|delete ID|hold ID|release ID\n"
-            "       keypost map FILE...           build FILE.lmdb for lmdb:FILE tables\n");
+            "       keypost map FILE...           build FILE.lmdb for lmdb:FILE tables\n"
+            "       keypost map -q KEY TYPE:TABLE print the value of KEY (exit 1: none, 2: table failed)\n"
+            "       keypost map -q - TYPE:TABLE   look up each line of stdin, print KEY<TAB>VALUE\n");
     return 1;
 }
 
@@ -54,21 +55,6 @@ static int cmd_check(int argc, char **argv)
     return 0;
 }
 
-static int cmd_map(int argc, char **argv)
-{
-    if (argc < 2)
-        return usage();
-    int status = 0;
-    for (int i = 1; i < argc; i++) {
-        char err[600];
-        if (table_build_lmdb(argv[i], err, sizeof err) < 0) {
-            fprintf(stderr, "keypost map: %s\n", err);
-            status = 1;
-        }
-    }
-    return status;
-}
-
 static int cmd_serve(int argc, char **argv)
 {
     const char *config = config_arg(argc, argv);
@@ -93,6 +79,6 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "queue") == 0)
         return cli_queue(argc, argv);
     if (strcmp(cmd, "map") == 0)
-        return cmd_map(argc, argv);
+        return cli_map(argc, argv);
     return usage();
 }

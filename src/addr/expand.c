@@ -74,14 +74,14 @@ static enum expand_status expand_addr(struct expand_ctx *c, const char *addr);
 
 /* The domain for an alias target without one: the alias's own domain when
  * that is local (Maildirs are kept per domain, DIR/DOMAIN/USER, so
- * "info@example.com: alice" means alice@example.com), else $myhostname. */
+ * "info@example.com: alice" means alice@example.com), else $myorigin. */
 static const char *target_domain(const char *alias)
 {
     const char *at = strrchr(alias, '@');
     enum addr_class cls;
     if (at && addrclass_of_domain(at + 1, &cls) == 0 && cls == AC_LOCAL)
         return at + 1;
-    return conf_str(P_MYHOSTNAME);
+    return conf_str(P_MYORIGIN);
 }
 
 /* One target of an alias: qualified, then expanded in its turn. */

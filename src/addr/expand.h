@@ -6,7 +6,7 @@
  *                       then "@domain" (a catch-all)
  * A value is a list of addresses (commas or spaces); an address without
  * '@' gets the alias's own domain when that is local (Maildirs are kept
- * per domain), else "@$myhostname". Expansion is recursive up to
+ * per domain), else "@$myorigin". Expansion is recursive up to
  * virtual_alias_recursion_limit levels and at most
  * virtual_alias_expansion_limit addresses per original recipient; an alias
  * that names itself ("alice: alice, archive") delivers to itself too;

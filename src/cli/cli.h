@@ -6,5 +6,8 @@
 int cli_fingerprint(int argc, char **argv);
 /* keypost queue list|flush|delete ID|hold ID|release ID [-c FILE] */
 int cli_queue(int argc, char **argv);
+/* keypost map FILE...: build FILE.lmdb; keypost map -q KEY|- TYPE:TABLE:
+ * print what a lookup returns (exit 0 found, 1 not found, 2 table failed). */
+int cli_map(int argc, char **argv);
 
 #endif

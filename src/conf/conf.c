@@ -145,6 +145,14 @@ static const struct param_def defs[P_COUNT] = {
     /* Postfix's defaults are yes; keypost's no (see addr/rewrite.h). */
     [P_SWAP_BANGPATH] = {"swap_bangpath", CT_BOOL, "no", NULL},
     [P_ALLOW_PERCENT_HACK] = {"allow_percent_hack", CT_BOOL, "no", NULL},
+    [P_MYORIGIN] = {"myorigin", CT_STR, "$myhostname", NULL},
+    /* Derived from myhostname unless set (derive_mydomain). */
+    [P_MYDOMAIN] = {"mydomain", CT_STR, "localdomain", NULL},
+    [P_APPEND_AT_MYORIGIN] = {"append_at_myorigin", CT_BOOL, "yes", NULL},
+    /* Postfix 3.0 and later default to no (with compatibility_level >= 1),
+     * Postfix 2 to yes: "user@host" completed with ".$mydomain" can reach
+     * a host the sender never named, so the newer, safer default. */
+    [P_APPEND_DOT_MYDOMAIN] = {"append_dot_mydomain", CT_BOOL, "no", NULL},
 };
 
 struct param_val {
@@ -324,9 +332,31 @@ static void check_value(int p, struct conf_errors *errs)
     }
 }
 
+/* Postfix's default for mydomain: $myhostname minus its first label, or
+ * "localdomain" when that leaves nothing. Derived at every load, since a
+ * file may set myhostname alone. A myhostname written with $mydomain (as
+ * "mx.$mydomain") sees "localdomain" here instead of going round in a loop. */
+static void derive_mydomain(void)
+{
+    if (strcmp(vals[P_MYDOMAIN].origin, "default") != 0)
+        return;
+    set_raw(P_MYDOMAIN, defs[P_MYDOMAIN].def, "default");
+    struct conf_errors ignored = {0}; /* reported when myhostname is expanded */
+    struct buf host;
+    buf_init(&host, 4096);
+    buf_puts(&host, "");
+    expand(vals[P_MYHOSTNAME].raw, &host, 0, &ignored, vals[P_MYHOSTNAME].origin);
+    conf_errors_free(&ignored);
+    const char *dot = strchr(buf_str(&host), '.');
+    if (dot && dot[1] && strchr(dot, '$') == NULL)
+        set_raw(P_MYDOMAIN, dot + 1, "default");
+    buf_free(&host);
+}
+
 static int finish(struct conf_errors *errs)
 {
     int before = errs->count;
+    derive_mydomain();
     for (int i = 0; i < P_COUNT; i++) {
         struct buf b;
         buf_init(&b, 65536);

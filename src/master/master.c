@@ -19,6 +19,7 @@
 #include "queue/qmgr.h"
 #include "queue/queue.h"
 #include "queue/route.h"
+#include "smtpd/address.h"
 #include "smtpd/anvil.h"
 #include "smtpd/listen.h"
 #include "smtpd/server.h"
@@ -69,6 +70,43 @@ static void warn_ccert_settings(void)
                      "smtpd_tls_security_level = encrypt", conf_origin(P_SMTPD_TLS_REQ_CCERT));
 }
 
+/* A host name as a configuration should write it: what an address may
+ * carry (address_domain_ok), without an address literal, a label that
+ * starts or ends with '-', or a numeric last label (an IPv4 address). */
+static int domain_name_ok(const char *v)
+{
+    if (v[0] == '[' || !address_domain_ok(v))
+        return 0;
+    int digits_only = 1;
+    for (const char *label = v; label;) {
+        const char *dot = strchr(label, '.');
+        size_t n = dot ? (size_t)(dot - label) : strlen(label);
+        if (label[0] == '-' || label[n - 1] == '-')
+            return 0;
+        digits_only = strspn(label, "0123456789") == n;
+        label = dot ? dot + 1 : NULL;
+    }
+    return !digits_only;
+}
+
+/* myorigin and mydomain complete addresses: a value that is not a domain
+ * name would turn every address it completes into one nobody can use. */
+static void check_domain_names(struct conf_errors *errs)
+{
+    static const enum conf_param names[] = {P_MYORIGIN, P_MYDOMAIN};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        enum conf_param p = names[i];
+        const char *v = conf_str(p);
+        if (domain_name_ok(v))
+            continue;
+        /* A default comes from myhostname: name the line that set it. */
+        int derived = strcmp(conf_origin(p), "default") == 0;
+        conf_error(errs, "%s: bad value for %s: \"%s\" (expected a domain name%s)",
+                   conf_origin(derived ? P_MYHOSTNAME : p), conf_name(p), v,
+                   derived ? "; the default, from myhostname" : "");
+    }
+}
+
 /* Everything but binding: parameters, restrictions, tables, keys. */
 static int load_all(const char *path, struct conf_errors *errs, struct tls_server **tls)
 {
@@ -79,6 +117,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
         return errs->count;
     addrclass_init(errs);
     rewrite_init(errs);
+    check_domain_names(errs);
     restrict_init(errs);
     listen_check(errs);
     route_init(errs);

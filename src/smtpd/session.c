@@ -23,6 +23,7 @@
 #include "tls/tls.h"
 #include "util/buf.h"
 #include "util/log.h"
+#include "util/qualify.h"
 #include "util/strutil.h"
 
 enum sstate {
@@ -348,6 +349,24 @@ static int mail_params(struct smtp_session *s, char *params)
     return 0;
 }
 
+/* Postfix completes the envelope addresses of local senders ("local"
+ * rewriting: append_at_myorigin, append_dot_mydomain). keypost does so for
+ * clients in mynetworks only: their users are ours. From anywhere else
+ * "user" or "user@host" stays as sent and is refused or routed as such,
+ * since a stranger's incomplete address names none of our domains. A
+ * result that does not fit leaves the address alone (refused as bad syntax). */
+static void qualify_envelope(const struct smtp_session *s, char *addr, size_t len)
+{
+    unsigned flags = (conf_bool(P_APPEND_AT_MYORIGIN) ? QUALIFY_APPEND_AT_MYORIGIN : 0) |
+                     (conf_bool(P_APPEND_DOT_MYDOMAIN) ? QUALIFY_APPEND_DOT_MYDOMAIN : 0);
+    if (flags == 0 || *addr == '\0' || !restrict_in_mynetworks(&s->client.addr))
+        return;
+    char out[MAX_ADDR];
+    if (qualify_address(addr, conf_str(P_MYORIGIN), conf_str(P_MYDOMAIN), flags, out,
+                        sizeof out) > 0)
+        str_copy(addr, out, len);
+}
+
 static void cmd_mail(struct smtp_session *s, const char *arg)
 {
     if (tls_required(s) && !s->tls_active) {
@@ -367,6 +386,7 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
         bad = -1;
     } else
         bad = mail_params(s, pcopy);
+    qualify_envelope(s, addr, sizeof addr);
     if (bad == 0 && *addr && !address_ok(addr)) {
         reply(s, "501 5.1.7 Bad sender address syntax");
         bad = -1;
@@ -486,8 +506,12 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg)
         reply(s, "555 5.5.4 Unsupported option: %s", params);
         return;
     }
+    /* RFC 5321 4.5.1: "postmaster" alone must be accepted from anyone, and
+     * is this server's postmaster, whatever myorigin says. */
     if (str_ieq(addr, "postmaster"))
         snprintf(addr, sizeof addr, "postmaster@%s", myhostname());
+    else
+        qualify_envelope(s, addr, sizeof addr);
     if (!address_ok(addr)) {
         reply(s, "501 5.1.3 Bad recipient address syntax");
         return;

@@ -79,8 +79,16 @@ static int read_pairs(const char *path,
             return -1;
         }
     }
+    /* A read error (a directory named as the table, an I/O error) must not
+     * pass for a short table: the missing entries would read as absent. */
+    int failed = ferror(f);
+    int saved = errno;
     free(line);
     fclose(f);
+    if (failed) {
+        snprintf(err, errlen, "cannot read table %s: %s", path, strerror(saved));
+        return -1;
+    }
     return 0;
 }
 

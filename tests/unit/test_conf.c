@@ -81,6 +81,41 @@ static void test_defaults(void **state)
                         conf_str(P_MYNETWORKS));
 }
 
+/* Postfix's address qualification parameters and their defaults. */
+static void test_origin_and_domain(void **state)
+{
+    (void)state;
+    struct conf_errors errs = {0};
+    assert_true(conf_bool(P_APPEND_AT_MYORIGIN));
+    assert_false(conf_bool(P_APPEND_DOT_MYDOMAIN));
+    assert_int_equal(conf_set("myhostname", "mx.example.org", &errs), 0);
+    assert_string_equal(conf_str(P_MYORIGIN), "mx.example.org");
+    assert_string_equal(conf_str(P_MYDOMAIN), "example.org");
+    assert_string_equal(conf_origin(P_MYDOMAIN), "default");
+    /* Derived again from a new myhostname; nothing left: "localdomain". */
+    assert_int_equal(conf_set("myhostname", "a.b.example.net", &errs), 0);
+    assert_string_equal(conf_str(P_MYDOMAIN), "b.example.net");
+    assert_int_equal(conf_set("myhostname", "localhost", &errs), 0);
+    assert_string_equal(conf_str(P_MYDOMAIN), "localdomain");
+    assert_int_equal(conf_set("myhostname", "trailing.", &errs), 0);
+    assert_string_equal(conf_str(P_MYDOMAIN), "localdomain");
+    /* Postfix's own default for myhostname refers to $mydomain: no loop. */
+    assert_int_equal(conf_set("myhostname", "mx.$mydomain", &errs), 0);
+    assert_string_equal(conf_str(P_MYHOSTNAME), "mx.localdomain");
+    assert_string_equal(conf_str(P_MYDOMAIN), "localdomain");
+    /* Set, it is no longer derived; myorigin = $mydomain as Postfix advises. */
+    assert_int_equal(conf_set("mydomain", "example.com", &errs), 0);
+    assert_int_equal(conf_set("myorigin", "$mydomain", &errs), 0);
+    assert_int_equal(conf_set("myhostname", "mx.example.org", &errs), 0);
+    assert_string_equal(conf_str(P_MYDOMAIN), "example.com");
+    assert_string_equal(conf_str(P_MYORIGIN), "example.com");
+    assert_int_equal(conf_set("append_dot_mydomain", "yes", &errs), 0);
+    assert_true(conf_bool(P_APPEND_DOT_MYDOMAIN));
+    assert_int_equal(errs.count, 0);
+    conf_defaults();
+    assert_string_equal(conf_origin(P_MYDOMAIN), "default");
+}
+
 static void test_defaults_reset(void **state)
 {
     (void)state;
@@ -355,6 +390,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_defaults, setup),
         cmocka_unit_test_setup(test_defaults_reset, setup),
+        cmocka_unit_test_setup(test_origin_and_domain, setup),
         cmocka_unit_test_setup(test_expansion, setup),
         cmocka_unit_test_setup(test_expansion_errors, setup),
         cmocka_unit_test_setup(test_conf_set_unknown, setup),
