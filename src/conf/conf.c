@@ -113,6 +113,12 @@ static const struct param_def defs[P_COUNT] = {
     [P_SMTPD_SESSION_DEADLINE] = {"smtpd_session_deadline", CT_TIME, "3600s", NULL},
     /* keypost's own: sessions one smtpd worker serves at once. */
     [P_SMTPD_SESSION_LIMIT] = {"smtpd_session_limit", CT_LONG, "4000", NULL},
+    [P_SMTPD_PEERNAME_LOOKUP] = {"smtpd_peername_lookup", CT_BOOL, "yes", NULL},
+    /* keypost's own: how long the greeting may wait for the client's name
+     * (Postfix waits as long as the system resolver does). */
+    [P_SMTPD_PEERNAME_LOOKUP_TIMEOUT] =
+        {"smtpd_peername_lookup_timeout", CT_TIME, "10s", NULL},
+    [P_UNKNOWN_CLIENT_REJECT_CODE] = {"unknown_client_reject_code", CT_LONG, "450", NULL},
 };
 
 struct param_val {
