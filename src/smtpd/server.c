@@ -371,8 +371,7 @@ static void log_tls_failure(struct conn *c)
 static void conn_timed_out(struct conn *c)
 {
     if (c->bev == NULL) { /* still looking up the client's name */
-        log_info(session_id(c->sess), "timeout during the client name lookup of %s",
-                 c->client.addr_text);
+        log_info(NULL, "timeout during the client name lookup of %s", c->client.addr_text);
         conn_free(c);
         return;
     }
@@ -407,11 +406,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     if (c->timed_out)
         return;
     double now = deadline_now();
-    if (c->sess == NULL) { /* looking up the client's name: its time runs */
-        if (deadline_expired(&c->dl, now))
-            conn_timed_out(c);
-        else
-            arm_deadline(c);
+    if (c->sess == NULL) { /* see arm_lookup_deadline() */
+        conn_timed_out(c);
         return;
     }
     if (session_waiting(c->sess))
@@ -587,6 +583,22 @@ static void refuse_waiting_client(struct conn *c)
     conn_free(c);
 }
 
+/* While its name is looked up the client waits for the greeting, idle as
+ * far as the connection goes: smtpd_timeout applies as to a read (and the
+ * session deadline, if sooner). */
+static void arm_lookup_deadline(struct conn *c)
+{
+    double now = deadline_now();
+    double end = now + (double)conf_long(P_SMTPD_TIMEOUT);
+    double next = deadline_next(&c->dl);
+    if (next != 0 && next < end)
+        end = next;
+    double wait = end - now;
+    struct timeval tv = {(time_t)wait, (suseconds_t)((wait - (double)(time_t)wait) * 1e6)};
+    evtimer_add(c->timer, &tv);
+    c->armed = end;
+}
+
 /* Returns 0 when the lookup runs, -1 when the session can begin at once. */
 static int start_lookup(struct conn *c)
 {
@@ -602,6 +614,7 @@ static int start_lookup(struct conn *c)
         c->eof_watch = NULL;
         return -1;
     }
+    arm_lookup_deadline(c);
     return 0;
 }
 

@@ -435,3 +435,36 @@ def test_client_gone_during_lookup(make_server, blackhole):
     assert waiting.recv(4096).startswith(b"421 4.3.2 "), "no 421 for a waiting client"
     waiting.close()
     kp.check_sanitizers()
+
+
+def test_implicit_tls_waits_for_the_name(make_server, dns, blackhole):
+    """SMTPS: the client's ClientHello arrives while the name is looked up
+    and must still be there for the handshake afterwards."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for resolver, timeout, name in ((dns.port, "10s", r"good\.peer\.test"),
+                                    (blackhole.port, "1s", "unknown")):
+        smtps = free_port()
+        kp = server(make_server, resolver, start=False, smtps_listen=f"127.0.0.1:{smtps}",
+                    smtpd_peername_lookup_timeout=timeout)
+        kp.start(wait_ports=[kp.smtp_port, smtps])
+        with smtplib.SMTP_SSL("127.0.0.1", smtps, context=ctx, timeout=20,
+                              source_address=("127.0.0.2", 0)) as s:
+            assert s.ehlo("helo.client.test")[0] == 250
+        kp.wait_log(rf"connect from {name}\[127\.0\.0\.2\]")
+        kp.wait_log(rf"TLS connection established from {name}\[127\.0\.0\.2\]")
+
+
+def test_connection_timeouts_apply_during_lookup(make_server, blackhole):
+    """smtpd_timeout shorter than the lookup: the connection ends at its own
+    deadline, the pending lookup is cancelled."""
+    kp = server(make_server, blackhole.port, smtpd_timeout="1s",
+                smtpd_peername_lookup_timeout="30s")
+    start = time.time()
+    with socket.create_connection(("127.0.0.1", kp.smtp_port),
+                                  source_address=("127.0.0.40", 0), timeout=10) as s:
+        assert s.recv(4096) == b""
+    assert time.time() - start < 5
+    kp.wait_log(r"timeout during the client name lookup of 127\.0\.0\.40")
