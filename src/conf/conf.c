@@ -153,6 +153,12 @@ static const struct param_def defs[P_COUNT] = {
      * Postfix 2 to yes: "user@host" completed with ".$mydomain" can reach
      * a host the sender never named, so the newer, safer default. */
     [P_APPEND_DOT_MYDOMAIN] = {"append_dot_mydomain", CT_BOOL, "no", NULL},
+    [P_SMTPD_PEERNAME_LOOKUP] = {"smtpd_peername_lookup", CT_BOOL, "yes", NULL},
+    /* keypost's own: how long the greeting may wait for the client's name
+     * (Postfix waits as long as the system resolver does). */
+    [P_SMTPD_PEERNAME_LOOKUP_TIMEOUT] =
+        {"smtpd_peername_lookup_timeout", CT_TIME, "10s", NULL},
+    [P_UNKNOWN_CLIENT_REJECT_CODE] = {"unknown_client_reject_code", CT_LONG, "450", NULL},
 };
 
 struct param_val {

@@ -1,3 +1,5 @@
+/* dns: blocking MX and address lookups, and the resolver set-up shared with
+ * the asynchronous client name lookups (peername.c). */
 #include "dns/dns.h"
 
 #include <arpa/inet.h>
@@ -10,34 +12,40 @@
 #include "conf/conf.h"
 #include "util/strutil.h"
 
-#define RR_A 1
-#define RR_MX 15
-#define RR_AAAA 28
-
 static struct ub_ctx *ctx;
 
-static struct ub_ctx *resolver(char *err, size_t len)
+struct ub_ctx *dns_resolver_new(int threaded, char *err, size_t len)
 {
-    if (ctx)
-        return ctx;
-    ctx = ub_ctx_create();
-    if (ctx == NULL) {
+    struct ub_ctx *c = ub_ctx_create();
+    if (c == NULL) {
         snprintf(err, len, "cannot create resolver");
         return NULL;
     }
     const char *fwd = conf_str(P_DNS_RESOLVER);
-    int r = *fwd ? ub_ctx_set_fwd(ctx, fwd) : ub_ctx_resolvconf(ctx, NULL);
-    /* libunbound answers the special-use "test." itself (RFC 6761); a
-     * resolver named in dns_resolver may serve it on purpose. */
+    int r = *fwd ? ub_ctx_set_fwd(c, fwd) : ub_ctx_resolvconf(c, NULL);
+    /* libunbound answers the special-use "test." and the loopback reverse
+     * zone itself (RFC 6761); a resolver named in dns_resolver may serve
+     * them on purpose, and then it is asked like for any other name. */
     if (r == 0 && *fwd)
-        r = ub_ctx_set_option(ctx, "local-zone:", "test. transparent");
+        r = ub_ctx_set_option(c, "local-zone:", "test. transparent");
+    if (r == 0 && *fwd)
+        r = ub_ctx_set_option(c, "local-zone:", "127.in-addr.arpa. transparent");
     if (r == 0)
-        r = ub_ctx_hosts(ctx, NULL);
+        r = ub_ctx_hosts(c, NULL);
+    if (r == 0 && threaded)
+        r = ub_ctx_async(c, 1);
     if (r != 0) {
         snprintf(err, len, "resolver setup: %s", ub_strerror(r));
-        ub_ctx_delete(ctx);
-        ctx = NULL;
+        ub_ctx_delete(c);
+        return NULL;
     }
+    return c;
+}
+
+static struct ub_ctx *resolver(char *err, size_t len)
+{
+    if (ctx == NULL)
+        ctx = dns_resolver_new(0, err, len);
     return ctx;
 }
 
@@ -63,7 +71,7 @@ static enum dns_status query(const char *name, int type, struct ub_result **res,
 }
 
 /* Wire-format name (as libunbound hands it over, uncompressed) to text. */
-static int wire_name(const unsigned char *p, size_t n, char *out, size_t len)
+int dns_wire_name(const unsigned char *p, size_t n, char *out, size_t len)
 {
     size_t o = 0, i = 0;
     while (i < n && p[i]) {
@@ -111,7 +119,7 @@ enum dns_status dns_mx(const char *domain, struct mx_host *out, int max, int *co
         const unsigned char *d = (const unsigned char *)res->data[i];
         struct mx_host *h = &out[*count];
         h->pref = (d[0] << 8) | d[1];
-        if (wire_name(d + 2, (size_t)res->len[i] - 2, h->name, sizeof h->name) == 0)
+        if (dns_wire_name(d + 2, (size_t)res->len[i] - 2, h->name, sizeof h->name) == 0)
             (*count)++;
     }
     ub_resolve_free(res);

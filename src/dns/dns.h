@@ -1,7 +1,8 @@
 /* dns: MX and address lookups through libunbound, for the SMTP client.
  * The resolver is /etc/resolv.conf's, or the one named by dns_resolver
- * ("ADDR" or "ADDR@PORT"). Lookups block: they run only in delivery
- * processes, never on an event loop. */
+ * ("ADDR" or "ADDR@PORT"). These lookups block: they run only in delivery
+ * processes, never on an event loop (smtpd's client name lookups are
+ * asynchronous, in peername.c). */
 #ifndef KP_DNS_H
 #define KP_DNS_H
 
@@ -9,6 +10,12 @@
 #include <sys/socket.h>
 
 #define DNS_NAME_MAX 256
+#define RR_A 1
+#define RR_PTR 12
+#define RR_MX 15
+#define RR_AAAA 28
+
+struct ub_ctx;
 
 struct mx_host {
     char name[DNS_NAME_MAX];
@@ -25,6 +32,12 @@ enum dns_status dns_mx(const char *domain, struct mx_host *out, int max, int *co
 /* IPv4 and IPv6 addresses of host (port filled in). */
 enum dns_status dns_addrs(const char *host, int port, struct sockaddr_storage *out, int max,
                           int *count, char *err, size_t errlen);
+/* A libunbound context set up as keypost's configuration says; threaded
+ * for ub_resolve_async() on an event loop. NULL with err on failure. */
+struct ub_ctx *dns_resolver_new(int threaded, char *err, size_t len);
+/* Wire-format name (as libunbound hands it over, uncompressed) to text;
+ * bytes that are not printable ASCII become '?'. 0, or -1 if malformed. */
+int dns_wire_name(const unsigned char *p, size_t n, char *out, size_t len);
 /* Turn an address literal "[192.0.2.1]" / "[IPv6:...]" into a sockaddr. */
 int dns_literal(const char *text, int port, struct sockaddr_storage *out);
 

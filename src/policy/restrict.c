@@ -22,7 +22,8 @@ enum rkind {
     R_PERMIT_AUTH_DESTINATION, R_REJECT_UNLISTED_RECIPIENT, R_REJECT_UNLISTED_SENDER,
     R_PERMIT_TLS_CLIENTCERTS, R_PERMIT_TLS_ALL_CLIENTCERTS, R_CHECK_CCERT_ACCESS,
     R_CHECK_POLICY_SERVICE, R_CHECK_CLIENT_ACCESS, R_CHECK_HELO_ACCESS,
-    R_CHECK_SENDER_ACCESS, R_CHECK_RECIPIENT_ACCESS
+    R_CHECK_SENDER_ACCESS, R_CHECK_RECIPIENT_ACCESS, R_REJECT_UNKNOWN_CLIENT_HOSTNAME,
+    R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME
 };
 
 enum { ORDER_CERT = 1, ORDER_PUBKEY = 2 };
@@ -69,6 +70,9 @@ static const struct { const char *name; enum rkind kind; } simple_names[] = {
     {"reject_unlisted_sender", R_REJECT_UNLISTED_SENDER},
     {"permit_tls_clientcerts", R_PERMIT_TLS_CLIENTCERTS},
     {"permit_tls_all_clientcerts", R_PERMIT_TLS_ALL_CLIENTCERTS},
+    {"reject_unknown_client_hostname", R_REJECT_UNKNOWN_CLIENT_HOSTNAME},
+    {"reject_unknown_client", R_REJECT_UNKNOWN_CLIENT_HOSTNAME}, /* Postfix < 2.3 */
+    {"reject_unknown_reverse_client_hostname", R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME},
 };
 
 /* "{ texthash:/x, search_order = cert_fingerprint, pubkey_fingerprint }" */
@@ -280,6 +284,10 @@ int restrict_init(struct conf_errors *errs)
     parse_list(P_SMTPD_RECIPIENT_RESTRICTIONS, "Recipient address", &lists[L_RECIPIENT], errs);
     parse_networks(P_MYNETWORKS, &mynetworks, errs);
     parse_networks(P_SMTPD_CLIENT_EVENT_LIMIT_EXCEPTIONS, &limit_exceptions, errs);
+    long code = conf_long(P_UNKNOWN_CLIENT_REJECT_CODE);
+    if (code < 400 || code > 599)
+        conf_error(errs, "%s: unknown_client_reject_code: %ld is not a 4xx or 5xx reply code",
+                   conf_origin(P_UNKNOWN_CLIENT_REJECT_CODE), code);
     const char *pins = conf_str(P_RELAY_CLIENTCERTS);
     if (*pins) {
         char err[512];
@@ -506,10 +514,15 @@ static void address_keys(struct keyset *k, const char *addr)
     key_add(k, "%.*s@", (int)(at - addr), addr);
 }
 
+static int name_known(const char *name)
+{
+    return name && *name && strcmp(name, "unknown") != 0;
+}
+
 /* Client: name and parents, then the address and its shorter prefixes. */
 static void client_keys(struct keyset *k, const struct restrict_ctx *c)
 {
-    if (strcmp(c->client_name, "unknown") != 0)
+    if (name_known(c->client_name))
         domain_keys(k, c->client_name);
     char addr[64];
     str_copy(addr, c->client_addr, sizeof addr);
@@ -594,6 +607,22 @@ static enum restrict_action unlisted(int (*known)(const char *, char *, size_t),
     return r > 0 ? RA_DUNNO : r == 0 ? RA_REJECT : RA_DEFER;
 }
 
+/* reject_unknown_(reverse_)client_hostname, with Postfix's replies: the
+ * configured code when the name is unknown for good, 450 when DNS could not
+ * say (so that an outage never turns into a bounce). */
+static enum restrict_action unknown_client(const char *name, int tempfail, const char *what,
+                                           const char *dsn, const struct restrict_ctx *c,
+                                           struct restrict_result *out)
+{
+    if (name_known(name))
+        return RA_DUNNO;
+    long code = tempfail ? 450 : conf_long(P_UNKNOWN_CLIENT_REJECT_CODE);
+    snprintf(out->reply, sizeof out->reply,
+             "%ld %c%s Client host rejected: cannot find your %s, [%s]", code,
+             code >= 500 ? '5' : '4', dsn + 1, what, c->client_addr);
+    return code >= 500 ? RA_REJECT : RA_DEFER;
+}
+
 static enum restrict_action eval_one(const struct restriction *r, const struct rlist *l,
                                      const struct restrict_ctx *c, struct restrict_result *out)
 {
@@ -622,6 +651,13 @@ static enum restrict_action eval_one(const struct restriction *r, const struct r
         return tls_pinned(c) ? RA_PERMIT : RA_DUNNO;
     case R_PERMIT_TLS_ALL_CLIENTCERTS:
         return c->tls && c->tls->trust.chain_ok ? RA_PERMIT : RA_DUNNO;
+    case R_REJECT_UNKNOWN_CLIENT_HOSTNAME:
+        /* RFC 7372's code for a failed reverse-DNS check, as Postfix */
+        return unknown_client(c->client_name, c->client_name_tempfail, "hostname", "4.7.25",
+                              c, out);
+    case R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME:
+        return unknown_client(c->reverse_client_name, c->reverse_client_name_tempfail,
+                              "reverse hostname", "4.7.1", c, out);
     case R_CHECK_CCERT_ACCESS:
     case R_CHECK_CLIENT_ACCESS:
     case R_CHECK_HELO_ACCESS:
@@ -675,7 +711,8 @@ static void policy_request(const struct restrict_ctx *c, const struct restrictio
     add_attr(b, "recipient_count", num);
     add_attr(b, "client_address", c->client_addr);
     add_attr(b, "client_name", c->client_name);
-    add_attr(b, "reverse_client_name", c->client_name);
+    add_attr(b, "reverse_client_name",
+             c->reverse_client_name ? c->reverse_client_name : c->client_name);
     snprintf(num, sizeof num, "%d", c->client_port);
     add_attr(b, "client_port", num);
     add_attr(b, "server_address", c->server_addr);

@@ -11,6 +11,7 @@
  *   check_client_access, check_helo_access, check_sender_access,
  *   check_recipient_access TYPE:TABLE (access(5) actions)
  *   check_policy_service inet:ADDR:PORT | unix:/PATH | { TARGET, policy_context = X }
+ *   reject_unknown_client_hostname, reject_unknown_reverse_client_hostname
  * After the lists, smtpd_reject_unlisted_recipient (and _sender) check the
  * address against its class's recipient tables (addr/addrclass.h).
  * A policy service makes the evaluation asynchronous: restrict_start()
@@ -31,7 +32,10 @@ enum restrict_action { RA_DUNNO, RA_PERMIT, RA_REJECT, RA_DEFER, RA_HOLD, RA_DIS
 
 struct restrict_ctx {
     const struct sockaddr_storage *client;
-    const char *client_name;   /* "unknown" when there is no name */
+    const char *client_name;   /* forward-confirmed name, "unknown" when none */
+    const char *reverse_client_name; /* the PTR name, "unknown" when none */
+    int client_name_tempfail;  /* a name is unknown for a temporary reason: */
+    int reverse_client_name_tempfail; /* reject_unknown_* then answer 450 */
     const char *client_addr;
     const char *helo;
     const char *sender;

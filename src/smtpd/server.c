@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dns/peername.h"
 #include "policy/policy.h"
 #include "policy/restrict.h"
 #include "table/pgsql.h"
@@ -52,6 +53,12 @@ struct conn {
     struct deadline dl;
     struct event *timer;
     double armed;      /* when the timer fires; 0 not armed */
+    /* Until the client's name is known there is no bufferevent: the
+     * socket is only watched for EOF, and nothing is read. */
+    struct peername_lookup *lookup;
+    struct event *eof_watch;
+    struct session_client client;
+    int kind;
     struct conn *prev, *next;
 };
 
@@ -128,6 +135,9 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     W.nconns--;
+    peername_cancel(c->lookup);
+    if (c->eof_watch)
+        event_free(c->eof_watch);
     session_release(c->sess);
     anvil_leave(c->anvil_bucket);
     if (c->bev) {
@@ -360,6 +370,11 @@ static void log_tls_failure(struct conn *c)
  * more short timeout to flush it. Returns with c freed or closing. */
 static void conn_timed_out(struct conn *c)
 {
+    if (c->bev == NULL) { /* still looking up the client's name */
+        log_info(NULL, "timeout during the client name lookup of %s", c->client.addr_text);
+        conn_free(c);
+        return;
+    }
     if (c->handshaking || c->timed_out) {
         if (c->handshaking)
             log_info(session_id(c->sess), "timeout during TLS handshake");
@@ -391,6 +406,10 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     if (c->timed_out)
         return;
     double now = deadline_now();
+    if (c->sess == NULL) { /* see arm_lookup_deadline() */
+        conn_timed_out(c);
+        return;
+    }
     if (session_waiting(c->sess))
         deadline_request_wait(&c->dl, now); /* our own wait is not the client's */
     const char *which = deadline_expired(&c->dl, now);
@@ -464,7 +483,9 @@ static void describe_client(const struct sockaddr *sa, int kind, struct session_
         inet_ntop(AF_INET, &s4->sin_addr, cl->addr_text, sizeof cl->addr_text);
         cl->port = ntohs(s4->sin_port);
     }
-    str_copy(cl->name, "unknown", sizeof cl->name);
+    /* As Postfix with smtpd_peername_lookup = no: unknown for good. */
+    str_copy(cl->name, PEERNAME_UNKNOWN, sizeof cl->name);
+    str_copy(cl->reverse_name, PEERNAME_UNKNOWN, sizeof cl->reverse_name);
     cl->kind = (enum listener_kind)kind;
     cl->tls_available = W.tls != NULL;
 }
@@ -486,6 +507,137 @@ static void describe_server(int fd, struct session_client *cl)
     }
 }
 
+/* The session begins once the client's name is known (or not looked up):
+ * its "connect from" line and greeting carry the name. */
+static void conn_begin(struct conn *c, const char *refusal)
+{
+    c->sess = session_new(&conn_io, c, &c->client);
+    if (c->sess == NULL) {
+        conn_free(c);
+        return;
+    }
+    if (c->kind == LISTEN_SMTPS && refusal == NULL) {
+        if (switch_to_tls(c) == 0)
+            session_start(c->sess, NULL);
+        return;
+    }
+    c->bev = bufferevent_socket_new(W.base, c->fd, 0);
+    if (c->bev == NULL) {
+        conn_free(c);
+        return;
+    }
+    conn_setup_bev(c);
+    session_start(c->sess, refusal);
+    conn_after_io(c);
+}
+
+static void copy_names(struct session_client *cl, const struct peername_result *r)
+{
+    str_copy(cl->name, r->name, sizeof cl->name);
+    str_copy(cl->reverse_name, r->reverse_name, sizeof cl->reverse_name);
+    cl->name_tempfail = r->name_status == PEERNAME_TEMP;
+    cl->reverse_name_tempfail = r->reverse_status == PEERNAME_TEMP;
+}
+
+static void lookup_done(void *arg, const struct peername_result *res)
+{
+    struct conn *c = arg;
+    c->lookup = NULL;
+    event_free(c->eof_watch);
+    c->eof_watch = NULL;
+    if (res->warning[0])
+        log_warn(NULL, "%s", res->warning);
+    copy_names(&c->client, res);
+    conn_begin(c, NULL);
+}
+
+/* While the name is looked up nothing is read, but a client that hangs up
+ * is noticed (and its lookup cancelled). Early input (SMTPS's ClientHello,
+ * impatient pipelining) stays in the socket until the session starts. */
+static void on_waiting_readable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct conn *c = arg;
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK);
+    if (n > 0) {
+        event_del(c->eof_watch); /* input waits: stop being woken for it */
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    log_info(NULL, "lost connection during the client name lookup of %s",
+             c->client.addr_text);
+    conn_free(c);
+}
+
+/* SIGTERM while the name is looked up: no session yet, just say so. */
+static void refuse_waiting_client(struct conn *c)
+{
+    char reply[300];
+    int n = snprintf(reply, sizeof reply, "421 4.3.2 %s Service shutting down, closing "
+                     "transmission channel\r\n", conf_str(P_MYHOSTNAME));
+    if (n > 0 && send(c->fd, reply, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        log_info(NULL, "cannot tell %s that the server stops: %s", c->client.addr_text,
+                 strerror(errno));
+    conn_free(c);
+}
+
+/* While its name is looked up the client waits for the greeting, idle as
+ * far as the connection goes: smtpd_timeout applies as to a read (and the
+ * session deadline, if sooner). */
+static void arm_lookup_deadline(struct conn *c)
+{
+    double now = deadline_now();
+    double end = now + (double)conf_long(P_SMTPD_TIMEOUT);
+    double next = deadline_next(&c->dl);
+    if (next != 0 && next < end)
+        end = next;
+    double wait = end - now;
+    struct timeval tv = {(time_t)wait, (suseconds_t)((wait - (double)(time_t)wait) * 1e6)};
+    evtimer_add(c->timer, &tv);
+    c->armed = end;
+}
+
+/* Returns 0 when the lookup runs, -1 when the session can begin at once. */
+static int start_lookup(struct conn *c)
+{
+    if (!conf_bool(P_SMTPD_PEERNAME_LOOKUP))
+        return -1;
+    c->eof_watch = event_new(W.base, c->fd, EV_READ | EV_PERSIST, on_waiting_readable, c);
+    if (c->eof_watch == NULL || event_add(c->eof_watch, NULL) < 0)
+        return -1;
+    c->lookup = peername_start((struct sockaddr *)&c->client.addr,
+                               conf_long(P_SMTPD_PEERNAME_LOOKUP_TIMEOUT), lookup_done, c);
+    if (c->lookup == NULL) {
+        event_free(c->eof_watch);
+        c->eof_watch = NULL;
+        return -1;
+    }
+    arm_lookup_deadline(c);
+    return 0;
+}
+
+/* NULL, or why the client is refused (421) before any name lookup. */
+static const char *admission(struct conn *c, char *why, size_t len)
+{
+    c->anvil_bucket = -1;
+    long limit = conf_long(P_SMTPD_SESSION_LIMIT); /* 0: no limit */
+    if (limit > 0 && W.nconns > limit) {
+        snprintf(why, len, "too many sessions (smtpd_session_limit)");
+        return why;
+    }
+    if (restrict_in_limit_exceptions(&c->client.addr))
+        return NULL;
+    c->anvil_bucket = anvil_enter(&c->client.addr,
+                                  conf_long(P_SMTPD_CLIENT_CONNECTION_COUNT_LIMIT));
+    if (c->anvil_bucket == -1) {
+        snprintf(why, len, "too many connections from %s", c->client.addr_text);
+        return why;
+    }
+    return NULL;
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
@@ -493,23 +645,20 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)salen;
     int kind = (int)(intptr_t)arg;
     struct conn *c = calloc(1, sizeof *c);
-    struct session_client cl;
-    describe_client(sa, kind, &cl);
     if (c == NULL || (kind == LISTEN_SMTPS && W.tls == NULL)) {
         free(c);
         close(fd);
         return;
     }
+    describe_client(sa, kind, &c->client);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    describe_server(fd, &cl);
+    describe_server(fd, &c->client);
     c->fd = fd;
-    c->sess = session_new(&conn_io, c, &cl);
+    c->kind = kind;
+    c->anvil_bucket = -1;
     c->timer = evtimer_new(W.base, on_deadline, c);
-    if (c->sess == NULL || c->timer == NULL) {
-        session_release(c->sess);
-        if (c->timer)
-            event_free(c->timer);
+    if (c->timer == NULL) {
         free(c);
         close(fd);
         return;
@@ -523,30 +672,10 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         W.conns->prev = c;
     W.conns = c;
     W.nconns++;
-    const char *refusal = NULL;
     char why[128];
-    c->anvil_bucket = -1;
-    long limit = conf_long(P_SMTPD_SESSION_LIMIT); /* 0: no limit */
-    if (limit > 0 && W.nconns > limit) {
-        snprintf(why, sizeof why, "too many sessions (smtpd_session_limit)");
-        refusal = why;
-    } else if (!restrict_in_limit_exceptions(&cl.addr)) {
-        c->anvil_bucket = anvil_enter(&cl.addr,
-                                      conf_long(P_SMTPD_CLIENT_CONNECTION_COUNT_LIMIT));
-        if (c->anvil_bucket == -1) {
-            snprintf(why, sizeof why, "too many connections from %s", cl.addr_text);
-            refusal = why;
-        }
-    }
-    if (kind == LISTEN_SMTPS && refusal == NULL) {
-        if (switch_to_tls(c) == 0)
-            session_start(c->sess, NULL);
-        return;
-    }
-    c->bev = bufferevent_socket_new(W.base, fd, 0);
-    conn_setup_bev(c);
-    session_start(c->sess, refusal);
-    conn_after_io(c);
+    const char *refusal = admission(c, why, sizeof why);
+    if (refusal != NULL || start_lookup(c) < 0)
+        conn_begin(c, refusal);
 }
 
 /* ---- out of descriptors ---------------------------------------------------- */
@@ -635,6 +764,10 @@ static void on_sigterm(evutil_socket_t sig, short what, void *arg)
     stop_accepting();
     for (struct conn *c = W.conns, *next; c; c = next) {
         next = c->next;
+        if (c->sess == NULL) {
+            refuse_waiting_client(c);
+            continue;
+        }
         session_shutdown(c->sess);
         conn_after_io(c);
     }
@@ -661,6 +794,7 @@ int server_run(struct listener *ls, int nls, struct tls_server *tls)
     W.base = event_base_new();
     W.tls = tls;
     policy_set_base(W.base);
+    peername_set_base(W.base);
     pgsql_set_base(W.base);
     if (W.base == NULL || commit_start(W.base, conf_str(P_QUEUE_DIRECTORY)) < 0) {
         log_err(NULL, "cannot start the event loop or the commit thread");
@@ -690,6 +824,7 @@ int server_run(struct listener *ls, int nls, struct tls_server *tls)
     event_base_dispatch(W.base);
     commit_stop();
     policy_shutdown();
+    peername_shutdown();
     if (W.grace)
         event_free(W.grace);
     event_free(W.accept_pause);

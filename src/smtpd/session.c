@@ -472,6 +472,9 @@ static void apply_restrictions(struct smtp_session *s, const char *rcpt)
     s->rctx = (struct restrict_ctx){
         .client = &s->client.addr,
         .client_name = s->client.name,
+        .reverse_client_name = s->client.reverse_name,
+        .client_name_tempfail = s->client.name_tempfail,
+        .reverse_client_name_tempfail = s->client.reverse_name_tempfail,
         .client_addr = s->client.addr_text,
         .helo = s->helo,
         .sender = s->sender,

@@ -30,7 +30,10 @@ struct session_io {
 struct session_client {
     struct sockaddr_storage addr;
     char addr_text[64];   /* "192.0.2.1" or "2001:db8::1" */
-    char name[256];       /* "unknown" unless resolved */
+    char name[256];       /* forward-confirmed name, or "unknown" */
+    char reverse_name[256]; /* the PTR name (even unconfirmed), or "unknown" */
+    int name_tempfail;    /* name unknown for a temporary reason (DNS trouble) */
+    int reverse_name_tempfail; /* the same for reverse_name */
     int port;
     char server_addr_text[64];
     int server_port;

@@ -352,6 +352,64 @@ static void test_unknown_restriction(void **state)
     rmdir(dir);
 }
 
+/* Postfix's replies: unknown_client_reject_code when the name is unknown
+ * for good, 450 when DNS could not tell; a known name passes. */
+static void test_reject_unknown_client(void **state)
+{
+    (void)state;
+    const char *cfg[] = {"smtpd_client_restrictions",
+                         "reject_unknown_reverse_client_hostname, reject_unknown_client_hostname",
+                         "unknown_client_reject_code", "550", NULL};
+    configure(cfg);
+    struct sockaddr_storage ss = addr_of("192.0.2.7");
+    struct restrict_result res;
+    struct restrict_ctx ctx = {
+        .client = &ss, .client_name = "mx.partner.example",
+        .reverse_client_name = "mx.partner.example", .client_addr = "192.0.2.7",
+        .helo = "h.example", .sender = "a@b.example", .recipient = "alice@example.org",
+    };
+    restrict_check_rcpt(&ctx, &res);
+    assert_int_equal(res.action, RA_PERMIT);
+    ctx.client_name = "unknown"; /* a PTR that the A records do not confirm */
+    restrict_check_rcpt(&ctx, &res);
+    assert_int_equal(res.action, RA_REJECT);
+    assert_string_equal(res.reply, "550 5.7.25 Client host rejected: cannot find your "
+                                   "hostname, [192.0.2.7]");
+    ctx.client_name_tempfail = 1;
+    restrict_check_rcpt(&ctx, &res);
+    assert_int_equal(res.action, RA_DEFER);
+    assert_string_equal(res.reply, "450 4.7.25 Client host rejected: cannot find your "
+                                   "hostname, [192.0.2.7]");
+    ctx.reverse_client_name = "unknown";
+    ctx.reverse_client_name_tempfail = 1;
+    restrict_check_rcpt(&ctx, &res);
+    assert_string_equal(res.reply, "450 4.7.1 Client host rejected: cannot find your "
+                                   "reverse hostname, [192.0.2.7]");
+    ctx.reverse_client_name_tempfail = 0;
+    restrict_check_rcpt(&ctx, &res);
+    assert_string_equal(res.reply, "550 5.7.1 Client host rejected: cannot find your "
+                                   "reverse hostname, [192.0.2.7]");
+    /* Postfix's default code is 450 also for the permanent case. */
+    const char *dflt[] = {"smtpd_client_restrictions", "reject_unknown_client", NULL};
+    configure(dflt);
+    restrict_check_rcpt(&ctx, &res);
+    assert_int_equal(res.action, RA_DEFER);
+    assert_string_equal(res.reply, "450 4.7.25 Client host rejected: cannot find your "
+                                   "hostname, [192.0.2.7]");
+}
+
+static void test_bad_unknown_client_reject_code(void **state)
+{
+    (void)state;
+    struct conf_errors errs = {0};
+    conf_defaults();
+    conf_set("unknown_client_reject_code", "250", &errs);
+    assert_int_equal(restrict_init(&errs), 1);
+    assert_string_equal(errs.msgs[0], "command line: unknown_client_reject_code: 250 is not "
+                                      "a 4xx or 5xx reply code");
+    conf_errors_free(&errs);
+}
+
 static void test_limit_exceptions(void **state)
 {
     (void)state;
@@ -477,6 +535,8 @@ int main(void)
         cmocka_unit_test_teardown(test_permit_reject_defer, teardown),
         cmocka_unit_test_teardown(test_unknown_restriction, teardown),
         cmocka_unit_test_teardown(test_limit_exceptions, teardown),
+        cmocka_unit_test_teardown(test_reject_unknown_client, teardown),
+        cmocka_unit_test_teardown(test_bad_unknown_client_reject_code, teardown),
         cmocka_unit_test_teardown(test_tls_pins, teardown),
         cmocka_unit_test_teardown(test_access_tables, teardown),
     };
