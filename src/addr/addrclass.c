@@ -155,6 +155,27 @@ static void key_add(struct keys *ks, const char *fmt, const char *a, const char 
         snprintf(ks->k[ks->n++], sizeof ks->k[0], fmt, a, b);
 }
 
+size_t addrclass_extension_cut(const char *local)
+{
+    const char *delim = conf_str(P_RECIPIENT_DELIMITER);
+    size_t n = strlen(local), cut = *delim ? strcspn(local, delim) : n;
+    /* Postfix's split_addr: these names are never split. */
+    if (cut == 0 || str_ieq(local, "postmaster") || str_ieq(local, "mailer-daemon") ||
+        str_iprefix(local, "owner-") || (n > 8 && str_ieq(local + n - 8, "-request")))
+        return n;
+    return cut;
+}
+
+int addrclass_local_listed(const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    char local[512];
+    snprintf(local, sizeof local, "%.*s", at ? (int)(at - addr) : (int)strlen(addr), addr);
+    const char *v;
+    return tables_have(&recipients[AC_LOCAL], addr, &v) > 0 ||
+           tables_have(&recipients[AC_LOCAL], local, &v) > 0;
+}
+
 /* Postfix's lookup order: user+ext@domain, user@domain, then the local part
  * alone for local domains, or "@domain" (a catch-all) for the others. */
 static void recipient_keys(const char *addr, enum addr_class c, struct keys *ks)
@@ -164,9 +185,8 @@ static void recipient_keys(const char *addr, enum addr_class c, struct keys *ks)
     const char *domain = at ? at + 1 : "";
     snprintf(local, sizeof local, "%.*s", at ? (int)(at - addr) : (int)strlen(addr), addr);
     str_copy(bare, local, sizeof bare);
-    const char *delim = conf_str(P_RECIPIENT_DELIMITER);
-    size_t cut = *delim ? strcspn(local, delim) : strlen(local);
-    int has_ext = cut > 0 && cut < strlen(local);
+    size_t cut = addrclass_extension_cut(local);
+    int has_ext = cut < strlen(local);
     bare[cut] = '\0';
     ks->n = 0;
     key_add(ks, "%s@%s", local, domain);
@@ -210,9 +230,10 @@ static int known(const char *addr, const char *what, char *reply, size_t len)
         return 1;
     const char *value = NULL;
     int r = 0;
-    /* An address of a virtual mailbox domain may be an alias too. */
-    if (c == AC_VIRTUAL_MAILBOX && recipients[AC_VIRTUAL_ALIAS].ntables)
-        r = find_recipient(&recipients[AC_VIRTUAL_ALIAS], addr, c, &value);
+    /* An address that virtual_alias_maps rewrites exists, in every class
+     * (Postfix's check_rcpt_maps does the same). */
+    if (c != AC_VIRTUAL_ALIAS && recipients[AC_VIRTUAL_ALIAS].ntables)
+        r = addrclass_virtual_alias(addr, &value);
     if (r == 0 && c == AC_LOCAL && recipients[AC_LOCAL].ntables == 0)
         return 1; /* empty local_recipient_maps: every local address exists */
     if (r == 0 && c != AC_LOCAL && c != AC_VIRTUAL_ALIAS && recipients[c].ntables == 0)
@@ -224,8 +245,6 @@ static int known(const char *addr, const char *what, char *reply, size_t len)
      * that virtual_alias_maps rewrites. */
     if (r == 0 && c == AC_LOCAL)
         r = addrclass_local_alias(addr, &value);
-    if (r == 0 && c == AC_LOCAL)
-        r = addrclass_virtual_alias(addr, &value);
     if (r < 0) {
         snprintf(reply, len, "451 4.3.0 <%s>: %s address rejected: Temporary lookup failure",
                  addr, what);

@@ -41,6 +41,12 @@ int addrclass_sender_known(const char *addr, char *reply, size_t len);
  * virtual_mailbox_maps gives for addr; 0 found, 1 none, -1 tempfail. */
 int addrclass_mailbox_path(const char *addr, char *out, size_t len);
 
+/* Where recipient_delimiter splits a local part ("user+ext" -> 4), or its
+ * length when it is not split (no delimiter, or a name Postfix never
+ * splits: postmaster, mailer-daemon, owner-*, *-request). */
+size_t addrclass_extension_cut(const char *local);
+/* 1 when local_recipient_maps lists addr (or its local part) as it is. */
+int addrclass_local_listed(const char *addr);
 /* Alias lookups for expand.c: 1 found (*value valid until the next
  * lookup), 0 none, -1 a table cannot answer. */
 int addrclass_virtual_alias(const char *addr, const char **value);

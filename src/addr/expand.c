@@ -9,48 +9,110 @@
 #include "util/strutil.h"
 
 #define MAX_ADDR 512
+#define MAX_DEPTH 64             /* nesting, below virtual_alias_recursion_limit */
+#define MAX_LOOKUPS 100000       /* per message: overlapping lists stay cheap */
+#define MAX_FINAL 100000         /* final recipients per message */
+
+/* The final addresses of one message, for duplicate removal in O(1). */
+struct seen {
+    char **slots;
+    size_t cap;
+};
 
 struct expand_ctx {
     struct expansion *out;
+    struct seen *seen;
+    long *lookups;
     const char *orig;       /* the recipient given at RCPT */
     int produced;           /* final addresses made from orig */
-    const char *path[64];   /* the aliases being expanded, for loops */
+    const char *path[MAX_DEPTH]; /* the aliases being expanded, for loops */
     int depth;
     char *err;
     size_t len;
 };
 
-static int already(const struct expansion *x, const char *addr)
+static size_t hash_lower(const char *s)
 {
-    for (int i = 0; i < x->n; i++)
-        if (str_ieq(x->addrs[i], addr))
+    size_t h = 5381;
+    for (; *s; s++)
+        h = h * 33 + (size_t)(*s >= 'A' && *s <= 'Z' ? *s + 32 : *s);
+    return h;
+}
+
+static int seen_grow(struct seen *st)
+{
+    size_t cap = st->cap ? st->cap * 2 : 64;
+    char **slots = calloc(cap, sizeof *slots);
+    if (slots == NULL)
+        return -1;
+    for (size_t i = 0; i < st->cap; i++) {
+        if (st->slots[i] == NULL)
+            continue;
+        size_t j = hash_lower(st->slots[i]) & (cap - 1);
+        while (slots[j])
+            j = (j + 1) & (cap - 1);
+        slots[j] = st->slots[i];
+    }
+    free(st->slots);
+    st->slots = slots;
+    st->cap = cap;
+    return 0;
+}
+
+static int seen_has(const struct seen *st, const char *addr)
+{
+    if (st->cap == 0)
+        return 0;
+    for (size_t i = hash_lower(addr) & (st->cap - 1); st->slots[i]; i = (i + 1) & (st->cap - 1))
+        if (str_ieq(st->slots[i], addr))
             return 1;
     return 0;
 }
 
+/* Remember addr (the pointer must live as long as st); -1 out of memory. */
+static int seen_insert(struct seen *st, size_t count, char *addr)
+{
+    if ((count + 1) * 2 > st->cap && seen_grow(st) < 0)
+        return -1;
+    size_t i = hash_lower(addr) & (st->cap - 1);
+    while (st->slots[i])
+        i = (i + 1) & (st->cap - 1);
+    st->slots[i] = addr;
+    return 0;
+}
+
+static enum expand_status out_of_memory(struct expand_ctx *c, char *a, char *b)
+{
+    free(a);
+    free(b);
+    snprintf(c->err, c->len, "out of memory expanding <%s>", c->orig);
+    return EXPAND_TEMPFAIL;
+}
+
 static enum expand_status add_final(struct expand_ctx *c, const char *addr)
 {
-    if (already(c->out, addr))
+    struct expansion *x = c->out;
+    if (seen_has(c->seen, addr))
         return EXPAND_OK; /* the same mailbox once, as Postfix does */
-    if (++c->produced > conf_long(P_VIRTUAL_ALIAS_EXPANSION_LIMIT)) {
+    if (++c->produced > conf_long(P_VIRTUAL_ALIAS_EXPANSION_LIMIT) || x->n >= MAX_FINAL) {
         snprintf(c->err, c->len, "unreasonable virtual_alias_maps map expansion size for <%s>"
                  " (virtual_alias_expansion_limit = %ld)", c->orig,
                  conf_long(P_VIRTUAL_ALIAS_EXPANSION_LIMIT));
         return EXPAND_LIMIT;
     }
-    struct expansion *x = c->out;
+    char *copy = strdup(addr), *orig = strdup(c->orig);
+    if (copy == NULL || orig == NULL)
+        return out_of_memory(c, copy, orig);
     char **a = realloc(x->addrs, sizeof(char *) * (size_t)(x->n + 1));
-    char **o = a ? realloc(x->origs, sizeof(char *) * (size_t)(x->n + 1)) : NULL;
     if (a)
         x->addrs = a;
+    char **o = a ? realloc(x->origs, sizeof(char *) * (size_t)(x->n + 1)) : NULL;
     if (o)
         x->origs = o;
-    if (a == NULL || o == NULL) {
-        snprintf(c->err, c->len, "out of memory expanding <%s>", c->orig);
-        return EXPAND_TEMPFAIL;
-    }
-    x->addrs[x->n] = strdup(addr);
-    x->origs[x->n] = strdup(c->orig);
+    if (a == NULL || o == NULL || seen_insert(c->seen, (size_t)x->n, copy) < 0)
+        return out_of_memory(c, copy, orig);
+    x->addrs[x->n] = copy;
+    x->origs[x->n] = orig;
     x->n++;
     return EXPAND_OK;
 }
@@ -112,9 +174,14 @@ static enum expand_status expand_addr(struct expand_ctx *c, const char *addr)
             return EXPAND_LIMIT;
         }
     if (c->depth >= conf_long(P_VIRTUAL_ALIAS_RECURSION_LIMIT) ||
-        c->depth >= (int)(sizeof c->path / sizeof c->path[0])) {
+        c->depth >= MAX_DEPTH) {
         snprintf(c->err, c->len, "unreasonable virtual_alias_maps map nesting for <%s>",
                  c->orig);
+        return EXPAND_LIMIT;
+    }
+    if (++*c->lookups > MAX_LOOKUPS) {
+        snprintf(c->err, c->len, "unreasonable virtual_alias_maps map expansion size for <%s>"
+                 " (more than %d lookups)", c->orig, MAX_LOOKUPS);
         return EXPAND_LIMIT;
     }
     char *value = NULL;
@@ -145,11 +212,15 @@ enum expand_status expand_recipients(char *const *rcpts, char *const *origs, int
                                      struct expansion *out, char *err, size_t len)
 {
     memset(out, 0, sizeof *out);
+    struct seen seen = {NULL, 0};
+    long lookups = 0;
     enum expand_status st = EXPAND_OK;
     for (int i = 0; i < n && st == EXPAND_OK; i++) {
-        struct expand_ctx c = {out, origs ? origs[i] : rcpts[i], 0, {0}, 0, err, len};
+        struct expand_ctx c = {out, &seen, &lookups, origs ? origs[i] : rcpts[i], 0, {0}, 0,
+                               err, len};
         st = expand_addr(&c, rcpts[i]);
     }
+    free(seen.slots); /* the strings belong to out */
     if (st != EXPAND_OK)
         expansion_free(out);
     return st;

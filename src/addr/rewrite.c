@@ -98,8 +98,7 @@ static int apply_canonical(const struct tables *ts, char *addr, size_t len)
     return r < 0 ? -1 : r;
 }
 
-/* "host!user" -> "user@host"; "user%host@local" -> "user@host". */
-static void old_forms(char *addr, size_t len)
+void rewrite_old_forms(char *addr, size_t len)
 {
     char out[512];
     const char *bang = strchr(addr, '!');
@@ -121,9 +120,9 @@ static int rewrite(const struct tables *first, char *addr, size_t len)
 {
     if (*addr == '\0')
         return 0;
-    old_forms(addr, len);
+    /* Postfix: the sender/recipient map, then canonical_maps on the result. */
     int r = apply_canonical(first, addr, len);
-    if (r == 0)
+    if (r >= 0)
         r = apply_canonical(&canonical, addr, len);
     return r < 0 ? -1 : 0;
 }

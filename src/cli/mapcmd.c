@@ -4,6 +4,7 @@
  * as "not found": a script would take a lost database for a missing key. */
 #include "cli/cli.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -76,6 +77,10 @@ static int query_stdin(const struct table *t)
             printf("%s\t%s\n", line, value);
             found = 1;
         }
+    }
+    if (ferror(stdin)) {
+        fprintf(stderr, "keypost map: reading the keys: %s\n", strerror(errno));
+        return 2;
     }
     return found ? 0 : 1;
 }

@@ -9,6 +9,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "addr/addrclass.h"
 #include "conf/conf.h"
 #include "util/strutil.h"
 
@@ -175,26 +176,30 @@ static int delivered_before(const struct dmessage *m, const char *rcpt)
         return 0; /* the copy itself will fail and say why */
     }
     fseeko(in, m->env->body_offset, SEEK_SET);
-    char line[1024];
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
     int seen = 0, lines = 0;
-    while (!seen && lines++ < 10000 && fgets(line, sizeof line, in) && line[0] != '\r' &&
-           line[0] != '\n') {
-        if (!str_iprefix(line, "Delivered-To:"))
-            continue;
-        char *v = str_trim(line + 13);
-        seen = str_ieq(v, rcpt);
-    }
+    /* Whole lines (getline), headers only, a bounded number of them. A
+     * folded continuation starts with white space and is never the name. */
+    while (!seen && lines++ < 10000 && (n = getline(&line, &cap, in)) > 0 &&
+           strcmp(line, "\r\n") != 0 && strcmp(line, "\n") != 0)
+        if (str_iprefix(line, "Delivered-To:"))
+            seen = str_ieq(str_trim(line + 13), rcpt);
+    free(line);
     fclose(in);
     return seen;
 }
 
-/* "user+ext@domain" is delivered to user's mailbox (recipient_delimiter);
- * the full address stays in Delivered-To. at points into addr. */
+/* "user+ext@domain" is delivered to user's mailbox (recipient_delimiter),
+ * unless "user+ext" is a user of its own; the full address stays in
+ * Delivered-To. at points into addr. */
 static void strip_extension(char *addr, char *at)
 {
-    const char *delims = conf_str(P_RECIPIENT_DELIMITER);
-    size_t cut = *delims ? strcspn(addr, delims) : (size_t)(at - addr);
-    if (cut > 0 && cut < (size_t)(at - addr))
+    *at = '\0';
+    size_t cut = addrclass_extension_cut(addr);
+    *at = '@';
+    if (cut < (size_t)(at - addr) && !addrclass_local_listed(addr))
         memmove(addr + cut, at, strlen(at) + 1);
 }
 

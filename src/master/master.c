@@ -449,8 +449,12 @@ static int prepare_dirs(char *err, size_t len)
         str_copy(bases[0], t + 8, sizeof bases[0]);
     else
         bases[0][0] = '\0';
+    struct stat st;
     for (int i = 0; i <= n; i++)
-        if (bases[i][0] && own_dir(bases[i], M.uid, M.gid, 0) < 0) {
+        /* transport_maps targets that exist are the operator's: their access
+         * was checked; only a missing one is made and given to mail_owner. */
+        if (bases[i][0] && (i == 0 || lstat(bases[i], &st) < 0) &&
+            own_dir(bases[i], M.uid, M.gid, 0) < 0) {
             snprintf(err, len, "cannot create or own the maildir base %s: %s", bases[i],
                      strerror(errno));
             return -1;

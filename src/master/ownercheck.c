@@ -60,8 +60,9 @@ static void add_need(struct needs *nd, enum need_kind kind, enum conf_param p, c
 }
 
 /* maildir: targets of transport_maps. Only tables whose keys can be listed
- * (texthash, inline) are reachable; serve creates these bases and gives
- * them to mail_owner, as local_transport's. */
+ * (texthash, inline) are reachable; serve creates a missing base and gives
+ * it to mail_owner, as local_transport's; one that exists must let
+ * mail_owner in as it is. */
 static void add_transport_maps(struct needs *nd)
 {
     const char *spec = conf_str(P_TRANSPORT_MAPS);
@@ -74,7 +75,8 @@ static void add_transport_maps(struct needs *nd)
         struct route r;
         if (v && route_parse(v, "example.org", &r, err, sizeof err) == 0 &&
             r.transport == TR_MAILDIR)
-            add_need(nd, NEED_OWNED_DIR, P_TRANSPORT_MAPS, v, r.nexthop);
+            add_need(nd, access(r.nexthop, F_OK) == 0 ? NEED_ENTRY_DIR : NEED_OWNED_DIR,
+                     P_TRANSPORT_MAPS, v, r.nexthop);
     }
     table_free(t);
 }

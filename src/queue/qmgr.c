@@ -194,15 +194,18 @@ static void deliver_local(const char *qdir, const struct route *route, struct lo
 {
     struct dmessage dm = {&m->env, m->path};
     if (route->transport == TR_LMTP) {
-        char *rcpts[m->n > 0 ? m->n : 1];
-        struct dresult res[m->n > 0 ? m->n : 1];
-        memset(res, 0, sizeof res);
-        for (int k = 0; k < m->n; k++)
+        /* On the heap: an alias expansion can make thousands of recipients. */
+        char **rcpts = calloc((size_t)m->n + 1, sizeof *rcpts);
+        struct dresult *res = calloc((size_t)m->n + 1, sizeof *res);
+        for (int k = 0; rcpts && res && k < m->n; k++)
             rcpts[k] = m->env.rcpts[m->idx[k]];
-        lmtp_deliver(route->nexthop, &dm, rcpts, m->n, res, (int)conf_long(P_LMTP_TIMEOUT));
-        for (int k = 0; k < m->n; k++)
+        if (rcpts && res)
+            lmtp_deliver(route->nexthop, &dm, rcpts, m->n, res, (int)conf_long(P_LMTP_TIMEOUT));
+        for (int k = 0; rcpts && res && k < m->n; k++)
             record(qdir, m, m->idx[k], &res[k]);
-        return;
+        free(rcpts);
+        free(res);
+        return; /* out of memory: nothing recorded, the message is tried again */
     }
     for (int k = 0; k < m->n; k++) {
         struct dresult r;

@@ -198,6 +198,12 @@ void route_for(const char *rcpt, struct route *r)
         t = conf_str(P_LOCAL_TRANSPORT);
     if (t == NULL && cls == AC_RELAY && *conf_str(P_RELAY_TRANSPORT))
         t = conf_str(P_RELAY_TRANSPORT);
+    if (t == NULL && cls == AC_VIRTUAL_ALIAS) {
+        /* Every address of the class is an alias; one that is still here
+         * matched none (an alias target's typo): Postfix's answer. */
+        error_route(r, "5.1.1 User unknown in virtual alias table");
+        return;
+    }
     if (t == NULL && cls == AC_VIRTUAL_MAILBOX) {
         if (!*conf_str(P_VIRTUAL_TRANSPORT)) { /* check refuses this; a reload race */
             error_route(r, "4.3.5 no virtual_transport for a virtual mailbox domain");

@@ -357,6 +357,10 @@ static int mail_params(struct smtp_session *s, char *params)
  * result that does not fit leaves the address alone (refused as bad syntax). */
 static void qualify_envelope(const struct smtp_session *s, char *addr, size_t len)
 {
+    /* The old forms first ("host!user", "user%host@local"), as Postfix's
+     * canonicalization does, so that the restrictions judge where the
+     * address really goes. */
+    rewrite_old_forms(addr, len);
     unsigned flags = (conf_bool(P_APPEND_AT_MYORIGIN) ? QUALIFY_APPEND_AT_MYORIGIN : 0) |
                      (conf_bool(P_APPEND_DOT_MYDOMAIN) ? QUALIFY_APPEND_DOT_MYDOMAIN : 0);
     if (flags == 0 || *addr == '\0' || !restrict_in_mynetworks(&s->client.addr))

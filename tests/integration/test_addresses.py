@@ -288,3 +288,34 @@ def test_delivered_to_loop_bounces(make_server):
     bounce = kp.wait_delivered("sender@example.org")
     assert b"forwarding loop" in open(bounce[0], "rb").read()
     assert kp.delivered("alice@example.org") == []
+
+
+def test_percent_hack_is_judged_before_relay_control(make_server):
+    """With the percent hack on, "user%elsewhere@local" from a stranger is
+    rewritten before the restrictions: relay access denied, not relayed."""
+    kp = make_server(allow_percent_hack="yes", mynetworks="192.0.2.0/24",
+                     recipient_delimiter="+", local_recipient_maps="inline:{ alice=1 }",
+                     relayhost=f"[127.0.0.1]:{free_port()}")
+    code, msg = rcpt(kp, "alice+x%evil.test@example.org")
+    assert code == 554 and b"Relay access denied" in msg, msg
+    assert b"alice+x@evil.test" in msg
+
+
+def test_unmatched_virtual_alias_target_bounces(make_server, tmpbase):
+    valiases = write(os.path.join(tmpbase, "virtual"), "info@alias.test typo@alias.test\n")
+    kp = make_server(virtual_alias_domains="alias.test", virtual_alias_maps=f"texthash:{valiases}",
+                     relayhost=f"[127.0.0.1]:{free_port()}")
+    send(kp, "sender@example.org", ["info@alias.test"])
+    kp.wait_log(r"to=<typo@alias\.test>, orig_to=<info@alias\.test>, .*status=bounced "
+                r"\(5\.1\.1 User unknown in virtual alias table\)")
+    assert b"User unknown in virtual alias table" in \
+        open(kp.wait_delivered("sender@example.org")[0], "rb").read()
+
+
+def test_listed_user_with_a_delimiter_keeps_its_mailbox(make_server):
+    kp = make_server(recipient_delimiter="+-", local_recipient_maps="inline:{ john=1, john-doe=1 }")
+    send(kp, "sender@remote.test", ["john-doe@example.org", "john+news@example.org",
+                                     "owner-list@example.org"], subject="split")
+    kp.wait_delivered("john-doe@example.org")
+    kp.wait_delivered("john@example.org")
+    assert kp.delivered("john-doe@example.org") and len(kp.delivered("john@example.org")) == 1
