@@ -189,6 +189,15 @@ int agent_submit(const char *request, void *job)
     return 0;
 }
 
+/* Stop a busy agent: its job ends as failed (the channel closes) and the
+ * messages it worked on are tried again; one may be delivered twice, never
+ * lost. */
+static void stop_busy(struct agent *a)
+{
+    kill(a->pid, SIGKILL);
+    a->retiring = 1; /* forget() runs when its channel closes */
+}
+
 void agent_expire(long seconds)
 {
     time_t now = time(NULL);
@@ -196,9 +205,19 @@ void agent_expire(long seconds)
         if (a->job && now - a->started > seconds && !a->retiring) {
             log_warn(NULL, "delivery agent %d exceeded delivery_job_deadline (%lds): stopped",
                      (int)a->pid, seconds);
-            kill(a->pid, SIGKILL);
-            a->retiring = 1; /* forget() runs when its channel closes */
+            stop_busy(a);
         }
+}
+
+int agent_stop_all_busy(void)
+{
+    int n = 0;
+    for (struct agent *a = P.agents; a; a = a->next)
+        if (a->job && !a->retiring) {
+            stop_busy(a);
+            n++;
+        }
+    return n;
 }
 
 int agent_reaped(pid_t pid)

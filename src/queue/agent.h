@@ -22,6 +22,9 @@ int agent_submit(const char *request, void *job);
  * that answers one byte at a time defeats every per-read timeout); their
  * jobs end as failed and are retried later. */
 void agent_expire(long seconds);
+/* Stop every agent that is working (shutdown after a grace period); their
+ * jobs end as failed. Returns how many. */
+int agent_stop_all_busy(void);
 /* A child ended (from the SIGCHLD handler); returns 1 if it was an agent. */
 int agent_reaped(pid_t pid);
 /* Close every agent's channel and wait for the agents to exit. */

@@ -26,6 +26,8 @@
 #include "util/log.h"
 #include "util/strutil.h"
 
+#define QMGR_STOP_GRACE 15 /* seconds for running deliveries after SIGTERM */
+
 #define BATCH_MAX 20 /* messages per delivery request */
 
 long qmgr_backoff(int attempts, long minimal, long maximal)
@@ -359,6 +361,7 @@ static struct {
     struct job *jobs;
     int running;
     int stopping;
+    struct event *grace;     /* after SIGTERM: ends deliveries that linger */
     int in_run_due;
     struct event *tick, *notify, *watch, *sig_term, *sig_chld;
     int notify_fd, watch_fd;
@@ -758,15 +761,36 @@ static void watch_active(void)
     event_add(Q.watch, NULL);
 }
 
+/* Deliveries still running this long after SIGTERM are ended: a peer that
+ * stops answering must not hold a stop (or a restart) for the length of the
+ * SMTP timeouts. Their messages stay queued and are tried at the next start. */
+static void on_stop_grace(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    int n = agent_stop_all_busy();
+    if (n)
+        log_warn(NULL, "stopping: %d deliveries still running after %ds are ended; their "
+                 "messages are tried again later", n, QMGR_STOP_GRACE);
+}
+
 static void on_term(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
     (void)arg;
     Q.stopping = 1;
-    if (Q.running == 0)
+    if (Q.running == 0) {
         event_base_loopexit(Q.base, NULL);
-    /* else: running deliveries finish; job_done() ends the loop */
+        return;
+    }
+    /* Running deliveries may finish; job_done() ends the loop. */
+    struct timeval tv = {QMGR_STOP_GRACE, 0};
+    if (Q.grace == NULL)
+        Q.grace = evtimer_new(Q.base, on_stop_grace, NULL);
+    if (Q.grace)
+        evtimer_add(Q.grace, &tv);
 }
 
 int qmgr_run(void)
@@ -793,6 +817,8 @@ int qmgr_run(void)
     scan();
     run_due();
     event_base_dispatch(Q.base);
+    if (Q.grace)
+        event_free(Q.grace);
     agent_pool_stop();
     close(Q.notify_fd);
     return 0;

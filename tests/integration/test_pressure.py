@@ -330,3 +330,32 @@ def test_memory_is_released_after_sessions_end(make_server, monkeypatch):
     peak2 = rss_kb(pid)
     close_all(kp, socks)
     assert peak2 - start < (peak - start) * 1.3, (start, peak, peak2)
+
+
+def test_stop_does_not_wait_for_a_stalled_peer(make_server):
+    """A next hop that greets and then never answers holds a delivery for
+    the SMTP timeouts (300 s); SIGTERM ends it after a short grace period,
+    and the message stays queued."""
+    import signal
+    import smtplib
+    from test_relay import Peer
+    peer = Peer(mode="stall")
+    try:
+        kp = make_server(relayhost=f"[127.0.0.1]:{peer.port}")
+        with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=20) as s:
+            s.sendmail("a@example.org", ["b@remote.test"], b"Subject: stalled\r\n\r\nx\r\n")
+        deadline = time.time() + 20
+        while not peer.commands() and time.time() < deadline:
+            time.sleep(0.1)
+        assert peer.commands(), "keypost never reached the peer"
+        queued = kp.queue_files()
+        assert len(queued) == 1
+        t0 = time.time()
+        kp.signal(signal.SIGTERM)
+        assert kp.proc.wait(timeout=40) == 0
+        took = time.time() - t0
+        assert took < 30, took
+        kp.wait_log(r"stopping: 1 deliveries still running after 15s are ended")
+        assert kp.queue_files() == queued  # never lost
+    finally:
+        peer.stop()
