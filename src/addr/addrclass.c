@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "table/table.h"
+#include "table/tablelist.h"
 #include "util/strutil.h"
 
 #define MAX_ITEMS 64
@@ -14,8 +15,7 @@ struct dlist {
     enum conf_param param;
     char *names[MAX_ITEMS];
     int nnames;
-    struct table *tables[MAX_ITEMS];
-    int ntables;
+    struct table_list tables;
 };
 
 static struct dlist domains[AC_DEFAULT];   /* one list per class but default */
@@ -42,27 +42,6 @@ static int is_table_spec(const char *item)
                                         (size_t)(colon - item);
 }
 
-static void add_table(struct dlist *l, const char *spec, struct conf_errors *errs)
-{
-    char err[600];
-    struct table *t = table_open(spec, err, sizeof err);
-    if (t == NULL) {
-        conf_error(errs, "%s: %s: %s", conf_origin(l->param), conf_name(l->param), err);
-        return;
-    }
-    if (table_is_remote(t)) {
-        /* A lookup would block the smtpd event loop. */
-        conf_error(errs, "%s: %s: %s: only local tables (texthash:, inline:, lmdb:) are "
-                   "supported here", conf_origin(l->param), conf_name(l->param), spec);
-        table_free(t);
-        return;
-    }
-    if (l->ntables < MAX_ITEMS)
-        l->tables[l->ntables++] = t;
-    else
-        table_free(t);
-}
-
 static void parse_list(struct dlist *l, enum conf_param p, int names_allowed,
                        struct conf_errors *errs)
 {
@@ -75,7 +54,7 @@ static void parse_list(struct dlist *l, enum conf_param p, int names_allowed,
         conf_error(errs, "%s: %s: at most %d items", conf_origin(p), conf_name(p), MAX_ITEMS);
     for (int i = 0; i < n && i < MAX_ITEMS; i++) {
         if (is_table_spec(items[i]))
-            add_table(l, items[i], errs);
+            table_list_add(&l->tables, items[i], p, TL_LOCAL_ONLY, errs);
         else if (!names_allowed)
             conf_error(errs, "%s: %s: \"%s\" is not a table (TYPE:NAME)", conf_origin(p),
                        conf_name(p), items[i]);
@@ -101,16 +80,10 @@ static int name_matches(const char *name, const char *domain)
 static int tables_have(const struct dlist *l, const char *key, const char **value)
 {
     const char *v = NULL;
-    for (int i = 0; i < l->ntables; i++) {
-        if (table_get(l->tables[i], key, &v) < 0)
-            return -1;
-        if (v) {
-            if (value)
-                *value = v;
-            return 1;
-        }
-    }
-    return 0;
+    int r = table_list_get(&l->tables, key, &v, NULL);
+    if (r > 0 && value)
+        *value = v;
+    return r;
 }
 
 static int list_has_domain(const struct dlist *l, const char *domain)
@@ -232,11 +205,11 @@ static int known(const char *addr, const char *what, char *reply, size_t len)
     int r = 0;
     /* An address that virtual_alias_maps rewrites exists, in every class
      * (Postfix's check_rcpt_maps does the same). */
-    if (c != AC_VIRTUAL_ALIAS && recipients[AC_VIRTUAL_ALIAS].ntables)
+    if (c != AC_VIRTUAL_ALIAS && recipients[AC_VIRTUAL_ALIAS].tables.n)
         r = addrclass_virtual_alias(addr, &value);
-    if (r == 0 && c == AC_LOCAL && recipients[AC_LOCAL].ntables == 0)
+    if (r == 0 && c == AC_LOCAL && recipients[AC_LOCAL].tables.n == 0)
         return 1; /* empty local_recipient_maps: every local address exists */
-    if (r == 0 && c != AC_LOCAL && c != AC_VIRTUAL_ALIAS && recipients[c].ntables == 0)
+    if (r == 0 && c != AC_LOCAL && c != AC_VIRTUAL_ALIAS && recipients[c].tables.n == 0)
         return 1;
     if (r == 0)
         r = find_recipient(&recipients[c], addr, c, &value);
@@ -334,8 +307,8 @@ static void check_conflicts(struct conf_errors *errs)
         for (int i = 0; i < domains[c].nnames; i++)
             check_domain(errs, domains[c].names[i], c);
         struct conflict_check cc = {errs, c};
-        for (int i = 0; i < domains[c].ntables; i++)
-            table_foreach(domains[c].tables[i], check_key, &cc);
+        for (int i = 0; i < domains[c].tables.n; i++)
+            table_foreach(domains[c].tables.t[i], check_key, &cc);
     }
 }
 
@@ -343,8 +316,7 @@ static void free_list(struct dlist *l)
 {
     for (int i = 0; i < l->nnames; i++)
         free(l->names[i]);
-    for (int i = 0; i < l->ntables; i++)
-        table_free(l->tables[i]);
+    table_list_free(&l->tables);
     memset(l, 0, sizeof *l);
 }
 
@@ -367,12 +339,12 @@ int addrclass_init(struct conf_errors *errs)
     }
     parse_list(&aliases, P_ALIAS_MAPS, 0, errs);
     check_conflicts(errs);
-    if ((domains[AC_VIRTUAL_MAILBOX].nnames || domains[AC_VIRTUAL_MAILBOX].ntables) &&
+    if ((domains[AC_VIRTUAL_MAILBOX].nnames || domains[AC_VIRTUAL_MAILBOX].tables.n) &&
         !*conf_str(P_VIRTUAL_TRANSPORT))
         conf_error(errs, "%s: virtual_mailbox_domains needs virtual_transport (for example "
                    "lmtp:unix:/run/dovecot/lmtp): keypost has no virtual delivery agent of its "
                    "own yet", conf_origin(P_VIRTUAL_MAILBOX_DOMAINS));
-    if (recipients[AC_LOCAL].ntables == 0 && conf_bool(P_SMTPD_REJECT_UNLISTED_RECIPIENT)) {
+    if (recipients[AC_LOCAL].tables.n == 0 && conf_bool(P_SMTPD_REJECT_UNLISTED_RECIPIENT)) {
         const char *origin = conf_origin(P_LOCAL_RECIPIENT_MAPS);
         conf_warning("%s%slocal_recipient_maps is empty: every address of mydestination is "
                      "accepted (and a mailbox made for it); list the users, e.g. "

@@ -5,88 +5,39 @@
 #include <string.h>
 
 #include "addr/addrclass.h"
-#include "table/table.h"
+#include "table/tablelist.h"
 #include "util/strutil.h"
 
-#define MAX_TABLES 8
-
-struct tables {
-    struct table *t[MAX_TABLES];
-    int n;
-};
-
-static struct tables canonical, sender_canonical, recipient_canonical;
-
-static void open_tables(struct tables *ts, enum conf_param p, struct conf_errors *errs)
-{
-    memset(ts, 0, sizeof *ts);
-    char *copy = strdup(conf_str(p));
-    char *specs[MAX_TABLES + 1];
-    int n = str_split_list(copy, specs, MAX_TABLES + 1);
-    if (n > MAX_TABLES)
-        conf_error(errs, "%s: %s: at most %d tables", conf_origin(p), conf_name(p), MAX_TABLES);
-    for (int i = 0; i < n && i < MAX_TABLES; i++) {
-        char err[600];
-        struct table *t = table_open(specs[i], err, sizeof err);
-        if (t == NULL)
-            conf_error(errs, "%s: %s: %s", conf_origin(p), conf_name(p), err);
-        else if (table_is_remote(t)) {
-            conf_error(errs, "%s: %s: %s: only local tables (texthash:, inline:, lmdb:) are "
-                       "supported here", conf_origin(p), conf_name(p), specs[i]);
-            table_free(t);
-        } else
-            ts->t[ts->n++] = t;
-    }
-    free(copy);
-}
-
-static void close_tables(struct tables *ts)
-{
-    for (int i = 0; i < ts->n; i++)
-        table_free(ts->t[i]);
-    ts->n = 0;
-}
+static struct table_list canonical, sender_canonical, recipient_canonical;
 
 int rewrite_init(struct conf_errors *errs)
 {
     int before = errs->count;
     rewrite_free();
-    open_tables(&canonical, P_CANONICAL_MAPS, errs);
-    open_tables(&sender_canonical, P_SENDER_CANONICAL_MAPS, errs);
-    open_tables(&recipient_canonical, P_RECIPIENT_CANONICAL_MAPS, errs);
+    table_list_open(&canonical, P_CANONICAL_MAPS, TL_LOCAL_ONLY, errs);
+    table_list_open(&sender_canonical, P_SENDER_CANONICAL_MAPS, TL_LOCAL_ONLY, errs);
+    table_list_open(&recipient_canonical, P_RECIPIENT_CANONICAL_MAPS, TL_LOCAL_ONLY, errs);
     return errs->count - before;
 }
 
 void rewrite_free(void)
 {
-    close_tables(&canonical);
-    close_tables(&sender_canonical);
-    close_tables(&recipient_canonical);
-}
-
-/* 1 found, 0 not, -1 a table failed. */
-static int lookup(const struct tables *ts, const char *key, const char **value)
-{
-    for (int i = 0; i < ts->n; i++) {
-        if (table_get(ts->t[i], key, value) < 0)
-            return -1;
-        if (*value)
-            return 1;
-    }
-    return 0;
+    table_list_free(&canonical);
+    table_list_free(&sender_canonical);
+    table_list_free(&recipient_canonical);
 }
 
 /* canonical(5): "user@domain", then "@domain". */
-static int apply_canonical(const struct tables *ts, char *addr, size_t len)
+static int apply_canonical(const struct table_list *ts, char *addr, size_t len)
 {
     const char *at = strrchr(addr, '@');
     if (ts->n == 0 || at == NULL)
         return 0;
     const char *value = NULL;
-    int r = lookup(ts, addr, &value);
+    int r = table_list_get(ts, addr, &value, NULL);
     char out[512];
     if (r == 0) {
-        r = lookup(ts, at, &value);
+        r = table_list_get(ts, at, &value, NULL);
         if (r > 0 && value[0] == '@') {
             snprintf(out, sizeof out, "%.*s%s", (int)(at - addr), addr, value);
             str_copy(addr, out, len);
@@ -116,7 +67,7 @@ void rewrite_old_forms(char *addr, size_t len)
     }
 }
 
-static int rewrite(const struct tables *first, char *addr, size_t len)
+static int rewrite(const struct table_list *first, char *addr, size_t len)
 {
     if (*addr == '\0')
         return 0;

@@ -5,22 +5,19 @@
 #include <string.h>
 
 #include "table/table.h"
+#include "table/tablelist.h"
 #include "tls/tlsopt.h"
 #include "util/strutil.h"
 
-#define MAX_POLICY_TABLES 8
 
 static const char *const level_names[] = {"none", "may", "encrypt", "fingerprint",
                                           "verify", "secure", "dane"};
 
-/* A table that could not be opened stays in the list as NULL: lookups
- * through it fail (TEMPFAIL), so the destinations it names are deferred,
- * never sent under the default level (a reload that raced a file change). */
-static struct {
-    struct table *tables[MAX_POLICY_TABLES];
-    char *specs[MAX_POLICY_TABLES];
-    int ntables;
-} PT;
+/* A table that could not be opened stays in the list (TL_KEEP_FAILED):
+ * lookups through it fail (TEMPFAIL), so the destinations it names are
+ * deferred, never sent under the default level (a reload that raced a file
+ * change). */
+static struct table_list policy_tables;
 
 const char *tls_level_name(enum tls_level level)
 {
@@ -122,15 +119,6 @@ static int check_entry(void *arg, const char *key, const char *value, const char
     return 0; /* report every bad entry, not the first only */
 }
 
-static void close_tables(void)
-{
-    for (int i = 0; i < PT.ntables; i++) {
-        table_free(PT.tables[i]);
-        free(PT.specs[i]);
-    }
-    PT.ntables = 0;
-}
-
 static void check_default_level(struct conf_errors *errs)
 {
     struct tls_policy p;
@@ -142,27 +130,16 @@ static void check_default_level(struct conf_errors *errs)
 
 int tls_policy_init(struct conf_errors *errs)
 {
-    close_tables();
     int before = errs->count;
-    char *copy = strdup(conf_str(P_SMTP_TLS_POLICY_MAPS));
-    char *specs[MAX_POLICY_TABLES + 1];
-    int n = str_split_list(copy, specs, MAX_POLICY_TABLES + 1);
-    const char *origin = conf_origin(P_SMTP_TLS_POLICY_MAPS);
-    if (n > MAX_POLICY_TABLES)
-        conf_error(errs, "%s: smtp_tls_policy_maps: at most %d tables", origin,
-                   MAX_POLICY_TABLES);
-    for (int i = 0; i < n && i < MAX_POLICY_TABLES; i++) {
-        char err[600];
-        struct table *t = table_open(specs[i], err, sizeof err);
-        if (t == NULL)
-            conf_error(errs, "%s: smtp_tls_policy_maps: %s", origin, err);
-        struct entry_check c = {errs, specs[i]};
+    table_list_free(&policy_tables);
+    table_list_open(&policy_tables, P_SMTP_TLS_POLICY_MAPS, TL_KEEP_FAILED, errs);
+    for (int i = 0; i < policy_tables.n; i++) {
+        struct table *t = policy_tables.t[i];
+        struct entry_check c = {errs, policy_tables.spec[i]};
         if (t && !table_is_remote(t) && table_foreach(t, check_entry, &c) < 0)
-            conf_error(errs, "%s: smtp_tls_policy_maps: cannot read %s", origin, specs[i]);
-        PT.specs[PT.ntables] = strdup(specs[i]);
-        PT.tables[PT.ntables++] = t;
+            conf_error(errs, "%s: smtp_tls_policy_maps: cannot read %s",
+                       conf_origin(P_SMTP_TLS_POLICY_MAPS), policy_tables.spec[i]);
     }
-    free(copy);
     check_default_level(errs);
     return errs->count - before;
 }
@@ -170,14 +147,7 @@ int tls_policy_init(struct conf_errors *errs)
 /* Look key up in every table; 1 found, 0 absent, -1 a table failed. */
 static int lookup(const char *key, const char **value, const char **spec)
 {
-    for (int i = 0; i < PT.ntables; i++) {
-        *spec = PT.specs[i] ? PT.specs[i] : "";
-        if (PT.tables[i] == NULL || table_get(PT.tables[i], key, value) < 0)
-            return -1;
-        if (*value)
-            return 1;
-    }
-    return 0;
+    return table_list_get(&policy_tables, key, value, spec);
 }
 
 enum tls_policy_status tls_policy_find(const char *nexthop, int port, int mx,
