@@ -5,18 +5,50 @@
 #include <string.h>
 
 #include "addr/addrclass.h"
+#include "table/table.h"
 #include "table/tablelist.h"
+#include "util/log.h"
 #include "util/strutil.h"
 
 static struct table_list canonical, sender_canonical, recipient_canonical;
+
+/* A canonical value is one address (or "@domain"): anything else would be
+ * ignored at delivery time, so it is an error now, with FILE:LINE. */
+static int one_address(const char *v)
+{
+    return *v && !strpbrk(v, " \t,");
+}
+
+struct entry_check {
+    struct conf_errors *errs;
+    enum conf_param p;
+};
+
+static int check_entry(void *arg, const char *key, const char *value, const char *origin)
+{
+    struct entry_check *c = arg;
+    if (!one_address(value))
+        conf_error(c->errs, "%s: %s entry for %s: \"%s\" is not one address", origin,
+                   conf_name(c->p), key, value);
+    return 0; /* every bad entry, not the first only */
+}
+
+static void open_checked(struct table_list *l, enum conf_param p, struct conf_errors *errs)
+{
+    table_list_open(l, p, TL_LOCAL_ONLY, errs);
+    struct entry_check c = {errs, p};
+    for (int i = 0; i < l->n; i++)
+        if (l->t[i] && table_foreach(l->t[i], check_entry, &c) < 0)
+            conf_error(errs, "%s: %s: cannot read %s", conf_origin(p), conf_name(p), l->spec[i]);
+}
 
 int rewrite_init(struct conf_errors *errs)
 {
     int before = errs->count;
     rewrite_free();
-    table_list_open(&canonical, P_CANONICAL_MAPS, TL_LOCAL_ONLY, errs);
-    table_list_open(&sender_canonical, P_SENDER_CANONICAL_MAPS, TL_LOCAL_ONLY, errs);
-    table_list_open(&recipient_canonical, P_RECIPIENT_CANONICAL_MAPS, TL_LOCAL_ONLY, errs);
+    open_checked(&canonical, P_CANONICAL_MAPS, errs);
+    open_checked(&sender_canonical, P_SENDER_CANONICAL_MAPS, errs);
+    open_checked(&recipient_canonical, P_RECIPIENT_CANONICAL_MAPS, errs);
     return errs->count - before;
 }
 
@@ -44,7 +76,13 @@ static int apply_canonical(const struct table_list *ts, char *addr, size_t len)
             return 1;
         }
     }
-    if (r > 0 && *value && !strchr(value, ' ') && !strchr(value, ','))
+    if (r > 0 && !one_address(value)) {
+        /* Checked at load; a map rebuilt since may still hold such a value. */
+        log_warn(NULL, "canonical value \"%.200s\" for <%s> is not one address; the lookup "
+                 "fails", value, addr);
+        return -1;
+    }
+    if (r > 0)
         str_copy(addr, value, len);
     return r < 0 ? -1 : r;
 }

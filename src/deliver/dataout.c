@@ -39,16 +39,13 @@ static void new_line(struct data_writer *dw)
 /* One byte of line content. */
 static void content_byte(struct data_writer *dw, char c)
 {
-    if (c == '\0') {
-        dw->nuls++;
+    if (c == '\0')
         return;
-    }
     if (dw->limit && dw->col >= dw->limit) {
         /* The continuation starts with a space: never a dot, and a header
          * stays one header. */
         put(dw, "\r\n ", 3);
         dw->col = 1;
-        dw->folded++;
     }
     if (dw->bol && c == '.') {
         put(dw, ".", 1);
@@ -67,15 +64,13 @@ int data_writer_feed(struct data_writer *dw, const char *p, size_t n)
             dw->pending_cr = 0;
             new_line(dw);
             if (c == '\n')
-                continue;
-            dw->bare_ends++; /* a CR alone ends a line too */
+                continue; /* else a CR alone ended the line too */
         }
         if (c == '\r')
             dw->pending_cr = 1;
-        else if (c == '\n') {
-            dw->bare_ends++;
+        else if (c == '\n')
             new_line(dw);
-        } else
+        else
             content_byte(dw, c);
     }
     return dw->failed ? -1 : 0;
@@ -85,7 +80,6 @@ int data_writer_finish(struct data_writer *dw)
 {
     if (dw->pending_cr) {
         dw->pending_cr = 0;
-        dw->bare_ends++;
         new_line(dw);
     }
     if (!dw->bol)

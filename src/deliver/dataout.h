@@ -25,7 +25,6 @@ struct data_writer {
     int pending_cr;      /* a CR was read; the next byte decides its kind */
     size_t col;          /* bytes on the current output line */
     size_t limit;
-    unsigned long folded, nuls, bare_ends; /* what had to change, for the log */
     int failed;          /* emit() failed: everything after is dropped */
     dataout_emit_fn emit;
     void *arg;

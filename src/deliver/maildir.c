@@ -11,6 +11,7 @@
 
 #include "addr/addrclass.h"
 #include "conf/conf.h"
+#include "util/buf.h"
 #include "util/strutil.h"
 
 /* A path component taken from an address must not climb or hide. */
@@ -166,29 +167,54 @@ static void write_message(struct mailbox *mb, const char *name, const struct dme
 
 /* A message that already carries "Delivered-To: rcpt" has been here: an
  * alias or a forward sent it round (Postfix's local(8) checks the same). */
-static int delivered_before(const struct dmessage *m, const char *rcpt)
+/* The Delivered-To values of one message, read once: an agent delivers a
+ * message's local recipients one after another, and the file never changes
+ * once queued. Kept as "\nvalue\nvalue\n" for a whole-line search. */
+static struct {
+    char path[4096];
+    struct buf values;
+} seen;
+
+static void read_delivered_to(const struct dmessage *m)
 {
+    if (strcmp(seen.path, m->path) == 0)
+        return;
+    buf_free(&seen.values);
+    buf_init(&seen.values, 1 << 20);
+    buf_puts(&seen.values, "\n");
+    str_copy(seen.path, m->path, sizeof seen.path);
     int fd = queue_open_read(m->path);
     FILE *in = fd < 0 ? NULL : fdopen(fd, "r");
     if (in == NULL) {
         if (fd >= 0)
             close(fd);
-        return 0; /* the copy itself will fail and say why */
+        seen.path[0] = '\0';
+        return; /* the copy itself will fail and say why */
     }
     fseeko(in, m->env->body_offset, SEEK_SET);
     char *line = NULL;
     size_t cap = 0;
-    ssize_t n;
-    int seen = 0, lines = 0;
+    int lines = 0;
     /* Whole lines (getline), headers only, a bounded number of them. A
      * folded continuation starts with white space and is never the name. */
-    while (!seen && lines++ < 10000 && (n = getline(&line, &cap, in)) > 0 &&
-           strcmp(line, "\r\n") != 0 && strcmp(line, "\n") != 0)
-        if (str_iprefix(line, "Delivered-To:"))
-            seen = str_ieq(str_trim(line + 13), rcpt);
+    while (lines++ < 10000 && getline(&line, &cap, in) > 0 && strcmp(line, "\r\n") != 0 &&
+           strcmp(line, "\n") != 0)
+        if (str_iprefix(line, "Delivered-To:")) {
+            char *v = str_trim(line + 13);
+            str_lower(v);
+            buf_printf(&seen.values, "%s\n", v);
+        }
     free(line);
     fclose(in);
-    return seen;
+}
+
+static int delivered_before(const struct dmessage *m, const char *rcpt)
+{
+    char probe[600];
+    snprintf(probe, sizeof probe, "\n%s\n", rcpt);
+    str_lower(probe);
+    read_delivered_to(m);
+    return seen.path[0] && strstr(buf_str(&seen.values), probe) != NULL;
 }
 
 /* "user+ext@domain" is delivered to user's mailbox (recipient_delimiter),

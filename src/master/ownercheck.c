@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "queue/route.h"
-#include "table/table.h"
 #include "util/privs.h"
 #include "util/strutil.h"
 
@@ -59,26 +58,18 @@ static void add_need(struct needs *nd, enum need_kind kind, enum conf_param p, c
     str_copy(n->path, path, sizeof n->path);
 }
 
-/* maildir: targets of transport_maps. Only tables whose keys can be listed
- * (texthash, inline) are reachable; serve creates a missing base and gives
- * it to mail_owner, as local_transport's; one that exists must let
- * mail_owner in as it is. */
+/* maildir: targets of transport_maps, as routing lists them (local tables
+ * only); serve creates a missing base and gives it to mail_owner, as
+ * local_transport's; one that exists must let mail_owner in as it is. */
 static void add_transport_maps(struct needs *nd)
 {
-    const char *spec = conf_str(P_TRANSPORT_MAPS);
-    char err[512];
-    struct table *t = *spec ? table_open(spec, err, sizeof err) : NULL;
-    if (t == NULL)
-        return; /* route_init has reported why */
-    for (size_t i = 0; i < table_count(t); i++) {
-        const char *v = table_lookup(t, table_key(t, i));
-        struct route r;
-        if (v && route_parse(v, "example.org", &r, err, sizeof err) == 0 &&
-            r.transport == TR_MAILDIR)
-            add_need(nd, access(r.nexthop, F_OK) == 0 ? NEED_ENTRY_DIR : NEED_OWNED_DIR,
-                     P_TRANSPORT_MAPS, v, r.nexthop);
+    char bases[64][300], spec[320];
+    int n = route_maildir_bases(bases, 64);
+    for (int i = 0; i < n; i++) {
+        snprintf(spec, sizeof spec, "maildir:%s", bases[i]);
+        add_need(nd, access(bases[i], F_OK) == 0 ? NEED_ENTRY_DIR : NEED_OWNED_DIR,
+                 P_TRANSPORT_MAPS, spec, bases[i]);
     }
-    table_free(t);
 }
 
 static void collect(struct needs *nd)

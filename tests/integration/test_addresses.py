@@ -257,6 +257,17 @@ def test_canonical_maps_rewrite_the_envelope(make_server, tmpbase):
     assert not os.path.exists(os.path.join(kp.mail, "legacy.example.org"))
 
 
+def test_canonical_value_that_is_not_one_address_is_an_error(tmpbase):
+    canon = write(os.path.join(tmpbase, "canonical"), "a@example.org b@x.test\n"
+                                                      "c@example.org d@x.test, e@x.test\n")
+    r = check(tmpbase, [f"canonical_maps = texthash:{canon}",
+                        "local_recipient_maps = inline:{ a=1 }"])
+    assert r.returncode == 1
+    assert re.search(re.escape(f"{canon}:2: canonical_maps entry for c@example.org: ") +
+                     r'"d@x\.test, e@x\.test" is not one address', r.stderr), r.stderr
+    assert f"{canon}:1:" not in r.stderr
+
+
 @pytest.mark.parametrize("enabled", ["no", "yes"])
 def test_percent_hack_and_bang_paths(make_server, enabled):
     from test_relay import Peer

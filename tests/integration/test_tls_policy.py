@@ -138,6 +138,18 @@ def test_database_entry_broken_or_lost_defers(make_server, tmpbase, plain_peer, 
     assert not any(c.upper().startswith("MAIL") for c in plain_peer.commands())
 
 
+def reload_and_flush(kp, peer):
+    """Re-read the policy table, retry the deferred message, and wait until
+    the peer has it, over TLS."""
+    kp.signal(__import__("signal").SIGHUP)
+    kp.wait_log("reload: configuration")
+    kp.cli("queue", "-c", kp.config, "flush")
+    deadline = time.time() + 20
+    while not peer.messages and time.time() < deadline:
+        time.sleep(0.1)
+    assert peer.messages and peer.messages[0]["tls"], peer.messages
+
+
 def test_protocols_attribute_is_applied(make_server, tmpbase, pki):
     peer = Peer(tls=server_ctx(pki, maximum=ssl.TLSVersion.TLSv1_2))
     try:
@@ -150,13 +162,7 @@ def test_protocols_attribute_is_applied(make_server, tmpbase, pki):
         assert peer.messages == []
         # Allowing TLS 1.2 again delivers, over TLS 1.2.
         write(table, f"[127.0.0.1]:{peer.port} encrypt protocols=>=TLSv1.2\n")
-        kp.signal(__import__("signal").SIGHUP)
-        kp.wait_log("reload: configuration")
-        kp.cli("queue", "-c", kp.config, "flush")
-        deadline = time.time() + 20
-        while not peer.messages and time.time() < deadline:
-            time.sleep(0.1)
-        assert peer.messages and peer.messages[0]["tls"], peer.messages
+        reload_and_flush(kp, peer)
         kp.wait_log(r"TLS connection established to 127\.0\.0\.1\[127\.0\.0\.1\]:\d+: TLSv1\.2")
     finally:
         peer.stop()
@@ -177,13 +183,7 @@ def test_ciphers_attribute_is_applied(make_server, tmpbase, pki):
         # The same peer without the exclusion: the CBC suite is allowed, and
         # the message goes out (so it was exclude= that stopped it).
         write(table, f"[127.0.0.1]:{peer.port} encrypt ciphers=medium\n")
-        kp.signal(__import__("signal").SIGHUP)
-        kp.wait_log("reload: configuration")
-        kp.cli("queue", "-c", kp.config, "flush")
-        deadline = time.time() + 20
-        while not peer.messages and time.time() < deadline:
-            time.sleep(0.1)
-        assert peer.messages and peer.messages[0]["tls"], peer.messages
+        reload_and_flush(kp, peer)
         kp.wait_log(r"TLS connection established to .* with cipher ECDHE-ECDSA-AES128-SHA ")
     finally:
         peer.stop()

@@ -107,7 +107,7 @@ static void test_loop_and_limits(void **state)
     for (int i = 0; i < 30; i++)
         snprintf(table + strlen(table), sizeof table - strlen(table), "%su%d@example.org",
                  i ? ", " : "", i);
-    strcat(table, " } }");
+    snprintf(table + strlen(table), sizeof table - strlen(table), " } }");
     configure("", table);
     struct conf_errors errs = {0};
     conf_set("virtual_alias_expansion_limit", "20", &errs);
