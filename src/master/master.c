@@ -14,6 +14,8 @@
 
 #include "addr/addrclass.h"
 #include "addr/rewrite.h"
+#include "deliver/mailboxd.h"
+#include "deliver/virtual.h"
 #include "master/ownercheck.h"
 #include "policy/restrict.h"
 #include "queue/qmgr.h"
@@ -30,7 +32,7 @@
 #include "util/privs.h"
 #include "util/strutil.h"
 
-enum role { ROLE_SMTPD, ROLE_QMGR };
+enum role { ROLE_SMTPD, ROLE_QMGR, ROLE_MAILBOX };
 
 struct child {
     pid_t pid;          /* 0 while it waits to be started again */
@@ -58,9 +60,10 @@ static struct {
     struct listener *ls;
     int nls;
     struct tls_server *tls;
+    int mailbox_fd;     /* the mailbox helper's socket (root only), else -1 */
     int uid, gid;
     volatile sig_atomic_t got_term, got_hup, got_chld;
-} M;
+} M = {.mailbox_fd = -1};
 
 static void warn_ccert_settings(void)
 {
@@ -121,6 +124,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     restrict_init(errs);
     listen_check(errs);
     route_init(errs);
+    virtual_init(errs);
     warn_ccert_settings();
     struct tls_server *ts = tls_server_new(errs);
     SSL_CTX *client = tls_client_ctx(errs);
@@ -139,6 +143,8 @@ int master_check_config(const char *path, struct conf_errors *errs)
     if (load_all(path, errs, NULL))
         return errs->count;
     restrict_probe_tables(errs);
+    addrclass_probe_tables(errs);
+    rewrite_probe_tables(errs);
     ownercheck_config(errs);
     return errs->count;
 }
@@ -184,6 +190,13 @@ static void child_main(enum role role)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    if (role == ROLE_MAILBOX) {
+        /* Root, for one job only: no listener, no other process's work. */
+        listen_close(M.ls, M.nls);
+        mailboxd_run(M.mailbox_fd, M.uid);
+    }
+    if (M.mailbox_fd >= 0)
+        close(M.mailbox_fd); /* only the helper accepts on it */
     if (privs_drop(M.uid, M.gid, err, sizeof err) < 0) {
         log_err(NULL, "%s", err);
         _exit(2);
@@ -200,7 +213,7 @@ static void child_main(enum role role)
 
 static const char *role_name(enum role role)
 {
-    return role == ROLE_QMGR ? "qmgr" : "smtpd";
+    return role == ROLE_QMGR ? "qmgr" : role == ROLE_MAILBOX ? "mailbox helper" : "smtpd";
 }
 
 static long long now_ms(void)
@@ -252,6 +265,8 @@ static long worker_count(void)
 
 static void spawn_generation(void)
 {
+    if (M.mailbox_fd >= 0)
+        spawn(ROLE_MAILBOX);
     spawn(ROLE_QMGR);
     for (long i = 0; i < worker_count(); i++)
         spawn(ROLE_SMTPD);
@@ -547,6 +562,13 @@ static int setup(const char *path)
     log_errors(&errs, "");
     if (M.nls < 0)
         return 2;
+    /* Virtual mailboxes belong to their own users: only root can make
+     * their files, so a helper keeps root for that (mailboxd.h). */
+    M.mailbox_fd = M.uid >= 0 ? mailboxd_listen(err, sizeof err) : -1;
+    if (M.uid >= 0 && M.mailbox_fd < 0) {
+        log_err(NULL, "%s", err);
+        return 2;
+    }
     if (anvil_init() < 0) {
         log_err(NULL, "cannot create the shared connection table");
         return 2;

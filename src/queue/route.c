@@ -55,6 +55,9 @@ int route_parse(const char *spec, const char *domain, struct route *r, char *err
         r->transport = TR_MAILDIR;
         str_copy(r->nexthop, spec + 8, sizeof r->nexthop);
         bad = spec[8] != '/';
+    } else if (strcmp(spec, "virtual") == 0 || strcmp(spec, "virtual:") == 0) {
+        r->transport = TR_VIRTUAL;
+        str_copy(r->nexthop, conf_str(P_VIRTUAL_MAILBOX_BASE), sizeof r->nexthop);
     } else if (strncmp(spec, "discard:", 8) == 0) {
         r->transport = TR_DISCARD;
         str_copy(r->text, spec[8] ? spec + 8 : "discarded", sizeof r->text);
@@ -66,13 +69,13 @@ int route_parse(const char *spec, const char *domain, struct route *r, char *err
         bad = 1;
     if (bad) {
         snprintf(err, len, "bad transport \"%s\" (smtp:, lmtp:inet:|unix:, maildir:/DIR, "
-                 "discard:, error:)", spec);
+                 "virtual, discard:, error:)", spec);
         return -1;
     }
     if (r->transport == TR_SMTP)
         snprintf(r->key, sizeof r->key, r->mx ? "smtp:%s:%d" : "smtp:[%s]:%d", r->nexthop,
                  r->port);
-    else if (r->transport == TR_LMTP || r->transport == TR_MAILDIR)
+    else if (r->transport == TR_LMTP || r->transport == TR_MAILDIR || r->transport == TR_VIRTUAL)
         snprintf(r->key, sizeof r->key, "%s", spec);
     else
         /* Routes that differ only in their text must not share a job. */
