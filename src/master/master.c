@@ -263,10 +263,24 @@ static long worker_count(void)
     return n > 0 ? n : 1;
 }
 
+/* Virtual mailboxes belong to their own users: only root can make their
+ * files, so a helper keeps root for that (mailboxd.h), when some route
+ * leads there and keypost runs as root. Its socket outlives reloads. */
+static void start_mailbox_helper(void)
+{
+    if (M.uid < 0 || !route_may_use_virtual())
+        return;
+    char err[256];
+    if (M.mailbox_fd < 0 && (M.mailbox_fd = mailboxd_listen(err, sizeof err)) < 0) {
+        log_err(NULL, "%s; virtual mailboxes are deferred", err);
+        return;
+    }
+    spawn(ROLE_MAILBOX);
+}
+
 static void spawn_generation(void)
 {
-    if (M.mailbox_fd >= 0)
-        spawn(ROLE_MAILBOX);
+    start_mailbox_helper();
     spawn(ROLE_QMGR);
     for (long i = 0; i < worker_count(); i++)
         spawn(ROLE_SMTPD);
@@ -562,13 +576,7 @@ static int setup(const char *path)
     log_errors(&errs, "");
     if (M.nls < 0)
         return 2;
-    /* Virtual mailboxes belong to their own users: only root can make
-     * their files, so a helper keeps root for that (mailboxd.h). */
-    M.mailbox_fd = M.uid >= 0 ? mailboxd_listen(err, sizeof err) : -1;
-    if (M.uid >= 0 && M.mailbox_fd < 0) {
-        log_err(NULL, "%s", err);
-        return 2;
-    }
+
     if (anvil_init() < 0) {
         log_err(NULL, "cannot create the shared connection table");
         return 2;

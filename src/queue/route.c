@@ -178,6 +178,28 @@ static int collect_base(void *arg, const char *key, const char *value, const cha
     return 0;
 }
 
+static int names_virtual(void *arg, const char *key, const char *value, const char *origin)
+{
+    (void)arg;
+    (void)key;
+    (void)origin;
+    return strcmp(value, "virtual") == 0 || strcmp(value, "virtual:") == 0;
+}
+
+int route_may_use_virtual(void)
+{
+    const enum conf_param ps[] = {P_LOCAL_TRANSPORT, P_RELAY_TRANSPORT, P_VIRTUAL_TRANSPORT};
+    for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) {
+        const char *t = conf_str(ps[i]);
+        int used = ps[i] != P_VIRTUAL_TRANSPORT || *conf_str(P_VIRTUAL_MAILBOX_DOMAINS);
+        if (used && (strcmp(t, "virtual") == 0 || strcmp(t, "virtual:") == 0))
+            return 1;
+    }
+    /* A database's rows cannot be listed: it may name virtual any time. */
+    return transports && (table_is_remote(transports) ||
+                          table_foreach(transports, names_virtual, NULL) == 1);
+}
+
 int route_maildir_bases(char (*out)[300], int max)
 {
     struct base_walk w = {out, max, 0};

@@ -33,5 +33,7 @@ void route_for(const char *rcpt, struct route *r);
 /* The maildir: targets of transport_maps (local tables), which serve
  * creates and gives to mail_owner as it does local_transport's. */
 int route_maildir_bases(char (*out)[300], int max);
+/* 1 when some route may lead to the virtual agent (its helper is needed). */
+int route_may_use_virtual(void);
 
 #endif
