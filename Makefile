@@ -10,7 +10,7 @@ LIBS    := -levent_openssl -levent_core -levent_pthreads -lssl -lcrypto -lunboun
 
 SRC_LIB := $(filter-out src/main.c,$(wildcard src/*/*.c))
 SRC     := src/main.c $(SRC_LIB)
-HDR     := $(wildcard src/*/*.h)
+HDR     := $(wildcard src/*/*.h src/*/*.def)
 
 BUILD   ?= build
 OBJ_LIB := $(SRC_LIB:src/%.c=$(BUILD)/obj/%.o)

@@ -197,11 +197,12 @@ static void test_time_units(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct conf_errors errs = {0};
-        assert_int_equal(conf_set("smtpd_timeout", cases[i].text, &errs), 0);
-        assert_int_equal(conf_long(P_SMTPD_TIMEOUT), cases[i].secs);
+        /* smtpd_session_deadline takes 0 (no limit). */
+        assert_int_equal(conf_set("smtpd_session_deadline", cases[i].text, &errs), 0);
+        assert_int_equal(conf_long(P_SMTPD_SESSION_DEADLINE), cases[i].secs);
         assert_int_equal(errs.count, 0);
     }
-    static const char *const bad[] = {"5x", "m", "", "-5s", "5mm", "1.5h", "99999999999999999999d"};
+    static const char *const bad[] = {"5x", "m", "", "-", "5mm", "1.5h", "99999999999999999999d"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         conf_defaults();
         struct conf_errors errs = {0};
@@ -259,17 +260,36 @@ static void test_load_file(void **state)
     assert_int_equal(conf_long(P_SMTPD_RECIPIENT_LIMIT), 1000);
 }
 
-static void test_later_line_wins(void **state)
+/* A parameter set twice: a different value is an error naming both
+ * lines, the same value a warning. */
+static void test_duplicates(void **state)
 {
     (void)state;
-    const char *path = write_conf("twice.cf", "message_size_limit = 100\n"
-                                              "message_size_limit = 200\n");
+    const char *path = write_conf("twice.cf", "message_size_limit = 100\n"      /* 1 */
+                                              "smtpd_timeout = 60s\n"           /* 2 */
+                                              "smtpd_timeout = 60s\n"           /* 3 */
+                                              "message_size_limit =\n"          /* 4 */
+                                              "  200\n");                       /* 5 */
     struct conf_errors errs = {0};
+    assert_int_equal(conf_load(path, &errs), 1);
+    char want[600];
+    snprintf(want, sizeof want, "%s:4: message_size_limit is set twice with different values: "
+             "\"200\" here, \"100\" at %s:1", path, path);
+    assert_string_equal(errs.msgs[0], want);
+    conf_errors_free(&errs);
+    struct conf_errors *warnings = conf_warnings();
+    assert_int_equal(warnings->count, 1);
+    snprintf(want, sizeof want, "%s:3: smtpd_timeout is set again with the same value "
+             "(first at %s:2)", path, path);
+    assert_string_equal(warnings->msgs[0], want);
+    assert_int_equal(conf_long(P_SMTPD_TIMEOUT), 60);
+    /* The next load is a new file: its first line is no repeat. */
+    conf_defaults();
+    path = write_conf("once.cf", "message_size_limit = 300\n");
     assert_int_equal(conf_load(path, &errs), 0);
-    assert_int_equal(conf_long(P_MESSAGE_SIZE_LIMIT), 200);
-    char want[300];
-    snprintf(want, sizeof want, "%s:2", path);
-    assert_string_equal(conf_origin(P_MESSAGE_SIZE_LIMIT), want);
+    assert_int_equal(conf_load(path, &errs), 0);
+    assert_int_equal(conf_long(P_MESSAGE_SIZE_LIMIT), 300);
+    assert_int_equal(conf_warnings()->count, 0);
 }
 
 static void test_comment_inside_continuation(void **state)
@@ -323,7 +343,7 @@ static void test_errors_name_file_and_line(void **state)
            "none|may|encrypt)",
            path);
     EXPECT("%s:9: missing '=' after parameter name", path);
-    EXPECT("%s:10: bad value for smtpd_recipient_limit: \"-5\" (expected a number)", path);
+    EXPECT("%s:10: bad value for smtpd_recipient_limit: \"-5\" (must be at least 1)", path);
     EXPECT("%s:12: unknown parameter in expansion: $undefined_thing", path);
 #undef EXPECT
     /* Every error is reported, and the return value counts them. */
@@ -396,7 +416,7 @@ int main(void)
         cmocka_unit_test_setup(test_conf_set_unknown, setup),
         cmocka_unit_test_setup(test_time_units, setup),
         cmocka_unit_test_setup(test_load_file, setup),
-        cmocka_unit_test_setup(test_later_line_wins, setup),
+        cmocka_unit_test_setup(test_duplicates, setup),
         cmocka_unit_test_setup(test_comment_inside_continuation, setup),
         cmocka_unit_test_setup(test_errors_name_file_and_line, setup),
         cmocka_unit_test_setup(test_missing_file, setup),
