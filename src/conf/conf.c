@@ -236,7 +236,25 @@ static void check_number(int p, struct conf_errors *errs)
                    d->name, v->value, d->max, unit);
 }
 
-static void check_value(int p, struct conf_errors *errs)
+/* A value in error reads as the default from then on: serve refuses to
+ * start anyway, and checks that read it later (the TLS set-up reads
+ * smtpd_tls_security_level) would otherwise add errors that only repeat
+ * this one. It also keeps conf_enum within the choices. */
+static void use_default(int p)
+{
+    const struct conf_def *d = &defs[p];
+    struct param_val *v = &vals[p];
+    free(v->value);
+    v->value = strdup(d->def);
+    if (d->type == CT_BOOL)
+        v->number = str_parse_bool(d->def);
+    else if (d->type == CT_ENUM)
+        v->number = choice_index(d->choices, d->def);
+    else
+        v->number = parse_number(d->type, d->def);
+}
+
+static void check_type(int p, struct conf_errors *errs)
 {
     const struct conf_def *d = &defs[p];
     struct param_val *v = &vals[p];
@@ -260,6 +278,14 @@ static void check_value(int p, struct conf_errors *errs)
     default:
         break;
     }
+}
+
+static void check_value(int p, struct conf_errors *errs)
+{
+    int before = errs->count;
+    check_type(p, errs);
+    if (errs->count > before && defs[p].type != CT_STR && defs[p].type != CT_LIST)
+        use_default(p);
 }
 
 /* Postfix's default for mydomain: $myhostname minus its first label, or

@@ -473,6 +473,12 @@ static void test_enum_index(void **state)
     assert_int_equal(conf_set("smtp_tls_security_level", "Dane", &errs), -1);
     assert_int_equal(errs.count, 1);
     conf_errors_free(&errs);
+    /* A value in error reads as the default, so later checks see a valid one. */
+    assert_string_equal(conf_str(P_SMTP_TLS_SECURITY_LEVEL), "none");
+    assert_int_equal(conf_enum(P_SMTP_TLS_SECURITY_LEVEL), 0);
+    assert_int_equal(conf_set("smtpd_timeout", "0", &errs), -1);
+    assert_int_equal(conf_long(P_SMTPD_TIMEOUT), 300);
+    conf_errors_free(&errs);
 }
 
 static void test_unknown_suggests_nearest(void **state)
