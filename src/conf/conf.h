@@ -52,8 +52,12 @@ struct conf_errors {
 
 /* Reset every parameter to its default. */
 void conf_defaults(void);
-/* Read FILE on top of the defaults; every error found is added to errs.
- * Returns the number of errors (0: the configuration is usable). */
+/* Read FILE on top of the defaults; every error found is added to errs:
+ * an unknown name (with the nearest known one), a value of the wrong type,
+ * outside its bounds or not among its choices (it then reads as the
+ * default), a parameter set twice with different values (the same value
+ * twice is a warning), a file that cannot be read. Returns the number of
+ * errors (0: the configuration is usable). */
 int conf_load(const char *path, struct conf_errors *errs);
 /* Set one parameter as if read from a file (used by tests and the demo). */
 int conf_set(const char *name, const char *value, struct conf_errors *errs);
