@@ -165,8 +165,8 @@ static void roff_kind(FILE *out, const struct conf_def *d)
         return;
     default: break;
     }
-    fputs(d->type == CT_TIME ? "A time (a number with s, m, h, d or w; default s)"
-                             : "A number", out);
+    /* The section's opening says what a time looks like. */
+    fputs(d->type == CT_TIME ? "A time" : "A number", out);
     if (d->max == LONG_MAX)
         fprintf(out, ", at least %ld%s", d->min, unit);
     else
