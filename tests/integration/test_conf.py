@@ -4,6 +4,8 @@ list in src/conf/params.def."""
 import os
 import re
 import shutil
+import signal
+import smtplib
 import socket
 import subprocess
 
@@ -188,3 +190,21 @@ def test_manual_renders_without_warnings(tmpbase):
     text = re.sub(r".\x08", "", r.stdout)
     assert "PARAMETERS" in text and "smtpd_tls_security_level" in text
     assert "default: 300s" in text
+
+
+def test_reload_with_a_duplicate_keeps_the_running_configuration(make_server):
+    kp = make_server(smtpd_banner="$myhostname ESMTP first")
+    kp.params["smtpd_banner"] = "$myhostname ESMTP second"
+    kp.write_config()
+    with open(kp.config, "a") as f:
+        f.write("smtpd_banner = $myhostname ESMTP third\n")
+    kp.signal(signal.SIGHUP)
+    kp.wait_log(r"reload refused: the configuration has errors; still running the old one")
+    kp.wait_log(r"reload: .*smtpd_banner is set twice with different values")
+    assert kp.proc.poll() is None
+    s = smtplib.SMTP(timeout=10)
+    try:
+        code, banner = s.connect("127.0.0.1", kp.smtp_port)
+        assert code == 220 and banner.endswith(b"ESMTP first"), banner
+    finally:
+        s.close()
