@@ -164,6 +164,14 @@ static const struct param_def defs[P_COUNT] = {
     [P_VIRTUAL_UID_MAPS] = {"virtual_uid_maps", CT_LIST, "", NULL},
     [P_VIRTUAL_GID_MAPS] = {"virtual_gid_maps", CT_LIST, "", NULL},
     [P_VIRTUAL_MINIMUM_UID] = {"virtual_minimum_uid", CT_LONG, "100", NULL},
+    /* issue 11: MTA-STS (keypost's own; Postfix needs an external policy
+     * daemon). The CA file replaces the system store, for tests and for
+     * private deployments; the timeout bounds one policy discovery (TXT,
+     * address and HTTPS fetch together). */
+    [P_SMTP_MTA_STS] = {"smtp_mta_sts", CT_BOOL, "no", NULL},
+    [P_SMTP_MTA_STS_CAFILE] = {"smtp_mta_sts_CAfile", CT_STR, "", NULL},
+    [P_SMTP_MTA_STS_TIMEOUT] = {"smtp_mta_sts_timeout", CT_TIME, "10s", NULL},
+    /* end issue 11: MTA-STS */
 };
 
 struct param_val {

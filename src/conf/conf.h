@@ -119,6 +119,11 @@ enum conf_param {
     P_VIRTUAL_UID_MAPS,
     P_VIRTUAL_GID_MAPS,
     P_VIRTUAL_MINIMUM_UID,
+    /* issue 11: MTA-STS */
+    P_SMTP_MTA_STS,
+    P_SMTP_MTA_STS_CAFILE,
+    P_SMTP_MTA_STS_TIMEOUT,
+    /* end issue 11: MTA-STS */
     P_COUNT
 };
 
