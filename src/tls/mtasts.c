@@ -158,15 +158,20 @@ int mtasts_level(const struct tls_policy *p, int level)
                                                                                 : level;
 }
 
-int mtasts_apply(const char *domain, struct tls_policy *p, char *why, size_t len)
+int mtasts_apply(const char *nexthop, struct tls_policy *p, char *why, size_t len)
 {
-    (void)why;
-    (void)len;
     memset(&p->sts, 0, sizeof p->sts);
     /* fingerprint, verify and secure as the default are the operator's
      * explicit choice for every destination: MTA-STS leaves them alone. */
-    if (!conf_bool(P_SMTP_MTA_STS) || (p->level > TL_ENCRYPT && p->level != TL_DANE) ||
-        *domain == '\0')
+    if (!conf_bool(P_SMTP_MTA_STS) || (p->level > TL_ENCRYPT && p->level != TL_DANE))
+        return 0;
+    /* The policy domain as DNS compares it: the cache file is named by it. */
+    char domain[256];
+    size_t n = str_copy(domain, nexthop, sizeof domain);
+    if (n && domain[n - 1] == '.')
+        domain[--n] = '\0';
+    str_lower(domain);
+    if (n == 0 || n >= sizeof domain || domain[0] == '[')
         return 0;
     if (fetch_ctx == NULL && make_contexts(why, len) < 0) {
         log_warn(NULL, "MTA-STS: cannot set up: %s", why);

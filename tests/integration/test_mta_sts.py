@@ -25,11 +25,12 @@ import time
 
 import pytest
 
-from kptest import PKI, make_tmpdir, free_port
+from kptest import KEYPOST, PKI, free_port, make_tmpdir
 from postfix_peer import need, need_root, read, wait_for
 from test_relay import Peer, dns_query, message, result, submit
 
 HTTPS_ADDR = "127.0.11.1"
+SILENT_ADDR = "127.0.11.5"  # mta-sts.slow.sts.test: accepts TCP, never speaks TLS
 MX = {"mx.good.sts.test": "127.0.11.2", "mx.badcert.sts.test": "127.0.11.3",
       "mx.notls.sts.test": "127.0.11.4"}
 
@@ -57,8 +58,13 @@ DOMAINS = {
     "expired": ("mx.badcert.sts.test", (200, "text/plain", ENFORCE_NOWHERE)),
     "redirect": ("mx.badcert.sts.test", (301, "text/plain", ENFORCE_NOWHERE)),
     "html": ("mx.badcert.sts.test", (200, "text/html", ENFORCE_NOWHERE)),
+    "big": ("mx.badcert.sts.test",
+            (200, "text/plain", ENFORCE_NOWHERE + "x-padding: " + "x" * 70000 + "\n")),
+    # mta-sts.slow.sts.test is an address where nothing answers after TCP.
+    "slow": ("mx.badcert.sts.test", (200, "text/plain", ENFORCE_NOWHERE)),
     # For the cache tests.
     "cached": ("mx.good.sts.test", (200, "text/plain", ENFORCE_NOWHERE)),
+    "rotate": ("mx.good.sts.test", (200, "text/plain", ENFORCE_NOWHERE)),
     "short": ("mx.good.sts.test",
               (200, "text/plain", ENFORCE_NOWHERE.replace("max_age: 86400", "max_age: 2"))),
 }
@@ -67,8 +73,10 @@ DOMAINS = {
 def zone():
     rrs = [f"{name}. A {addr}" for name, addr in MX.items()]
     for d, (mx, _) in DOMAINS.items():
-        rrs += [f"{d}.sts.test. MX 10 {mx}.", f"mta-sts.{d}.sts.test. A {HTTPS_ADDR}",
-                f'_mta-sts.{d}.sts.test. TXT "v=STSv1; id=1"']
+        rrs += [f"{d}.sts.test. MX 10 {mx}.",
+                f"mta-sts.{d}.sts.test. A {SILENT_ADDR if d == 'slow' else HTTPS_ADDR}"]
+        # TTL 0: the test changes this one (keypost's resolver must not cache it)
+        rrs += [f'_mta-sts.{d}.sts.test. {0 if d == "rotate" else 3600} TXT "v=STSv1; id=1"']
     # A domain with a policy host but no TXT record: no policy, no fetch.
     rrs += ["notxt.sts.test. MX 10 mx.badcert.sts.test.", f"mta-sts.notxt.sts.test. A {HTTPS_ADDR}"]
     return rrs
@@ -103,9 +111,20 @@ server:
     local-zone: "sts.test." static
 {data}
 remote-control:
-    control-enable: no
+    control-enable: yes
+    control-interface: "{self.dir}/control.sock"
+    control-use-cert: no
 """)
         self.proc = None
+
+    def set_txt(self, domain, policy_id):
+        """Replace _mta-sts.DOMAIN's TXT record (TTL 0) while running."""
+        name = f"_mta-sts.{domain}.sts.test."
+        ctl = [need("unbound-control"), "-c", self.conf]
+        subprocess.run(ctl + ["local_data_remove", name], check=True, capture_output=True)
+        subprocess.run(ctl + ["local_data", f'{name} 0 TXT "v=STSv1; id={policy_id}"'],
+                       check=True, capture_output=True)
+        assert dns_query(self.port, name, 16) == (0, 1)
 
     def start(self):
         with open(os.path.join(self.dir, "stderr"), "w") as err:
@@ -187,6 +206,7 @@ class PolicyServer:
 
     def __init__(self, pki):
         self.requests = []
+        self.override = {}  # domain: (status, Content-Type, text), instead of DOMAINS
         outer = self
         contexts = {f"mta-sts.{d}.sts.test": tls_ctx(pki, f"mta-sts.{d}.sts.test")
                     for d in DOMAINS}
@@ -202,7 +222,8 @@ class PolicyServer:
                 host = self.headers.get("Host", "")
                 outer.requests.append(host)
                 dom = host.removeprefix("mta-sts.").removesuffix(".sts.test")
-                status, ctype, body = DOMAINS.get(dom, (None, (404, "text/plain", "none\n")))[1]
+                status, ctype, body = outer.override.get(dom) or \
+                    DOMAINS.get(dom, (None, (404, "text/plain", "none\n")))[1]
                 if self.path != "/.well-known/mta-sts.txt":
                     status, body = 404, "not here\n"
                 data = body.encode()
@@ -367,6 +388,7 @@ def test_testing_mode_delivers_and_logs(sender, https, mx_peers):
                 r"handshake: certificate: certificate has expired"),
     ("redirect", r"HTTP 301: redirects are not followed \(RFC 8461 3\.3\)"),
     ("html", r"Content-Type text/html, not text/plain"),
+    ("big", r"policy larger than 65536 bytes"),
 ])
 def test_unusable_policy_means_no_policy(sender, https, mx_peers, domain, why):
     """Each served policy says enforce with an MX that matches nothing: had
@@ -449,3 +471,75 @@ def test_off_by_default(make_server, dns, https, mx_peers):
     result(kp, qid, rcpt, "sent", timeout=20)
     assert https.count("mismatch") == 0
     assert not os.path.exists(os.path.join(kp.queue, "mta-sts"))
+
+
+@pytest.fixture
+def silent_https():
+    """127.0.11.5:443 completes TCP handshakes (the backlog) and never reads."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((SILENT_ADDR, 443))
+    s.listen(16)
+    yield s
+    s.close()
+
+
+def test_fetch_is_bounded_by_timeout(sender, https, mx_peers, silent_https):
+    """A policy host that never answers costs smtp_mta_sts_timeout, then the
+    domain has no policy (none cached) and the mail goes out."""
+    kp = sender(smtp_mta_sts_timeout="2s")
+    start = time.time()
+    rcpt, qid = send(kp, "slow", "tok-sts-slow")
+    result(kp, qid, rcpt, "sent", timeout=20)
+    elapsed = time.time() - start
+    assert 1.9 <= elapsed < 10, elapsed
+    assert re.search(r"warning: MTA-STS policy of slow\.sts\.test: https://mta-sts\.slow\.sts"
+                     r"\.test/\.well-known/mta-sts\.txt: TLS handshake: timed out; no policy "
+                     r"used", kp.log()), kp.log()
+
+
+GOOD_ROTATE = "version: STSv1\nmode: enforce\nmx: mx.good.sts.test\nmax_age: 86400\n"
+
+
+def test_new_txt_id_refetches_failed_refetch_keeps_cache(sender, https, mx_peers, dns):
+    kp = sender()
+    try:
+        https.override["rotate"] = (200, "text/plain", GOOD_ROTATE)
+        rcpt, qid = send(kp, "rotate", "tok-sts-rot1")
+        result(kp, qid, rcpt, "sent", timeout=20)
+        assert https.count("rotate") == 1
+        # A new policy is served under a new id: fetched, and enforced.
+        https.override["rotate"] = (200, "text/plain", ENFORCE_NOWHERE)
+        dns.set_txt("rotate", "2")
+        rcpt, qid = send(kp, "rotate", "tok-sts-rot2")
+        m = result(kp, qid, rcpt, "deferred", timeout=20)
+        assert "MTA-STS policy of rotate.sts.test: MX host mx.good.sts.test matches no" in \
+            m.group(2), m.group(0)
+        assert https.count("rotate") == 2
+        assert "id 2\n" in read(os.path.join(kp.queue, "mta-sts", "rotate.sts.test"))
+        # Yet another id, but the policy server is gone: the cached policy
+        # (unexpired) stays in force; the permissive one is never seen.
+        https.override["rotate"] = (200, "text/plain", GOOD_ROTATE)
+        https.stop()
+        dns.set_txt("rotate", "3")
+        rcpt, qid = send(kp, "rotate", "tok-sts-rot3")
+        m = result(kp, qid, rcpt, "deferred", timeout=20)
+        assert "matches no mx pattern" in m.group(2), m.group(0)
+        assert re.search(r"warning: MTA-STS policy of rotate\.sts\.test: https://mta-sts\.rotate"
+                         r"\.sts\.test/\.well-known/mta-sts\.txt: connect: Connection refused; "
+                         r"keeping the cached policy", kp.log()), kp.log()
+        assert mx_peers["mx.good.sts.test"].count("tok-sts-rot3") == 0
+    finally:
+        dns.set_txt("rotate", "1")
+
+
+def test_check_reports_bad_cafile(tmpbase):
+    cf = os.path.join(tmpbase, "check.cf")
+    with open(cf, "w") as f:
+        f.write(f"queue_directory = {tmpbase}/q\nsmtpd_listen = 127.0.0.1:2525\n"
+                f"local_transport = maildir:{tmpbase}/m\nsmtp_mta_sts = yes\n"
+                f"smtp_mta_sts_CAfile = {tmpbase}/missing.pem\n")
+    r = subprocess.run([KEYPOST, "check", "-c", cf], capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.search(rf"check\.cf:5: smtp_mta_sts_CAfile {re.escape(tmpbase)}/missing\.pem: ",
+                     r.stderr), r.stderr
