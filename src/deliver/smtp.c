@@ -144,8 +144,10 @@ static int policy_for(const struct batch *b, struct tls_policy *p, char *why, si
 static int secure(struct batch *b, struct conn_state *c, const struct tls_policy *p,
                   char *why, size_t len)
 {
-    if (p->level == TL_NONE || (p->level == TL_MAY && !c->starttls))
+    if (p->level == TL_NONE || (p->level == TL_MAY && !c->starttls)) {
+        mtasts_judge(p, NULL, c->host, NULL); /* issue 11: MTA-STS testing logs it */
         return 0;
+    }
     if (!c->starttls) {
         snprintf(why, len, "4.7.4 TLS is required, but was not offered by host %s", c->relay);
         return -1;

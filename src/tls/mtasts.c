@@ -238,15 +238,17 @@ void mtasts_judge(const struct tls_policy *p, SSL *ssl, const char *mxhost,
     if (s->mode == STS_NONE)
         return;
     char reason[300];
-    if (store && verify_peer(ssl, mxhost, reason, sizeof reason)) {
+    if (ssl == NULL) /* under enforce the level requires TLS: testing only */
+        snprintf(reason, sizeof reason, "no TLS session with %s", mxhost);
+    else if (store == NULL)
+        snprintf(reason, sizeof reason, "no certificate store");
+    else if (verify_peer(ssl, mxhost, reason, sizeof reason)) {
         str_copy(r->label, "Verified", sizeof r->label);
         return;
     }
-    if (store == NULL)
-        snprintf(reason, sizeof reason, "no certificate store");
-    if (s->mode == STS_TESTING) {
-        log_warn(NULL, "MTA-STS policy of %s (testing): %s; delivering anyway", s->domain,
-                 reason);
+    if (s->mode == STS_TESTING || r == NULL) {
+        log_warn(NULL, "MTA-STS policy of %s (%s): %s; delivering anyway", s->domain,
+                 mtasts_mode_name(s->mode), reason);
         return;
     }
     r->meets_policy = 0;

@@ -93,7 +93,8 @@ int mtasts_level(const struct tls_policy *p, int level);
 /* 1: connect to mxhost; 0: skip it, why says so (enforce only). */
 int mtasts_mx_allowed(const struct tls_policy *p, const char *mxhost, char *why, size_t len);
 /* After tls_client_check(): under an attached policy, verify the chain and
- * the MX name; enforce fails r->meets_policy with a reason, testing logs. */
+ * the MX name; enforce fails r->meets_policy with a reason, testing logs.
+ * ssl and r NULL: the session goes on without TLS (testing logs that). */
 void mtasts_judge(const struct tls_policy *p, SSL *ssl, const char *mxhost,
                   struct tls_client_result *r);
 

@@ -51,6 +51,9 @@ DOMAINS = {
     "testing": ("mx.badcert.sts.test",
                 (200, "text/plain", "version: STSv1\nmode: testing\nmx: mx.testing.sts.test\n"
                                     "max_age: 86400\n")),
+    "testnotls": ("mx.notls.sts.test",
+                  (200, "text/plain", "version: STSv1\nmode: testing\nmx: mx.notls.sts.test\n"
+                                      "max_age: 86400\n")),
     # Each of these would defer the mail if keypost used it (enforce, the MX
     # matches nothing); keypost must not, and must say why.
     "malformed": ("mx.badcert.sts.test",
@@ -379,6 +382,33 @@ def test_testing_mode_delivers_and_logs(sender, https, mx_peers):
                      r"not valid for mx\.badcert\.sts\.test: hostname mismatch; delivering "
                      r"anyway", log), log
     assert re.search(r"Untrusted TLS connection established to mx\.badcert", log), log
+
+
+def test_testing_mode_without_tls_logs(sender, https, mx_peers):
+    kp = sender()
+    rcpt, qid = send(kp, "testnotls", "tok-sts-testnotls")
+    result(kp, qid, rcpt, "sent", timeout=20)
+    assert wait_peer(mx_peers["mx.notls.sts.test"], "tok-sts-testnotls")["tls"] is False
+    assert re.search(r"warning: MTA-STS policy of testnotls\.sts\.test \(testing\): no TLS "
+                     r"session with mx\.notls\.sts\.test; delivering anyway", kp.log()), kp.log()
+
+
+@pytest.mark.parametrize("level", ["none", "encrypt", "dane"])
+def test_enforce_applies_over_default_levels(sender, https, mx_peers, level):
+    """smtp_tls_security_level none, encrypt or dane (dane is may until DANE
+    is built): an enforced policy still verifies the MX certificate, and
+    defers where it does not verify."""
+    kp = sender(smtp_tls_security_level=level)
+    rcpt, qid = send(kp, "good", f"tok-sts-level-{level}")
+    result(kp, qid, rcpt, "sent", timeout=20)
+    assert wait_peer(mx_peers["mx.good.sts.test"], f"tok-sts-level-{level}")["tls"] is True
+    assert re.search(r"Verified TLS connection established to mx\.good\.sts\.test", kp.log())
+    rcpt, qid = send(kp, "badcert", f"tok-sts-level-bad-{level}")
+    m = result(kp, qid, rcpt, "deferred", timeout=20)
+    assert "server certificate not valid for mx.badcert.sts.test" in m.group(2), m.group(0)
+    rcpt, qid = send(kp, "notls", f"tok-sts-level-notls-{level}")
+    m = result(kp, qid, rcpt, "deferred", timeout=20)
+    assert m.group(2).startswith("4.7.4 TLS is required, but was not offered"), m.group(0)
 
 
 @pytest.mark.parametrize("domain,why", [
