@@ -67,20 +67,19 @@ int mtasts_init(struct conf_errors *errs)
 
 /* ---- discovery ---------------------------------------------------------- */
 
-/* The _mta-sts TXT record's id: 1 found, 0 no usable record, -1 lookup failed. */
+/* The _mta-sts TXT record's id: 1 found; 0 no record; -1 the lookup failed,
+ * or records are malformed (err says which). Records that are not STSv1
+ * are ignored; anything but exactly one valid STSv1 record means no
+ * record (RFC 8461 3.1). */
 static int txt_id(const char *domain, long long deadline, char *id, size_t idlen, char *err,
                   size_t errlen)
 {
-    char name[300], recs[2048];
-    int count = 0, found = 0;
+    char name[300], recs[2048], tmp[MTASTS_ID_MAX + 1];
+    int count = 0, valid = 0, bad = 0;
     snprintf(name, sizeof name, "_mta-sts.%s", domain);
     enum dns_status st = dnswait_txt(name, deadline, recs, sizeof recs, &count, err, errlen);
     if (st != DNS_OK)
         return st == DNS_TEMPFAIL ? -1 : 0;
-    /* Records that are not STSv1 are ignored; anything but exactly one
-     * valid STSv1 record means no record (RFC 8461 3.1). */
-    char tmp[MTASTS_ID_MAX + 1];
-    int valid = 0, bad = 0;
     for (char *save = NULL, *r = strtok_r(recs, "\n", &save); r; r = strtok_r(NULL, "\n", &save)) {
         int v = mtasts_txt_parse(r, tmp, sizeof tmp);
         valid += v > 0;
@@ -88,11 +87,13 @@ static int txt_id(const char *domain, long long deadline, char *id, size_t idlen
         if (v > 0)
             str_copy(id, tmp, idlen);
     }
-    found = valid == 1 && bad == 0;
-    if (!found)
-        snprintf(err, errlen, "%s: %s", name, valid + bad ? "not exactly one valid STSv1 record"
-                                                          : "no STSv1 record");
-    return found == 1 ? 1 : 0;
+    if (valid == 1 && bad == 0)
+        return 1;
+    if (valid + bad == 0)
+        return 0;
+    snprintf(err, errlen, "%s: %d STSv1 records, %d of them malformed (exactly one valid "
+             "record needed)", name, valid + bad, bad);
+    return -1;
 }
 
 static int fetch_policy(const char *domain, const char *id, long long deadline,
@@ -139,7 +140,7 @@ static void discover(const char *domain, struct mtasts_policy *out)
     }
     if (txt > 0 && fetch_policy(domain, id, deadline, out, err, sizeof err) == 0)
         return;
-    if (txt != 0 || fresh) /* a failure worth a line: the TXT said there is a policy */
+    if (txt != 0 || fresh) /* a failure worth a line: the TXT is broken, or a policy was seen */
         log_warn(NULL, "MTA-STS policy of %s: %s; %s", domain, err,
                  fresh ? "keeping the cached policy" : "no policy used (RFC 8461 5.1)");
     if (fresh) {
@@ -168,11 +169,11 @@ int mtasts_apply(const char *nexthop, struct tls_policy *p, char *why, size_t le
     /* The policy domain as DNS compares it: the cache file is named by it. */
     char domain[256];
     size_t n = str_copy(domain, nexthop, sizeof domain);
-    if (n && domain[n - 1] == '.')
-        domain[--n] = '\0';
-    str_lower(domain);
     if (n == 0 || n >= sizeof domain || domain[0] == '[')
         return 0;
+    if (domain[n - 1] == '.')
+        domain[--n] = '\0';
+    str_lower(domain);
     if (fetch_ctx == NULL && make_contexts(why, len) < 0) {
         log_warn(NULL, "MTA-STS: cannot set up: %s", why);
         return 0;

@@ -65,6 +65,9 @@ DOMAINS = {
             (200, "text/plain", ENFORCE_NOWHERE + "x-padding: " + "x" * 70000 + "\n")),
     # mta-sts.slow.sts.test is an address where nothing answers after TCP.
     "slow": ("mx.badcert.sts.test", (200, "text/plain", ENFORCE_NOWHERE)),
+    # Their TXT records are broken (TXT_RECORDS): no policy, and no fetch.
+    "badtxt": ("mx.badcert.sts.test", (200, "text/plain", ENFORCE_NOWHERE)),
+    "twotxt": ("mx.badcert.sts.test", (200, "text/plain", ENFORCE_NOWHERE)),
     # For the cache tests.
     "cached": ("mx.good.sts.test", (200, "text/plain", ENFORCE_NOWHERE)),
     "rotate": ("mx.good.sts.test", (200, "text/plain", ENFORCE_NOWHERE)),
@@ -73,13 +76,17 @@ DOMAINS = {
 }
 
 
+TXT_RECORDS = {"badtxt": ["v=STSv1; id=not-alnum"], "twotxt": ["v=STSv1; id=1", "v=STSv1; id=2"]}
+
+
 def zone():
     rrs = [f"{name}. A {addr}" for name, addr in MX.items()]
     for d, (mx, _) in DOMAINS.items():
         rrs += [f"{d}.sts.test. MX 10 {mx}.",
                 f"mta-sts.{d}.sts.test. A {SILENT_ADDR if d == 'slow' else HTTPS_ADDR}"]
         # TTL 0: the test changes this one (keypost's resolver must not cache it)
-        rrs += [f'_mta-sts.{d}.sts.test. {0 if d == "rotate" else 3600} TXT "v=STSv1; id=1"']
+        rrs += [f'_mta-sts.{d}.sts.test. {0 if d == "rotate" else 3600} TXT "{txt}"'
+                for txt in TXT_RECORDS.get(d, ["v=STSv1; id=1"])]
     # A domain with a policy host but no TXT record: no policy, no fetch.
     rrs += ["notxt.sts.test. MX 10 mx.badcert.sts.test.", f"mta-sts.notxt.sts.test. A {HTTPS_ADDR}"]
     return rrs
@@ -432,6 +439,20 @@ def test_unusable_policy_means_no_policy(sender, https, mx_peers, domain, why):
     assert re.search(rf"warning: MTA-STS policy of {domain}\.sts\.test: [^\n]*{why}; "
                      r"no policy used \(RFC 8461 5\.1\)", kp.log()), kp.log()
     assert not os.path.exists(os.path.join(kp.queue, "mta-sts", f"{domain}.sts.test"))
+
+
+@pytest.mark.parametrize("domain,why", [
+    ("badtxt", "1 STSv1 records, 1 of them malformed"),
+    ("twotxt", "2 STSv1 records, 0 of them malformed"),
+])
+def test_broken_txt_record_means_no_policy(sender, https, mx_peers, domain, why):
+    kp = sender()
+    rcpt, qid = send(kp, domain, f"tok-sts-{domain}")
+    result(kp, qid, rcpt, "sent", timeout=20)
+    assert https.count(domain) == 0
+    assert re.search(rf"warning: MTA-STS policy of {domain}\.sts\.test: _mta-sts\.{domain}\."
+                     rf"sts\.test: {why} \(exactly one valid record needed\); no policy used",
+                     kp.log()), kp.log()
 
 
 def test_no_txt_record_no_fetch(sender, https, mx_peers):
