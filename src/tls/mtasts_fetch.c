@@ -43,13 +43,13 @@ static int connect_by(const struct sockaddr_storage *ss, long long deadline, cha
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     socklen_t sl = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in)
                                             : sizeof(struct sockaddr_in6);
-    int soerr = 0;
+    int soerr = 0, timedout = 0;
     socklen_t el = sizeof soerr;
     if (fd < 0 || (connect(fd, (const struct sockaddr *)ss, sl) < 0 && errno != EINPROGRESS) ||
-        wait_fd(fd, POLLOUT, deadline) < 0 ||
+        (timedout = wait_fd(fd, POLLOUT, deadline) < 0) ||
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &el) < 0 || soerr) {
         int e = soerr ? soerr : errno;
-        snprintf(err, errlen, "connect: %s", e ? strerror(e) : "timed out");
+        snprintf(err, errlen, "connect: %s", timedout ? "timed out" : strerror(e));
         if (fd >= 0)
             close(fd);
         return -1;

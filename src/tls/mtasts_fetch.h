@@ -15,7 +15,7 @@
 int mtasts_fetch(SSL_CTX *ctx, const char *domain, long long deadline, char *out,
                  size_t outsize, size_t *outlen, char *err, size_t errlen);
 /* Parse an HTTP response (head and body as received, the connection closed
- * after it; clean: TLS close_notify was seen): the body of a 200
+ * after it, resp[n] == '\0'; clean: TLS close_notify was seen): the body of a 200
  * text/plain answer into out. A body without Content-Length or chunked
  * framing needs a clean close (else it may be truncated). -1 with err.
  * Exposed for the unit tests. */
