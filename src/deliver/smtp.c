@@ -134,7 +134,7 @@ static int policy_for(const struct batch *b, struct tls_policy *p, char *why, si
     if (p->level == TL_DANE) {
         log_warn(NULL, "TLS level dane is not available yet; using may for %s",
                  b->route->nexthop);
-        p->level = TL_MAY;
+        p->level = (enum tls_level)mtasts_level(p, TL_MAY); /* issue 11: MTA-STS */
     }
     return 0;
 }
@@ -144,8 +144,10 @@ static int policy_for(const struct batch *b, struct tls_policy *p, char *why, si
 static int secure(struct batch *b, struct conn_state *c, const struct tls_policy *p,
                   char *why, size_t len)
 {
-    if (p->level == TL_NONE || (p->level == TL_MAY && !c->starttls))
+    if (p->level == TL_NONE || (p->level == TL_MAY && !c->starttls)) {
+        mtasts_judge(p, NULL, c->host, NULL); /* issue 11: MTA-STS testing logs it */
         return 0;
+    }
     if (!c->starttls) {
         snprintf(why, len, "4.7.4 TLS is required, but was not offered by host %s", c->relay);
         return -1;
@@ -162,11 +164,12 @@ static int secure(struct batch *b, struct conn_state *c, const struct tls_policy
     }
     struct tls_client_result r;
     tls_client_check(c->io.ssl, p, b->route->mx ? b->domain : b->route->nexthop, c->host, &r);
+    mtasts_judge(p, c->io.ssl, c->host, &r); /* issue 11: MTA-STS */
     log_info(NULL, "%s TLS connection established to %s: %s with cipher %s (%d/%d bits)",
              r.label, c->relay, r.protocol, r.cipher, r.bits, r.alg_bits);
     if (!r.meets_policy) {
-        snprintf(why, len, "4.7.5 TLS policy %s not met by %s: %s", tls_level_name(p->level),
-                 c->relay, r.reason);
+        snprintf(why, len, "4.7.5 TLS policy %s not met by %s: %s",
+                 p->sts.mode ? "MTA-STS" : tls_level_name(p->level), c->relay, r.reason);
         return -1;
     }
     if (ehlo(c, text, sizeof text) != 250) {
@@ -407,6 +410,8 @@ void smtp_deliver(const struct route *route, const char *domain, SSL_CTX *tls,
         struct sockaddr_storage addrs[MAX_ADDRS];
         int naddrs = 0;
         char err[300];
+        if (!mtasts_mx_allowed(&policy, mx[h].name, why, sizeof why)) /* issue 11 */
+            continue;
         if (dns_addrs(mx[h].name, route->port, addrs, MAX_ADDRS, &naddrs, err, sizeof err) !=
             DNS_OK) {
             snprintf(why, sizeof why, "4.4.3 %s", err);

@@ -141,6 +141,7 @@ int tls_policy_init(struct conf_errors *errs)
                        conf_origin(P_SMTP_TLS_POLICY_MAPS), policy_tables.spec[i]);
     }
     check_default_level(errs);
+    mtasts_init(errs); /* issue 11: MTA-STS */
     return errs->count - before;
 }
 
@@ -180,6 +181,9 @@ enum tls_policy_status tls_policy_find(const char *nexthop, int port, int mx,
             return TLS_POLICY_INVALID;
         }
         snprintf(out->origin, sizeof out->origin, "smtp_tls_security_level");
+        /* issue 11: MTA-STS may raise the default level (tls/mtasts.h) */
+        if (mx && mtasts_apply(nexthop, out, why, len) < 0)
+            return TLS_POLICY_TEMPFAIL;
         return TLS_POLICY_OK;
     }
     if (tls_policy_parse(value, out, err, sizeof err) < 0) {

@@ -16,6 +16,7 @@
 #include <stddef.h>
 
 #include "conf/conf.h"
+#include "tls/mtasts.h" /* issue 11: MTA-STS */
 
 enum tls_level { TL_NONE, TL_MAY, TL_ENCRYPT, TL_FINGERPRINT, TL_VERIFY, TL_SECURE, TL_DANE };
 
@@ -27,6 +28,10 @@ struct tls_policy {
     char ciphers[1024];   /* OpenSSL cipher list from ciphers=/exclude=; "" default */
     char exclude[512];    /* exclude= as written */
     char origin[320];     /* where the policy came from, for the logs */
+    /* issue 11: MTA-STS. The domain's policy, attached by tls_policy_find
+     * only where the level came from smtp_tls_security_level (mode
+     * STS_NONE otherwise); see tls/mtasts.h for how it is used. */
+    struct mtasts_policy sts;
 };
 
 enum tls_policy_status { TLS_POLICY_OK, TLS_POLICY_INVALID, TLS_POLICY_TEMPFAIL };
