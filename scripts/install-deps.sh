@@ -4,7 +4,8 @@
 set -eu
 
 PACKAGES="gcc make pkg-config libevent-dev libssl-dev libcmocka-dev openssl
-  python3 python3-pytest swaks clang libunbound-dev unbound liblmdb-dev libpq-dev postgresql postgrey libidn12 libclang-rt-14-dev dovecot-lmtpd postfix procps iproute2"
+  python3 python3-pytest swaks clang libunbound-dev unbound liblmdb-dev libpq-dev postgresql postgrey libidn12 libclang-rt-14-dev dovecot-lmtpd postfix procps iproute2
+  ldnsutils dns-root-data util-linux"
 
 missing=""
 for p in $PACKAGES; do

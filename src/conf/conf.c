@@ -65,7 +65,7 @@ static const struct param_def defs[P_COUNT] = {
                                     "permit_mynetworks, reject_unauth_destination", NULL},
     [P_SMTPD_RECIPIENT_RESTRICTIONS] = {"smtpd_recipient_restrictions", CT_LIST, "", NULL},
     [P_SMTP_TLS_SECURITY_LEVEL] = {"smtp_tls_security_level", CT_ENUM, "none",
-                                   "none|may|encrypt|fingerprint|verify|secure|dane"},
+                                   "none|may|encrypt|fingerprint|verify|secure|dane|dane-only"},
     [P_SMTP_TLS_CERT_FILE] = {"smtp_tls_cert_file", CT_STR, "", NULL},
     [P_SMTP_TLS_KEY_FILE] = {"smtp_tls_key_file", CT_STR, "$smtp_tls_cert_file", NULL},
     [P_SMTP_TLS_CAFILE] = {"smtp_tls_CAfile", CT_STR, "", NULL},
@@ -159,6 +159,14 @@ static const struct param_def defs[P_COUNT] = {
     [P_SMTPD_PEERNAME_LOOKUP_TIMEOUT] =
         {"smtpd_peername_lookup_timeout", CT_TIME, "10s", NULL},
     [P_UNKNOWN_CLIENT_REJECT_CODE] = {"unknown_client_reject_code", CT_LONG, "450", NULL},
+    /* issue 11: DANE */
+    /* keypost's own (Postfix trusts its resolver's AD bit instead): the
+     * DNSSEC trust anchor libunbound validates delivery lookups with, in
+     * unbound's trust-anchor-file format (DS or DNSKEY records). Empty: no
+     * validation. The default is Debian's dns-root-data root key. */
+    [P_DNS_TRUST_ANCHOR_FILE] =
+        {"dns_trust_anchor_file", CT_STR, "/usr/share/dns/root.key", NULL},
+    /* end issue 11: DANE */
 };
 
 struct param_val {

@@ -114,6 +114,9 @@ enum conf_param {
     P_SMTPD_PEERNAME_LOOKUP,
     P_SMTPD_PEERNAME_LOOKUP_TIMEOUT,
     P_UNKNOWN_CLIENT_REJECT_CODE,
+    /* issue 11: DANE */
+    P_DNS_TRUST_ANCHOR_FILE,
+    /* end issue 11: DANE */
     P_COUNT
 };
 
