@@ -1,0 +1,294 @@
+"""Outbound DANE (RFC 7672): keypost at smtp_tls_security_level = dane and
+dane-only against a real DNSSEC setup on loopback (dnssec.py: the zone
+test. signed with ldns-signzone, a validating Unbound), delivering to
+Debian's Postfix on 127.0.0.1. Every MX host resolves to 127.0.0.1, where
+one Postfix smtpd presents a leaf certificate and its CA (the chain), and
+each case domain publishes different TLSA records for its MX host:
+
+  ee311     3 1 1 of the leaf's key                    authenticated
+  ta211     2 1 1 of the CA's key (DANE-TA, name checked) authenticated
+  agile     3 1 1 wrong + 3 1 2 right: digest agility (RFC 7671 9) uses the
+            strongest digest only                      authenticated
+  wrong     3 1 1 of another key                       deferred
+  servfail  the TLSA query gets SERVFAIL               deferred
+  bogus     the TLSA RRSIG is broken                   deferred
+  notlsa    secure zone, no TLSA records               may (dane) / deferred (dane-only)
+  unusable  only a 1 1 1 record (PKIX-EE, unusable)    encrypt (dane) / deferred (dane-only)
+  insecure  an unsigned zone (its TLSA record is wrong, so that using it
+            would show)                                may / deferred
+  mixed     a signed MX RRset naming mx.insecure.test  may / deferred
+
+Then Postfix's own DANE client, posttls-finger, is run on every case (in a
+private mount namespace whose /etc/resolv.conf names the test resolver) and
+its decision must be keypost's."""
+import os
+import re
+import shutil
+import smtplib
+import subprocess
+
+import pytest
+
+from dnssec import DnssecBed, spki_digest
+from kptest import KEYPOST, free_port, make_tmpdir, run
+from postfix_peer import Postfix, need, need_root, read, wait_for
+
+RESOLVER = "127.0.53.1"  # Unbound on port 53 there (resolv.conf has no port)
+SENDER = "sender@example.org"
+CASES = ["ee311", "ta211", "agile", "wrong", "servfail", "bogus", "notlsa", "unusable",
+         "insecure", "mixed"]
+# What RFC 7672 and Postfix's documentation say for each case and level:
+# verified (DANE-authenticated TLS), deferred, or tls (unauthenticated TLS:
+# may or encrypt).
+EXPECT = {
+    "dane": {"ee311": "verified", "ta211": "verified", "agile": "verified",
+             "wrong": "deferred", "servfail": "deferred", "bogus": "deferred",
+             "notlsa": "tls", "unusable": "tls", "insecure": "tls", "mixed": "tls"},
+}
+EXPECT["dane-only"] = {c: ("deferred" if e == "tls" else e) for c, e in EXPECT["dane"].items()}
+# Why keypost defers, per case.
+REASON = {
+    "wrong": r"4\.7\.5 TLS policy dane(-only)? not met by mx\.wrong\.test\[127\.0\.0\.1\]:\d+: "
+             r"Server certificate not trusted \(no matching DANE TLSA records\)",
+    "servfail": r"4\.7\.5 TLSA lookup error for mx\.servfail\.test:\d+: lookup of "
+                r"_\d+\._tcp\.mx\.servfail\.test failed \(rcode 2\)",
+    "bogus": r"4\.7\.5 TLSA lookup error for mx\.bogus\.test:\d+: DNSSEC validation of "
+             r"_\d+\._tcp\.mx\.bogus\.test failed: validation failure .*TLSA IN>: "
+             r".*signature .*failed.*",
+    "notlsa": r"4\.7\.5 TLS policy dane-only: no TLSA records for mx\.notlsa\.test:\d+",
+    "unusable": r"4\.7\.5 TLS policy dane-only: no usable TLSA records for "
+                r"mx\.unusable\.test:\d+",
+    "insecure": r"4\.7\.5 TLS policy dane-only: MX RRset of insecure\.test is insecure",
+    "mixed": r"4\.7\.5 TLS policy dane-only: address records of mx\.insecure\.test are "
+             r"insecure",
+}
+
+
+def host(case):
+    return "mx.insecure.test" if case in ("insecure", "mixed") else f"mx.{case}.test"
+
+
+# ---- the setup ------------------------------------------------------------------
+
+def make_pki(d):
+    """A CA and a leaf for every MX host name; the chain file Postfix serves."""
+    def sh(*argv):
+        run(list(argv), cwd=d)
+    for name in ("ca", "leaf", "other"):
+        sh("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-out", f"{name}.key")
+    sh("openssl", "req", "-x509", "-new", "-key", "ca.key", "-out", "ca.crt", "-days", "30",
+       "-subj", "/CN=DANE test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+       "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    sh("openssl", "req", "-x509", "-new", "-key", "other.key", "-out", "other.crt", "-days",
+       "30", "-subj", "/CN=someone else")
+    sans = ",".join(f"DNS:{host(c)}" for c in CASES)
+    with open(os.path.join(d, "leaf.ext"), "w") as f:
+        f.write(f"basicConstraints=critical,CA:FALSE\nsubjectAltName={sans}\n"
+                "extendedKeyUsage=serverAuth\n")
+    sh("openssl", "req", "-new", "-key", "leaf.key", "-out", "leaf.csr", "-subj",
+       "/CN=mx.ee311.test")
+    sh("openssl", "x509", "-req", "-in", "leaf.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+       "-CAcreateserial", "-out", "leaf.crt", "-extfile", "leaf.ext", "-days", "30")
+    chain = os.path.join(d, "chain.pem")
+    with open(chain, "w") as f:
+        for part in ("leaf.key", "leaf.crt", "ca.crt"):
+            f.write(read(os.path.join(d, part)))
+    os.chmod(chain, 0o600)
+    return {n: os.path.join(d, f"{n}.crt") for n in ("ca", "leaf", "other")} | {
+        "chain": chain, "leaf.key": os.path.join(d, "leaf.key")}
+
+
+def zones(port, pki):
+    leaf = spki_digest(pki["leaf"])
+    leaf512 = spki_digest(pki["leaf"], "sha512")
+    ca = spki_digest(pki["ca"])
+    other = spki_digest(pki["other"])
+    tlsa = {
+        "ee311": [f"3 1 1 {leaf}"],
+        "ta211": [f"2 1 1 {ca}"],
+        "agile": [f"3 1 1 {other}", f"3 1 2 {leaf512}"],
+        "wrong": [f"3 1 1 {other}"],
+        "servfail": [],
+        "bogus": [f"3 1 1 {leaf}"],
+        "notlsa": [],
+        "unusable": [f"1 1 1 {leaf}"],
+    }
+    secure = []
+    for case, records in tlsa.items():
+        secure += [f"{case}.test. MX 10 mx.{case}.test.", f"mx.{case}.test. A 127.0.0.1"]
+        secure += [f"_{port}._tcp.mx.{case}.test. TLSA {r}" for r in records]
+    secure.append("mixed.test. MX 10 mx.insecure.test.")
+    insecure = {"insecure.test.": ["@ MX 10 mx", "mx A 127.0.0.1",
+                                   f"_{port}._tcp.mx TLSA 3 1 1 {other}"]}
+    return secure, insecure
+
+
+class Bed:
+    pass
+
+
+@pytest.fixture(scope="module")
+def bed():
+    need_root("Unbound on port 53 and a private mount namespace")
+    need("posttls-finger")
+    b = Bed()
+    b.dir = make_tmpdir("kp-dane-")
+    b.pki = make_pki(b.dir)
+    b.port = free_port()
+    secure, insecure = zones(b.port, b.pki)
+    b.dns = DnssecBed(RESOLVER, secure, insecure,
+                    bogus=[(f"_{b.port}._tcp.mx.bogus.test.", "TLSA")],
+                    servfail=[f"_{b.port}._tcp.mx.servfail.test."])
+    b.postfix = Postfix(smtpd_port=b.port, mailboxes=[f"user@{c}.test" for c in CASES],
+                        smtpd_tls_security_level="may", smtpd_tls_chain_files=b.pki["chain"])
+    # posttls-finger reads main.cf from MAIL_CONFIG; it needs little
+    b.finger_conf = os.path.join(b.dir, "finger")
+    os.makedirs(b.finger_conf)
+    with open(os.path.join(b.finger_conf, "main.cf"), "w") as f:
+        f.write("compatibility_level = 3.6\nsmtp_dns_support_level = dnssec\n")
+    try:
+        b.dns.start()
+        b.postfix.start()
+        yield b
+    finally:
+        b.postfix.stop()
+        b.dns.stop()
+        shutil.rmtree(b.dir, ignore_errors=True)
+
+
+def test_testbed_answers_as_the_cases_assume(bed):
+    """rcode, answer count and AD bit as the table above says, so that a
+    failure below is keypost's (or Postfix's), not the zones'."""
+    p = bed.port
+    q = bed.dns.query
+    assert q("ee311.test", 15) == (0, 2, True)          # MX + RRSIG, secure
+    assert q(f"_{p}._tcp.mx.ee311.test", 52) == (0, 2, True)
+    assert q(f"_{p}._tcp.mx.agile.test", 52) == (0, 3, True)
+    assert q(f"_{p}._tcp.mx.servfail.test", 52)[0] == 2  # SERVFAIL
+    assert q(f"_{p}._tcp.mx.bogus.test", 52)[0] == 2     # bogus: SERVFAIL
+    assert q(f"_{p}._tcp.mx.notlsa.test", 52)[:2] == (3, 0)  # NXDOMAIN ...
+    assert q(f"_{p}._tcp.mx.notlsa.test", 52)[2]             # ... proven
+    assert q("insecure.test", 15) == (0, 1, False)      # answered, not secure
+    assert q(f"_{p}._tcp.mx.insecure.test", 52) == (0, 1, False)
+    assert q("mixed.test", 15) == (0, 2, True)
+    assert q("mx.insecure.test", 1) == (0, 1, False)
+
+
+def test_fingerprint_tlsa_matches_openssl(bed):
+    """keypost fingerprint --tlsa gives the record the openssl CLI computes,
+    from the certificate and from its key alike."""
+    want = f"3 1 1 {spki_digest(bed.pki['leaf'])}\n"
+    for f in (bed.pki["leaf"], bed.pki["leaf.key"]):
+        r = subprocess.run([KEYPOST, "fingerprint", "--tlsa", f], capture_output=True,
+                           text=True)
+        assert r.returncode == 0 and r.stdout == want, (f, r.stdout, r.stderr)
+
+
+# ---- keypost -----------------------------------------------------------------------
+
+def keypost_decisions(kp, port, level):
+    """Send one message per case; return {case: (decision, status text)}
+    from keypost's log, with decision verified | deferred | tls."""
+    for case in CASES:
+        with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=30) as s:
+            s.sendmail(SENDER, [f"user@{case}.test"],
+                       f"Subject: dane {case}\r\n\r\ntoken-{level}-{case}\r\n")
+    out = {}
+    for case in CASES:
+        m = kp.wait_log(rf"to=<user@{case}\.test>, relay=\S+, delay=\d+, "
+                        rf"status=(\w+) \((.*)\)", timeout=30)
+        status, text = m.group(1), m.group(2)
+        relay = re.escape(f"{host(case)}[127.0.0.1]:{port}")
+        if status == "sent":
+            verified = re.search(rf"Verified TLS connection established to {relay}: ", kp.log())
+            matched = re.search(rf"{relay}: dane: matched [23] [01] [012] [0-9a-f]+ at depth \d",
+                                kp.log())
+            tls = re.search(rf"(Untrusted|Trusted) TLS connection established to {relay}: ",
+                            kp.log())
+            assert bool(verified) == bool(matched), kp.log()
+            assert verified or tls, f"{case}: sent without TLS?\n{kp.log()}"
+            out[case] = ("verified" if verified else "tls", text)
+        else:
+            out[case] = (status, text)
+    return out
+
+
+def transport(port):
+    return "inline:{ " + ", ".join(f"{c}.test=smtp:{c}.test:{port}" for c in CASES) + " }"
+
+
+def start_keypost(make_server, bed, **params):
+    return make_server(dns_resolver=f"{RESOLVER}@53",
+                       dns_trust_anchor_file=bed.dns.anchor,
+                       transport_maps=transport(bed.port), smtp_connect_timeout="5s", **params)
+
+
+# ---- Postfix's DANE client ----------------------------------------------------------
+
+def finger(bed, case, level):
+    """posttls-finger's decision: verified, deferred (a TLSA lookup error,
+    or TLSA records in force that do not authenticate the server) or tls
+    (no DANE: it resorts to another level, which our CA-less setup cannot
+    verify). At dane-only, Postfix's smtp(8) defers whatever is not
+    DANE-verified, so tls counts as deferred there."""
+    r = bed.dns.in_namespace([need("posttls-finger"), "-v", "-c", "-l", level, "-t", "5",
+                              "-T", "5", f"{case}.test:{bed.port}"],
+                             env=dict(os.environ, MAIL_CONFIG=bed.finger_conf))
+    out = r.stdout + r.stderr
+    assert "fatal" not in out and r.returncode == 0, out
+    tlsa_used = re.search(rf"type TLSA for _{bed.port}\._tcp\.{re.escape(host(case))}", out) \
+        and "resorting to" not in out
+    if re.search(r"TLSA lookup error for", out):
+        decision = "deferred"
+    elif re.search(r"Matched DANE (EE|TA) certificate", out) and \
+            "Verified TLS connection established" in out:
+        decision = "verified"
+    elif tlsa_used:
+        assert "server certificate verification failed" in out, out
+        decision = "deferred"
+    else:
+        assert re.search(r"(Untrusted|Anonymous) TLS connection established", out), out
+        decision = "deferred" if level == "dane-only" else "tls"
+    return decision, out
+
+
+# ---- the cases -------------------------------------------------------------------------
+
+def check_level(make_server, bed, level, kp):
+    got = keypost_decisions(kp, bed.port, level)
+    mismatches = []
+    for case in CASES:
+        decision, text = got[case]
+        assert decision == EXPECT[level][case], \
+            f"{level} {case}: keypost {decision} ({text}), RFC 7672 says " \
+            f"{EXPECT[level][case]}\n{kp.log()}"
+        token = f"token-{level}-{case}"
+        if decision == "deferred":
+            assert re.fullmatch(REASON[case], text), f"{level} {case}: {text}"
+            assert not [f for f in bed.postfix.delivered(f"user@{case}.test")
+                        if token in read(f)], f"{level} {case}: deferred, yet delivered"
+        else:
+            wait_for(lambda: [f for f in bed.postfix.delivered(f"user@{case}.test")
+                              if token in read(f)],
+                     lambda: f"{case}: not in Postfix's mailbox\n{bed.postfix.log()}")
+        pf, out = finger(bed, case, level)
+        if pf != decision:
+            mismatches.append(f"{case}: keypost {decision}, posttls-finger {pf}:\n{out}")
+    # The test says so: keypost decided as Postfix's DANE client did, each case.
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_dane_matches_rfc_and_postfix(make_server, bed):
+    kp = start_keypost(make_server, bed, smtp_tls_security_level="dane")
+    check_level(make_server, bed, "dane", kp)
+
+
+def test_dane_only_per_destination(make_server, bed, tmpbase):
+    """dane-only from smtp_tls_policy_maps, with may as the default level."""
+    table = os.path.join(tmpbase, "tls_policy")
+    with open(table, "w") as f:
+        f.writelines(f"{c}.test dane-only\n" for c in CASES)
+    kp = start_keypost(make_server, bed, smtp_tls_security_level="may",
+                       smtp_tls_policy_maps=f"texthash:{table}")
+    check_level(make_server, bed, "dane-only", kp)
