@@ -17,6 +17,8 @@ each case domain publishes different TLSA records for its MX host:
   insecure  an unsigned zone (its TLSA record is wrong, so that using it
             would show)                                may / deferred
   mixed     a signed MX RRset naming mx.insecure.test  may / deferred
+  hostee    next hop [mx.ee311.test] (no MX lookup)    authenticated
+  hostwrong next hop [mx.wrong.test]                   deferred
 
 Then Postfix's own DANE client, posttls-finger, is run on every case (in a
 private mount namespace whose /etc/resolv.conf names the test resolver) and
@@ -36,14 +38,17 @@ from postfix_peer import Postfix, need, need_root, read, wait_for
 RESOLVER = "127.0.53.1"  # Unbound on port 53 there (resolv.conf has no port)
 SENDER = "sender@example.org"
 CASES = ["ee311", "ta211", "agile", "wrong", "servfail", "bogus", "notlsa", "unusable",
-         "insecure", "mixed"]
+         "insecure", "mixed", "hostee", "hostwrong"]
+# cases delivered to a [host] next hop: TLSA of that host, no MX RRset
+BRACKET = {"hostee": "mx.ee311.test", "hostwrong": "mx.wrong.test"}
 # What RFC 7672 and Postfix's documentation say for each case and level:
 # verified (DANE-authenticated TLS), deferred, or tls (unauthenticated TLS:
 # may or encrypt).
 EXPECT = {
     "dane": {"ee311": "verified", "ta211": "verified", "agile": "verified",
              "wrong": "deferred", "servfail": "deferred", "bogus": "deferred",
-             "notlsa": "tls", "unusable": "tls", "insecure": "tls", "mixed": "tls"},
+             "notlsa": "tls", "unusable": "tls", "insecure": "tls", "mixed": "tls",
+             "hostee": "verified", "hostwrong": "deferred"},
 }
 EXPECT["dane-only"] = {c: ("deferred" if e == "tls" else e) for c, e in EXPECT["dane"].items()}
 # Why keypost defers, per case.
@@ -64,8 +69,18 @@ REASON = {
 }
 
 
+REASON["hostwrong"] = REASON["wrong"]
+
+
 def host(case):
+    if case in BRACKET:
+        return BRACKET[case]
     return "mx.insecure.test" if case in ("insecure", "mixed") else f"mx.{case}.test"
+
+
+def nexthop(case, port):
+    """How keypost's transport and posttls-finger name the destination."""
+    return f"[{BRACKET[case]}]:{port}" if case in BRACKET else f"{case}.test:{port}"
 
 
 # ---- the setup ------------------------------------------------------------------
@@ -82,7 +97,7 @@ def make_pki(d):
        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     sh("openssl", "req", "-x509", "-new", "-key", "other.key", "-out", "other.crt", "-days",
        "30", "-subj", "/CN=someone else")
-    sans = ",".join(f"DNS:{host(c)}" for c in CASES)
+    sans = ",".join(sorted({f"DNS:{host(c)}" for c in CASES}))
     with open(os.path.join(d, "leaf.ext"), "w") as f:
         f.write(f"basicConstraints=critical,CA:FALSE\nsubjectAltName={sans}\n"
                 "extendedKeyUsage=serverAuth\n")
@@ -215,7 +230,7 @@ def keypost_decisions(kp, port, level):
 
 
 def transport(port):
-    return "inline:{ " + ", ".join(f"{c}.test=smtp:{c}.test:{port}" for c in CASES) + " }"
+    return "inline:{ " + ", ".join(f"{c}.test=smtp:{nexthop(c, port)}" for c in CASES) + " }"
 
 
 def start_keypost(make_server, bed, **params):
@@ -233,7 +248,7 @@ def finger(bed, case, level):
     verify). At dane-only, Postfix's smtp(8) defers whatever is not
     DANE-verified, so tls counts as deferred there."""
     r = bed.dns.in_namespace([need("posttls-finger"), "-v", "-c", "-l", level, "-t", "5",
-                              "-T", "5", f"{case}.test:{bed.port}"],
+                              "-T", "5", nexthop(case, bed.port)],
                              env=dict(os.environ, MAIL_CONFIG=bed.finger_conf))
     out = r.stdout + r.stderr
     assert "fatal" not in out and r.returncode == 0, out
@@ -288,7 +303,52 @@ def test_dane_only_per_destination(make_server, bed, tmpbase):
     """dane-only from smtp_tls_policy_maps, with may as the default level."""
     table = os.path.join(tmpbase, "tls_policy")
     with open(table, "w") as f:
-        f.writelines(f"{c}.test dane-only\n" for c in CASES)
+        # keyed as Postfix keys them: the domain, or [host]:port
+        f.writelines(f"{nexthop(c, bed.port) if c in BRACKET else c + '.test'} dane-only\n"
+                     for c in CASES)
     kp = start_keypost(make_server, bed, smtp_tls_security_level="may",
                        smtp_tls_policy_maps=f"texthash:{table}")
     check_level(make_server, bed, "dane-only", kp)
+
+
+# ---- configuration ----------------------------------------------------------------------
+
+def check_config(tmpbase, lines):
+    cf = os.path.join(tmpbase, "check.cf")
+    with open(cf, "w") as f:
+        f.write(f"queue_directory = {tmpbase}/q\nsmtpd_listen = 127.0.0.1:2525\n"
+                f"local_transport = maildir:{tmpbase}/m\n" + "\n".join(lines) + "\n")
+    return subprocess.run([KEYPOST, "check", "-c", cf], capture_output=True, text=True)
+
+
+def test_check_refuses_missing_trust_anchor(tmpbase):
+    r = check_config(tmpbase, ["smtp_tls_security_level = dane",
+                               f"dns_trust_anchor_file = {tmpbase}/nosuch.key"])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.search(r"check\.cf:\d+: dns_trust_anchor_file .*nosuch\.key: cannot read it",
+                     r.stderr), r.stderr
+
+
+def test_check_warns_dane_without_anchor(tmpbase):
+    """DANE with validation turned off can never authenticate: say so."""
+    table = os.path.join(tmpbase, "tls_policy")
+    with open(table, "w") as f:
+        f.write("example.net dane-only\n")
+    r = check_config(tmpbase, [f"smtp_tls_policy_maps = texthash:{table}",
+                               "dns_trust_anchor_file ="])
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"warning: a TLS security level is dane or dane-only, but there is no "
+                     r"DNSSEC trust anchor", r.stderr), r.stderr
+    r = check_config(tmpbase, ["smtp_tls_security_level = may", "dns_trust_anchor_file ="])
+    assert r.returncode == 0 and "trust anchor" not in r.stderr, r.stderr
+
+
+def test_check_accepts_dane_only_level(tmpbase):
+    r = check_config(tmpbase, ["smtp_tls_security_level = dane-only",
+                               f"dns_trust_anchor_file = {tmpbase}/ta.ds"])
+    assert r.returncode == 1  # the anchor is missing ...
+    open(os.path.join(tmpbase, "ta.ds"), "w").write(
+        "test. IN DS 38304 13 2 7067268a655ff3a301df1bd9a63ef064966da83010eb38ae3f095774032f585c\n")
+    r = check_config(tmpbase, ["smtp_tls_security_level = dane-only",
+                               f"dns_trust_anchor_file = {tmpbase}/ta.ds"])
+    assert r.returncode == 0, r.stderr  # ... and then all is well
