@@ -282,15 +282,15 @@ enum dns_status dns_addrs(const char *host, int port, struct sockaddr_storage *o
     return worst;
 }
 
-/* One TLSA rdata: usage, selector, matching type, association data. */
-static int parse_tlsa(const unsigned char *d, int n, struct tlsa_rr *rr)
+int dns_tlsa_parse(const unsigned char *d, size_t n, struct tlsa_rr *rr)
 {
-    if (n < 4)
+    rr->data = NULL;
+    if (n < 4) /* RFC 6698 2.1: three octets and some association data */
         return -1;
     rr->usage = d[0];
     rr->selector = d[1];
     rr->mtype = d[2];
-    rr->len = (size_t)n - 3;
+    rr->len = n - 3;
     rr->data = malloc(rr->len);
     if (rr->data == NULL)
         return -1;
@@ -307,7 +307,9 @@ enum dns_status dns_tlsa(const char *host, int port, struct tlsa_rr *out, int ma
     snprintf(name, sizeof name, "_%d._tcp.%s", port, host);
     enum dns_status st = query(name, RR_TLSA, &res, sec, err, errlen);
     for (int i = 0; st == DNS_OK && res->data[i] && *count < max; i++)
-        if (parse_tlsa((const unsigned char *)res->data[i], res->len[i], &out[*count]) == 0)
+        if (res->len[i] > 0 &&
+            dns_tlsa_parse((const unsigned char *)res->data[i], (size_t)res->len[i],
+                           &out[*count]) == 0)
             (*count)++;
     ub_resolve_free(res);
     if (st == DNS_OK && *count == 0) {

@@ -53,6 +53,8 @@ enum dns_status dns_addrs(const char *host, int port, struct sockaddr_storage *o
 enum dns_status dns_tlsa(const char *host, int port, struct tlsa_rr *out, int max, int *count,
                          enum dns_sec *sec, char *err, size_t errlen);
 void dns_tlsa_free(struct tlsa_rr *rr, int count);
+/* One TLSA rdata (as received) into rr; -1 if too short to be one. */
+int dns_tlsa_parse(const unsigned char *d, size_t n, struct tlsa_rr *rr);
 const char *dns_sec_name(enum dns_sec sec);
 /* A libunbound context set up as keypost's configuration says; threaded
  * for ub_resolve_async() on an event loop; validate: load the trust anchor

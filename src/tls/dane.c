@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,7 +15,7 @@
 /* RFC 7672 3.1: only DANE-TA(2) and DANE-EE(3) mean anything for SMTP;
  * PKIX-TA(0) and PKIX-EE(1) records are unusable, as are unknown
  * selectors and matching types and digests of the wrong length. */
-static int usable(const struct tlsa_rr *rr)
+int dane_usable(const struct tlsa_rr *rr)
 {
     if (rr->usage != 2 && rr->usage != 3)
         return 0;
@@ -33,27 +34,32 @@ static void keep_usable(struct dane_host *d, struct tlsa_rr *all, int n)
 {
     d->nrr = 0;
     for (int i = 0; i < n; i++) {
-        if (usable(&all[i]))
+        if (dane_usable(&all[i]))
             d->rr[d->nrr++] = all[i];
         else
             dns_tlsa_free(&all[i], 1);
     }
 }
 
-static void set(struct dane_host *d, enum dane_outcome o, const char *fmt, const char *a,
-                const char *b)
+static void set(struct dane_host *d, enum dane_outcome o, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set(struct dane_host *d, enum dane_outcome o, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     d->outcome = o;
-    snprintf(d->why, sizeof d->why, fmt, a, b);
+    vsnprintf(d->why, sizeof d->why, fmt, ap);
+    va_end(ap);
 }
 
 /* No authenticated records: dane falls back to may, dane-only defers. */
 static void no_dane(struct dane_host *d, enum tls_level level, const char *reason)
 {
     if (level == TL_DANE_ONLY)
-        set(d, DANE_DEFER, "4.7.5 TLS policy dane-only: %s%s", reason, "");
+        set(d, DANE_DEFER, "4.7.5 TLS policy dane-only: %s", reason);
     else
-        set(d, DANE_MAY, "%s; using TLS level may%s", reason, "");
+        set(d, DANE_MAY, "%s; using TLS level may", reason);
 }
 
 static void from_tlsa(struct dane_host *d, enum tls_level level, enum dns_status st,
@@ -66,6 +72,7 @@ static void from_tlsa(struct dane_host *d, enum tls_level level, enum dns_status
         return;
     }
     if (st == DNS_NOTFOUND || sec != DNS_SEC_SECURE) {
+        /* RFC 7672 2.2: only DNSSEC-validated TLSA records count. */
         snprintf(reason, sizeof reason, "%s TLSA records for %s",
                  st == DNS_NOTFOUND ? "no" : "DNSSEC-insecure", where);
         dns_tlsa_free(all, n);
@@ -73,15 +80,13 @@ static void from_tlsa(struct dane_host *d, enum tls_level level, enum dns_status
         return;
     }
     keep_usable(d, all, n);
-    if (d->nrr > 0) {
-        d->outcome = DANE_ON;
-        snprintf(d->why, sizeof d->why, "%s: %d usable TLSA records", where, d->nrr);
-    } else if (level == TL_DANE_ONLY)
-        set(d, DANE_DEFER, "4.7.5 TLS policy dane-only: no usable TLSA records for %s%s",
-            where, "");
+    if (d->nrr > 0)
+        set(d, DANE_ON, "%s: %d usable TLSA records", where, d->nrr);
+    else if (level == TL_DANE_ONLY)
+        set(d, DANE_DEFER, "4.7.5 TLS policy dane-only: no usable TLSA records for %s", where);
     else
         set(d, DANE_ENCRYPT, "%s: TLSA records published, none usable; using TLS level "
-            "encrypt%s", where, "");
+            "encrypt", where);
 }
 
 void dane_resolve(enum tls_level level, enum dns_sec mx_sec, enum dns_sec addr_sec,

@@ -41,6 +41,10 @@ struct dane_host {
 void dane_resolve(enum tls_level level, enum dns_sec mx_sec, enum dns_sec addr_sec,
                   const char *host, int port, const char *nexthop, struct dane_host *d);
 void dane_host_free(struct dane_host *d);
+/* Whether OpenSSL's DANE code can use rr for SMTP (RFC 7672 3.1): usage 2
+ * or 3, selector 0 or 1, matching type 0 (any length), 1 (32 bytes) or 2
+ * (64 bytes). */
+int dane_usable(const struct tlsa_rr *rr);
 /* Before SSL_connect, for DANE_ON: -1 if OpenSSL takes none of the records. */
 int dane_apply(SSL *ssl, const struct dane_host *d);
 /* After the handshake: 1 when a TLSA record authenticated the server, with

@@ -9,6 +9,7 @@ each case domain publishes different TLSA records for its MX host:
   ta211     2 1 1 of the CA's key (DANE-TA, name checked) authenticated
   agile     3 1 1 wrong + 3 1 2 right: digest agility (RFC 7671 9) uses the
             strongest digest only                      authenticated
+  weakdigest 3 1 1 right + 3 1 2 wrong: the same rule  deferred
   wrong     3 1 1 of another key                       deferred
   servfail  the TLSA query gets SERVFAIL               deferred
   bogus     the TLSA RRSIG is broken                   deferred
@@ -16,13 +17,20 @@ each case domain publishes different TLSA records for its MX host:
   unusable  only a 1 1 1 record (PKIX-EE, unusable)    encrypt (dane) / deferred (dane-only)
   insecure  an unsigned zone (its TLSA record is wrong, so that using it
             would show)                                may / deferred
-  mixed     a signed MX RRset naming mx.insecure.test  may / deferred
-  hostee    next hop [mx.ee311.test] (no MX lookup)    authenticated
-  hostwrong next hop [mx.wrong.test]                   deferred
+  mixed     a signed MX RRset naming mx2.insecure.test may / deferred
+  bogusmx   the MX RRSIG is broken                     deferred
+  insecmx   insecmx.insecure.test: an insecure MX RRset naming mx.insecmx.test,
+            whose TLSA records are secure and right    may / deferred (see below)
+  hostee    next hop [mx.hostee.test] (no MX lookup), 3 1 1 right  authenticated
+  hostwrong next hop [mx.hostwrong.test], 3 1 1 wrong  deferred
 
 Then Postfix's own DANE client, posttls-finger, is run on every case (in a
 private mount namespace whose /etc/resolv.conf names the test resolver) and
-its decision must be keypost's."""
+its decision must be keypost's. One deliberate difference: for insecmx,
+Postfix's default (smtp_tls_dane_insecure_mx_policy = dane) uses the MX
+host's TLSA records although the MX RRset was not secure; keypost follows
+RFC 7672 2.2.1 (no DANE without a secure MX RRset), which is Postfix's
+`may` for that parameter, so posttls-finger runs with -M may there."""
 import os
 import re
 import shutil
@@ -37,17 +45,18 @@ from postfix_peer import Postfix, need, need_root, read, wait_for
 
 RESOLVER = "127.0.53.1"  # Unbound on port 53 there (resolv.conf has no port)
 SENDER = "sender@example.org"
-CASES = ["ee311", "ta211", "agile", "wrong", "servfail", "bogus", "notlsa", "unusable",
-         "insecure", "mixed", "hostee", "hostwrong"]
+CASES = ["ee311", "ta211", "agile", "weakdigest", "wrong", "servfail", "bogus", "notlsa",
+         "unusable", "insecure", "mixed", "bogusmx", "insecmx", "hostee", "hostwrong"]
 # cases delivered to a [host] next hop: TLSA of that host, no MX RRset
-BRACKET = {"hostee": "mx.ee311.test", "hostwrong": "mx.wrong.test"}
+BRACKET = {"hostee": "mx.hostee.test", "hostwrong": "mx.hostwrong.test"}
 # What RFC 7672 and Postfix's documentation say for each case and level:
 # verified (DANE-authenticated TLS), deferred, or tls (unauthenticated TLS:
 # may or encrypt).
 EXPECT = {
     "dane": {"ee311": "verified", "ta211": "verified", "agile": "verified",
-             "wrong": "deferred", "servfail": "deferred", "bogus": "deferred",
-             "notlsa": "tls", "unusable": "tls", "insecure": "tls", "mixed": "tls",
+             "weakdigest": "deferred", "wrong": "deferred", "servfail": "deferred",
+             "bogus": "deferred", "notlsa": "tls", "unusable": "tls", "insecure": "tls",
+             "mixed": "tls", "bogusmx": "deferred", "insecmx": "tls",
              "hostee": "verified", "hostwrong": "deferred"},
 }
 EXPECT["dane-only"] = {c: ("deferred" if e == "tls" else e) for c, e in EXPECT["dane"].items()}
@@ -64,23 +73,35 @@ REASON = {
     "unusable": r"4\.7\.5 TLS policy dane-only: no usable TLSA records for "
                 r"mx\.unusable\.test:\d+",
     "insecure": r"4\.7\.5 TLS policy dane-only: MX RRset of insecure\.test is insecure",
-    "mixed": r"4\.7\.5 TLS policy dane-only: address records of mx\.insecure\.test are "
+    "mixed": r"4\.7\.5 TLS policy dane-only: address records of mx2\.insecure\.test are "
              r"insecure",
+    "bogusmx": r"4\.4\.3 Host or domain name lookup failed: DNSSEC validation of "
+               r"bogusmx\.test failed: validation failure <bogusmx\.test\. MX IN>: .*",
+    "insecmx": r"4\.7\.5 TLS policy dane-only: MX RRset of insecmx\.insecure\.test is "
+               r"insecure",
 }
+REASON["weakdigest"] = REASON["wrong"].replace("wrong", "weakdigest")
 
 
-REASON["hostwrong"] = REASON["wrong"]
+REASON["hostwrong"] = REASON["wrong"].replace("wrong", "hostwrong")
 
 
 def host(case):
+    """The MX host (or [host] next hop) a case's mail goes to: one per case,
+    so that each TLS log line belongs to one case."""
     if case in BRACKET:
         return BRACKET[case]
-    return "mx.insecure.test" if case in ("insecure", "mixed") else f"mx.{case}.test"
+    return {"insecure": "mx.insecure.test", "mixed": "mx2.insecure.test"}.get(
+        case, f"mx.{case}.test")
+
+
+def domain(case):
+    return "insecmx.insecure.test" if case == "insecmx" else f"{case}.test"
 
 
 def nexthop(case, port):
     """How keypost's transport and posttls-finger name the destination."""
-    return f"[{BRACKET[case]}]:{port}" if case in BRACKET else f"{case}.test:{port}"
+    return f"[{BRACKET[case]}]:{port}" if case in BRACKET else f"{domain(case)}:{port}"
 
 
 # ---- the setup ------------------------------------------------------------------
@@ -121,9 +142,14 @@ def zones(port, pki):
     other = spki_digest(pki["other"])
     tlsa = {
         "ee311": [f"3 1 1 {leaf}"],
+        "hostee": [f"3 1 1 {leaf}"],
+        "insecmx": [f"3 1 1 {leaf}"],
+        "bogusmx": [f"3 1 1 {leaf}"],
         "ta211": [f"2 1 1 {ca}"],
         "agile": [f"3 1 1 {other}", f"3 1 2 {leaf512}"],
+        "weakdigest": [f"3 1 1 {leaf}", f"3 1 2 {spki_digest(pki['other'], 'sha512')}"],
         "wrong": [f"3 1 1 {other}"],
+        "hostwrong": [f"3 1 1 {other}"],
         "servfail": [],
         "bogus": [f"3 1 1 {leaf}"],
         "notlsa": [],
@@ -133,9 +159,12 @@ def zones(port, pki):
     for case, records in tlsa.items():
         secure += [f"{case}.test. MX 10 mx.{case}.test.", f"mx.{case}.test. A 127.0.0.1"]
         secure += [f"_{port}._tcp.mx.{case}.test. TLSA {r}" for r in records]
-    secure.append("mixed.test. MX 10 mx.insecure.test.")
-    insecure = {"insecure.test.": ["@ MX 10 mx", "mx A 127.0.0.1",
-                                   f"_{port}._tcp.mx TLSA 3 1 1 {other}"]}
+    secure.append("mixed.test. MX 10 mx2.insecure.test.")
+    # TLSA records in the insecure zone are wrong: were they used, it would show
+    insecure = {"insecure.test.": ["@ MX 10 mx", "mx A 127.0.0.1", "mx2 A 127.0.0.1",
+                                   f"_{port}._tcp.mx TLSA 3 1 1 {other}",
+                                   f"_{port}._tcp.mx2 TLSA 3 1 1 {other}",
+                                   "insecmx MX 10 mx.insecmx.test."]}
     return secure, insecure
 
 
@@ -153,9 +182,9 @@ def bed():
     b.port = free_port()
     secure, insecure = zones(b.port, b.pki)
     b.dns = DnssecBed(RESOLVER, secure, insecure,
-                    bogus=[(f"_{b.port}._tcp.mx.bogus.test.", "TLSA")],
+                    bogus=[(f"_{b.port}._tcp.mx.bogus.test.", "TLSA"), ("bogusmx.test.", "MX")],
                     servfail=[f"_{b.port}._tcp.mx.servfail.test."])
-    b.postfix = Postfix(smtpd_port=b.port, mailboxes=[f"user@{c}.test" for c in CASES],
+    b.postfix = Postfix(smtpd_port=b.port, mailboxes=[f"user@{domain(c)}" for c in CASES],
                         smtpd_tls_security_level="may", smtpd_tls_chain_files=b.pki["chain"])
     # posttls-finger reads main.cf from MAIL_CONFIG; it needs little
     b.finger_conf = os.path.join(b.dir, "finger")
@@ -187,7 +216,10 @@ def test_testbed_answers_as_the_cases_assume(bed):
     assert q("insecure.test", 15) == (0, 1, False)      # answered, not secure
     assert q(f"_{p}._tcp.mx.insecure.test", 52) == (0, 1, False)
     assert q("mixed.test", 15) == (0, 2, True)
-    assert q("mx.insecure.test", 1) == (0, 1, False)
+    assert q("mx2.insecure.test", 1) == (0, 1, False)
+    assert q("bogusmx.test", 15)[0] == 2                # bogus: SERVFAIL
+    assert q("insecmx.insecure.test", 15) == (0, 1, False)
+    assert q(f"_{p}._tcp.mx.insecmx.test", 52) == (0, 2, True)
 
 
 def test_fingerprint_tlsa_matches_openssl(bed):
@@ -207,11 +239,11 @@ def keypost_decisions(kp, port, level):
     from keypost's log, with decision verified | deferred | tls."""
     for case in CASES:
         with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=30) as s:
-            s.sendmail(SENDER, [f"user@{case}.test"],
+            s.sendmail(SENDER, [f"user@{domain(case)}"],
                        f"Subject: dane {case}\r\n\r\ntoken-{level}-{case}\r\n")
     out = {}
     for case in CASES:
-        m = kp.wait_log(rf"to=<user@{case}\.test>, relay=\S+, delay=\d+, "
+        m = kp.wait_log(rf"to=<user@{re.escape(domain(case))}>, relay=\S+, delay=\d+, "
                         rf"status=(\w+) \((.*)\)", timeout=30)
         status, text = m.group(1), m.group(2)
         relay = re.escape(f"{host(case)}[127.0.0.1]:{port}")
@@ -230,7 +262,7 @@ def keypost_decisions(kp, port, level):
 
 
 def transport(port):
-    return "inline:{ " + ", ".join(f"{c}.test=smtp:{nexthop(c, port)}" for c in CASES) + " }"
+    return "inline:{ " + ", ".join(f"{domain(c)}=smtp:{nexthop(c, port)}" for c in CASES) + " }"
 
 
 def start_keypost(make_server, bed, **params):
@@ -247,14 +279,20 @@ def finger(bed, case, level):
     (no DANE: it resorts to another level, which our CA-less setup cannot
     verify). At dane-only, Postfix's smtp(8) defers whatever is not
     DANE-verified, so tls counts as deferred there."""
+    insecure_mx = ["-M", "may"] if case == "insecmx" else []
     r = bed.dns.in_namespace([need("posttls-finger"), "-v", "-c", "-l", level, "-t", "5",
-                              "-T", "5", nexthop(case, bed.port)],
+                              "-T", "5", *insecure_mx, nexthop(case, bed.port)],
                              env=dict(os.environ, MAIL_CONFIG=bed.finger_conf))
     out = r.stdout + r.stderr
     assert "fatal" not in out and r.returncode == 0, out
     tlsa_used = re.search(rf"type TLSA for _{bed.port}\._tcp\.{re.escape(host(case))}", out) \
         and "resorting to" not in out
     if re.search(r"TLSA lookup error for", out):
+        decision = "deferred"
+    elif "TLS connection established" not in out:
+        # no connection at all, e.g. the MX lookup failed (bogus)
+        assert re.search(r"(MX host lookup|Destination address lookup) failed|"
+                         r"Failed to establish session", out), out
         decision = "deferred"
     elif re.search(r"Matched DANE (EE|TA) certificate", out) and \
             "Verified TLS connection established" in out:
@@ -281,10 +319,10 @@ def check_level(make_server, bed, level, kp):
         token = f"token-{level}-{case}"
         if decision == "deferred":
             assert re.fullmatch(REASON[case], text), f"{level} {case}: {text}"
-            assert not [f for f in bed.postfix.delivered(f"user@{case}.test")
+            assert not [f for f in bed.postfix.delivered(f"user@{domain(case)}")
                         if token in read(f)], f"{level} {case}: deferred, yet delivered"
         else:
-            wait_for(lambda: [f for f in bed.postfix.delivered(f"user@{case}.test")
+            wait_for(lambda: [f for f in bed.postfix.delivered(f"user@{domain(case)}")
                               if token in read(f)],
                      lambda: f"{case}: not in Postfix's mailbox\n{bed.postfix.log()}")
         pf, out = finger(bed, case, level)
@@ -304,7 +342,7 @@ def test_dane_only_per_destination(make_server, bed, tmpbase):
     table = os.path.join(tmpbase, "tls_policy")
     with open(table, "w") as f:
         # keyed as Postfix keys them: the domain, or [host]:port
-        f.writelines(f"{nexthop(c, bed.port) if c in BRACKET else c + '.test'} dane-only\n"
+        f.writelines(f"{nexthop(c, bed.port) if c in BRACKET else domain(c)} dane-only\n"
                      for c in CASES)
     kp = start_keypost(make_server, bed, smtp_tls_security_level="may",
                        smtp_tls_policy_maps=f"texthash:{table}")

@@ -1,6 +1,8 @@
-/* Unit tests for tls/dane.c's pure parts: the "3 1 1" record of a key
+/* Unit tests for the pure parts of DANE: the "3 1 1" record of a key
  * (keypost fingerprint --tlsa) against a value computed outside keypost
- * (openssl pkey -pubout -outform DER | sha256sum), and record text. */
+ * (openssl pkey -pubout -outform DER | sha256sum), record text, TLSA rdata
+ * parsing (dns.c; the data comes from the network) and which records are
+ * usable for SMTP (RFC 7672 3.1). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -83,6 +85,48 @@ static void test_rr_text(void **state)
     assert_string_equal(small, "3 1 1 00");
 }
 
+static void test_tlsa_parse(void **state)
+{
+    (void)state;
+    struct tlsa_rr rr;
+    const unsigned char ok[] = {3, 1, 1, 0xde, 0xad};
+    assert_int_equal(dns_tlsa_parse(ok, sizeof ok, &rr), 0);
+    assert_int_equal(rr.usage, 3);
+    assert_int_equal(rr.selector, 1);
+    assert_int_equal(rr.mtype, 1);
+    assert_int_equal(rr.len, 2);
+    assert_memory_equal(rr.data, ok + 3, 2);
+    dns_tlsa_free(&rr, 1);
+    assert_null(rr.data);
+    /* no association data, or not even the three octets: not a record */
+    assert_int_equal(dns_tlsa_parse(ok, 3, &rr), -1);
+    assert_null(rr.data);
+    assert_int_equal(dns_tlsa_parse(ok, 0, &rr), -1);
+}
+
+static int usable(unsigned u, unsigned s, unsigned m, size_t len)
+{
+    unsigned char data[100] = {0};
+    struct tlsa_rr rr = {(unsigned char)u, (unsigned char)s, (unsigned char)m, data, len};
+    return dane_usable(&rr);
+}
+
+static void test_usable(void **state)
+{
+    (void)state;
+    assert_true(usable(3, 1, 1, 32));
+    assert_true(usable(2, 0, 2, 64));
+    assert_true(usable(3, 0, 0, 90));   /* a whole certificate */
+    assert_false(usable(0, 1, 1, 32));  /* PKIX-TA: unusable for SMTP */
+    assert_false(usable(1, 1, 1, 32));  /* PKIX-EE: unusable for SMTP */
+    assert_false(usable(4, 1, 1, 32));
+    assert_false(usable(3, 2, 1, 32));  /* unknown selector */
+    assert_false(usable(3, 1, 3, 32));  /* unknown matching type */
+    assert_false(usable(3, 1, 1, 31));  /* a SHA2-256 digest is 32 bytes */
+    assert_false(usable(3, 1, 2, 32));  /* a SHA2-512 digest is 64 */
+    assert_false(usable(3, 1, 0, 0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -90,6 +134,8 @@ int main(void)
         cmocka_unit_test(test_tlsa_311_of_public_half),
         cmocka_unit_test(test_tlsa_311_buffer_too_small),
         cmocka_unit_test(test_rr_text),
+        cmocka_unit_test(test_tlsa_parse),
+        cmocka_unit_test(test_usable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
