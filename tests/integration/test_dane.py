@@ -390,3 +390,20 @@ def test_check_accepts_dane_only_level(tmpbase):
     r = check_config(tmpbase, ["smtp_tls_security_level = dane-only",
                                f"dns_trust_anchor_file = {tmpbase}/ta.ds"])
     assert r.returncode == 0, r.stderr  # ... and then all is well
+
+
+def test_check_anchor_must_be_readable_by_mail_owner(tmpbase):
+    """Delivery agents (mail_owner) read the anchor, not root: check as them."""
+    need_root("testing access as mail_owner")
+    anchor = os.path.join(tmpbase, "ta.ds")
+    with open(anchor, "w") as f:
+        f.write("test. IN DS 38304 13 2 "
+                "7067268a655ff3a301df1bd9a63ef064966da83010eb38ae3f095774032f585c\n")
+    os.chmod(anchor, 0o600)
+    r = check_config(tmpbase, [f"dns_trust_anchor_file = {anchor}"])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.search(r"check\.cf:\d+: dns_trust_anchor_file .*ta\.ds: mail_owner \S+ cannot "
+                     r"read .*ta\.ds: Permission denied", r.stderr), r.stderr
+    os.chmod(anchor, 0o644)
+    r = check_config(tmpbase, [f"dns_trust_anchor_file = {anchor}"])
+    assert r.returncode == 0, r.stderr
