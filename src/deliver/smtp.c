@@ -138,7 +138,7 @@ static int policy_for(const struct batch *b, struct tls_policy *p, char *why, si
 
 /* The policy for one host: at dane and dane-only, what its DNSSEC status
  * and TLSA records make of it (tls/dane.h). -1 with why set: skip the host. */
-static int host_policy(const struct batch *b, const char *host, enum dns_sec addr_sec,
+static int host_policy(const struct batch *b, const char *host, const struct dns_hostinfo *hi,
                        struct tls_policy *p, struct dane_host *d, char *why, size_t len)
 {
     *p = *b->policy;
@@ -148,7 +148,7 @@ static int host_policy(const struct batch *b, const char *host, enum dns_sec add
         return 0;
     /* A [host] next hop has no MX RRset: only its addresses must be secure. */
     enum dns_sec mx_sec = b->route->mx ? b->mx_sec : DNS_SEC_SECURE;
-    dane_resolve(p->level, mx_sec, addr_sec, host, b->route->port,
+    dane_resolve(p->level, mx_sec, hi, host, b->route->port,
                  b->route->mx ? b->route->nexthop : "", d);
     switch (d->outcome) {
     case DANE_ON:
@@ -444,15 +444,15 @@ void smtp_deliver(const struct route *route, const char *domain, SSL_CTX *tls,
         struct sockaddr_storage addrs[MAX_ADDRS];
         int naddrs = 0;
         char err[300];
-        enum dns_sec addr_sec;
-        if (dns_addrs(mx[h].name, route->port, addrs, MAX_ADDRS, &naddrs, &addr_sec, err,
+        struct dns_hostinfo hi;
+        if (dns_addrs(mx[h].name, route->port, addrs, MAX_ADDRS, &naddrs, &hi, err,
                       sizeof err) != DNS_OK) {
             snprintf(why, sizeof why, "4.4.3 %s", err);
             continue;
         }
         struct tls_policy hp;
         struct dane_host dane;
-        if (host_policy(&b, mx[h].name, addr_sec, &hp, &dane, why, sizeof why) < 0) {
+        if (host_policy(&b, mx[h].name, &hi, &hp, &dane, why, sizeof why) < 0) {
             str_copy(relay, mx[h].name, sizeof relay);
             continue;
         }

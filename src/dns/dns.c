@@ -238,12 +238,28 @@ static enum dns_sec weaker(enum dns_sec a, enum dns_sec b)
     return rank[a] <= rank[b] ? a : b;
 }
 
+/* Note the name a CNAME chain led to (libunbound writes it with a dot). */
+static void note_canon(const struct ub_result *res, const char *host, char *canon, size_t len)
+{
+    if (canon[0] || res == NULL || res->canonname == NULL)
+        return;
+    char name[DNS_NAME_MAX];
+    str_copy(name, res->canonname, sizeof name);
+    size_t n = strlen(name);
+    if (n > 1 && name[n - 1] == '.')
+        name[n - 1] = '\0';
+    if (!str_ieq(name, host))
+        str_copy(canon, name, len);
+}
+
 enum dns_status dns_addrs(const char *host, int port, struct sockaddr_storage *out, int max,
-                          int *count, enum dns_sec *sec, char *err, size_t errlen)
+                          int *count, struct dns_hostinfo *info, char *err, size_t errlen)
 {
     *count = 0;
     /* An address literal names no DNS data: nothing DNSSEC can vouch for. */
-    *sec = DNS_SEC_INDETERMINATE;
+    info->sec = DNS_SEC_INDETERMINATE;
+    info->canon[0] = '\0';
+    enum dns_sec *sec = &info->sec;
     if (dns_literal(host, port, out) == 0) {
         *count = 1;
         return DNS_OK;
@@ -265,6 +281,8 @@ enum dns_status dns_addrs(const char *host, int port, struct sockaddr_storage *o
         enum dns_sec s;
         enum dns_status st = query(host, types[t], &res, &s, err, errlen);
         *sec = weaker(*sec, s);
+        if (st == DNS_OK)
+            note_canon(res, host, info->canon, sizeof info->canon);
         if (st == DNS_TEMPFAIL)
             worst = DNS_TEMPFAIL;
         for (int i = 0; st == DNS_OK && res->data[i]; i++) {

@@ -44,10 +44,14 @@ struct tlsa_rr {
  * is DNS_NOTFOUND with err saying so. */
 enum dns_status dns_mx(const char *domain, struct mx_host *out, int max, int *count,
                        enum dns_sec *sec, char *err, size_t errlen);
-/* IPv4 and IPv6 addresses of host (port filled in). sec: the weaker of the
- * A and AAAA answers (both must be secure for the host to be). */
+/* What the address lookup of a host name says about the name itself. */
+struct dns_hostinfo {
+    enum dns_sec sec;          /* the weaker of the A and AAAA answers */
+    char canon[DNS_NAME_MAX];  /* the CNAME-expanded name, "" if no CNAME */
+};
+/* IPv4 and IPv6 addresses of host (port filled in). */
 enum dns_status dns_addrs(const char *host, int port, struct sockaddr_storage *out, int max,
-                          int *count, enum dns_sec *sec, char *err, size_t errlen);
+                          int *count, struct dns_hostinfo *info, char *err, size_t errlen);
 /* TLSA records of _PORT._tcp.HOST. DNS_NOTFOUND: none (sec says whether
  * their absence is proven). Free the records with dns_tlsa_free. */
 enum dns_status dns_tlsa(const char *host, int port, struct tlsa_rr *out, int max, int *count,

@@ -89,35 +89,51 @@ static void from_tlsa(struct dane_host *d, enum tls_level level, enum dns_status
             "encrypt", where);
 }
 
-void dane_resolve(enum tls_level level, enum dns_sec mx_sec, enum dns_sec addr_sec,
+/* TLSA records of name; 1 when the lookup settled the matter (records,
+ * or a failure), 0 when it found no DNSSEC-secure records at all. */
+static int try_tlsa(struct dane_host *d, enum tls_level level, const char *name, int port,
+                    int last)
+{
+    struct tlsa_rr all[DANE_MAX_RR];
+    int n = 0;
+    enum dns_sec sec = DNS_SEC_INDETERMINATE;
+    char err[300] = "", where[DNS_NAME_MAX + 16];
+    enum dns_status st = dns_tlsa(name, port, all, DANE_MAX_RR, &n, &sec, err, sizeof err);
+    if (!last && st != DNS_TEMPFAIL && (st == DNS_NOTFOUND || sec != DNS_SEC_SECURE)) {
+        dns_tlsa_free(all, n);
+        return 0;
+    }
+    str_copy(d->base, name, sizeof d->base);
+    snprintf(where, sizeof where, "%s:%d", name, port);
+    from_tlsa(d, level, st, sec, all, n, where, err);
+    return 1;
+}
+
+void dane_resolve(enum tls_level level, enum dns_sec mx_sec, const struct dns_hostinfo *hi,
                   const char *host, int port, const char *nexthop, struct dane_host *d)
 {
     memset(d, 0, sizeof *d);
     str_copy(d->base, host, sizeof d->base);
     str_copy(d->nexthop, nexthop ? nexthop : "", sizeof d->nexthop);
-    char where[DNS_NAME_MAX + 16];
-    snprintf(where, sizeof where, "%s:%d", host, port);
     /* RFC 7672 2.2.1-2.2.2: an MX host name or an address found without
      * DNSSEC could be an attacker's; its TLSA records prove nothing. */
+    char reason[300];
     if (mx_sec != DNS_SEC_SECURE) {
-        char reason[300];
         snprintf(reason, sizeof reason, "MX RRset of %s is %s", nexthop, dns_sec_name(mx_sec));
         no_dane(d, level, reason);
         return;
     }
-    if (addr_sec != DNS_SEC_SECURE) {
-        char reason[300];
+    if (hi->sec != DNS_SEC_SECURE) {
         snprintf(reason, sizeof reason, "address records of %s are %s", host,
-                 dns_sec_name(addr_sec));
+                 dns_sec_name(hi->sec));
         no_dane(d, level, reason);
         return;
     }
-    struct tlsa_rr all[DANE_MAX_RR];
-    int n = 0;
-    enum dns_sec sec = DNS_SEC_INDETERMINATE;
-    char err[300] = "";
-    enum dns_status st = dns_tlsa(host, port, all, DANE_MAX_RR, &n, &sec, err, sizeof err);
-    from_tlsa(d, level, st, sec, all, n, where, err);
+    /* A secure CNAME chain: the name it ends at is the TLSA base domain,
+     * unless that has no secure TLSA records (then the host name is). */
+    if (hi->canon[0] && try_tlsa(d, level, hi->canon, port, 0))
+        return;
+    try_tlsa(d, level, host, port, 1);
 }
 
 void dane_host_free(struct dane_host *d)
@@ -130,8 +146,10 @@ int dane_apply(SSL *ssl, const struct dane_host *d)
 {
     if (SSL_dane_enable(ssl, d->base) <= 0)
         return -1;
-    /* RFC 7672 3.2.2: DANE-TA(2) checks the TLSA base domain, and the
-     * next-hop domain is accepted too; DANE-EE(3) has no name checks. */
+    /* RFC 7672 3.2.2: DANE-TA(2) checks the TLSA base domain (after CNAME
+     * expansion), and the next-hop domain is accepted too; the host name
+     * before expansion is not (as in Postfix). DANE-EE(3) has no name
+     * checks. */
     if (d->nexthop[0] && strcmp(d->nexthop, d->base) != 0)
         SSL_add1_host(ssl, d->nexthop);
     SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);

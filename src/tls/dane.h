@@ -37,8 +37,10 @@ struct dane_host {
 
 /* level: TL_DANE or TL_DANE_ONLY. mx_sec: the MX RRset's status (a [host]
  * next hop passes DNS_SEC_SECURE: there is no MX RRset to distrust).
- * addr_sec: the host's A/AAAA status. nexthop: the domain (or ""). */
-void dane_resolve(enum tls_level level, enum dns_sec mx_sec, enum dns_sec addr_sec,
+ * hi: what the host's address lookup said (status, CNAME expansion: the
+ * expanded name's TLSA records are tried first, then the host's, RFC 7672
+ * 2.2.2). nexthop: the domain (or ""). */
+void dane_resolve(enum tls_level level, enum dns_sec mx_sec, const struct dns_hostinfo *hi,
                   const char *host, int port, const char *nexthop, struct dane_host *d);
 void dane_host_free(struct dane_host *d);
 /* Whether OpenSSL's DANE code can use rr for SMTP (RFC 7672 3.1): usage 2

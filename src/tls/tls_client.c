@@ -113,6 +113,9 @@ SSL *tls_client_connect(SSL_CTX *ctx, int fd, const char *sni, const struct tls_
         SSL_free(ssl);
         return NULL;
     }
+    /* With DANE the SNI name is the TLSA base domain (RFC 7672 8.1). */
+    if (p->dane)
+        sni = p->dane->base;
     if (sni && *sni && sni[0] != '[')
         SSL_set_tlsext_host_name(ssl, sni);
     if (p->dane && dane_apply(ssl, p->dane) < 0) {

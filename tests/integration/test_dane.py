@@ -19,6 +19,15 @@ each case domain publishes different TLSA records for its MX host:
             would show)                                may / deferred
   mixed     a signed MX RRset naming mx2.insecure.test may / deferred
   bogusmx   the MX RRSIG is broken                     deferred
+  cname     mx.cname.test is a CNAME for real.cname.test, whose TLSA record
+            is 2 1 1 of the CA: the expanded name is the TLSA base domain
+            (RFC 7672 2.2.2), and the name the certificate must bear
+                                                       authenticated
+  cname2    a CNAME too, but only the initial name has a (3 1 1) record
+                                                       authenticated
+  cname3    as cname, but the certificate names only the initial name
+            mx.cname3.test, which DANE-TA name checks do not accept
+                                                       deferred
   insecmx   insecmx.insecure.test: an insecure MX RRset naming mx.insecmx.test,
             whose TLSA records are secure and right    may / deferred (see below)
   hostee    next hop [mx.hostee.test] (no MX lookup), 3 1 1 right  authenticated
@@ -46,7 +55,10 @@ from postfix_peer import Postfix, need, need_root, read, wait_for
 RESOLVER = "127.0.53.1"  # Unbound on port 53 there (resolv.conf has no port)
 SENDER = "sender@example.org"
 CASES = ["ee311", "ta211", "agile", "weakdigest", "wrong", "servfail", "bogus", "notlsa",
-         "unusable", "insecure", "mixed", "bogusmx", "insecmx", "hostee", "hostwrong"]
+         "unusable", "insecure", "mixed", "bogusmx", "insecmx", "cname", "cname2", "cname3",
+         "hostee",
+         "hostwrong"]
+CNAMED = ("cname", "cname2", "cname3")  # mx.CASE.test CNAME real.CASE.test
 # cases delivered to a [host] next hop: TLSA of that host, no MX RRset
 BRACKET = {"hostee": "mx.hostee.test", "hostwrong": "mx.hostwrong.test"}
 # What RFC 7672 and Postfix's documentation say for each case and level:
@@ -57,6 +69,7 @@ EXPECT = {
              "weakdigest": "deferred", "wrong": "deferred", "servfail": "deferred",
              "bogus": "deferred", "notlsa": "tls", "unusable": "tls", "insecure": "tls",
              "mixed": "tls", "bogusmx": "deferred", "insecmx": "tls",
+             "cname": "verified", "cname2": "verified", "cname3": "deferred",
              "hostee": "verified", "hostwrong": "deferred"},
 }
 EXPECT["dane-only"] = {c: ("deferred" if e == "tls" else e) for c, e in EXPECT["dane"].items()}
@@ -81,6 +94,8 @@ REASON = {
                r"insecure",
 }
 REASON["weakdigest"] = REASON["wrong"].replace("wrong", "weakdigest")
+REASON["cname3"] = (r"4\.7\.5 TLS policy dane(-only)? not met by mx\.cname3\.test\[127\.0\.0\.1\]:"
+                    r"\d+: Server certificate not trusted \(hostname mismatch\)")
 
 
 REASON["hostwrong"] = REASON["wrong"].replace("wrong", "hostwrong")
@@ -118,7 +133,7 @@ def make_pki(d):
        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     sh("openssl", "req", "-x509", "-new", "-key", "other.key", "-out", "other.crt", "-days",
        "30", "-subj", "/CN=someone else")
-    sans = ",".join(sorted({f"DNS:{host(c)}" for c in CASES}))
+    sans = ",".join(sorted({f"DNS:{host(c)}" for c in CASES} | {"DNS:real.cname.test"}))
     with open(os.path.join(d, "leaf.ext"), "w") as f:
         f.write(f"basicConstraints=critical,CA:FALSE\nsubjectAltName={sans}\n"
                 "extendedKeyUsage=serverAuth\n")
@@ -149,6 +164,9 @@ def zones(port, pki):
         "agile": [f"3 1 1 {other}", f"3 1 2 {leaf512}"],
         "weakdigest": [f"3 1 1 {leaf}", f"3 1 2 {spki_digest(pki['other'], 'sha512')}"],
         "wrong": [f"3 1 1 {other}"],
+        "cname": [f"2 1 1 {ca}"],
+        "cname2": [f"3 1 1 {leaf}"],
+        "cname3": [f"2 1 1 {ca}"],
         "hostwrong": [f"3 1 1 {other}"],
         "servfail": [],
         "bogus": [f"3 1 1 {leaf}"],
@@ -157,8 +175,14 @@ def zones(port, pki):
     }
     secure = []
     for case, records in tlsa.items():
-        secure += [f"{case}.test. MX 10 mx.{case}.test.", f"mx.{case}.test. A 127.0.0.1"]
-        secure += [f"_{port}._tcp.mx.{case}.test. TLSA {r}" for r in records]
+        secure.append(f"{case}.test. MX 10 mx.{case}.test.")
+        if case in CNAMED:
+            secure += [f"mx.{case}.test. CNAME real.{case}.test.",
+                       f"real.{case}.test. A 127.0.0.1"]
+        else:
+            secure.append(f"mx.{case}.test. A 127.0.0.1")
+        owner = f"real.{case}.test" if case in ("cname", "cname3") else f"mx.{case}.test"
+        secure += [f"_{port}._tcp.{owner}. TLSA {r}" for r in records]
     secure.append("mixed.test. MX 10 mx2.insecure.test.")
     # TLSA records in the insecure zone are wrong: were they used, it would show
     insecure = {"insecure.test.": ["@ MX 10 mx", "mx A 127.0.0.1", "mx2 A 127.0.0.1",
@@ -285,8 +309,9 @@ def finger(bed, case, level):
                              env=dict(os.environ, MAIL_CONFIG=bed.finger_conf))
     out = r.stdout + r.stderr
     assert "fatal" not in out and r.returncode == 0, out
-    tlsa_used = re.search(rf"type TLSA for _{bed.port}\._tcp\.{re.escape(host(case))}", out) \
-        and "resorting to" not in out
+    # TLSA records were found (at the host or its CNAME target) and are in force
+    tlsa_used = re.search(rf"type TLSA for _{bed.port}\._tcp\.", out) and \
+        "resorting to" not in out
     if re.search(r"TLSA lookup error for", out):
         decision = "deferred"
     elif "TLS connection established" not in out:
