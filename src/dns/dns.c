@@ -279,10 +279,19 @@ enum dns_status dns_addrs(const char *host, int port, struct sockaddr_storage *o
     for (int t = 0; t < 2; t++) {
         struct ub_result *res = NULL;
         enum dns_sec s;
-        enum dns_status st = query(host, types[t], &res, &s, err, errlen);
-        *sec = weaker(*sec, s);
+        char why[300];
+        enum dns_status st = query(host, types[t], &res, &s, why, sizeof why);
+        /* A failed (or bogus) half adds no address, so it has no say in the
+         * status of those that are used: a forged AAAA RRset must not make
+         * a host with a secure A RRset look insecure (no DANE). */
+        if (st != DNS_TEMPFAIL)
+            *sec = weaker(*sec, s);
         if (st == DNS_OK)
             note_canon(res, host, info->canon, sizeof info->canon);
+        /* The first failure is the one to report (a bogus A RRset, say,
+         * not the AAAA query's "no records" after it). */
+        if (st == DNS_TEMPFAIL && worst != DNS_TEMPFAIL)
+            str_copy(err, why, errlen);
         if (st == DNS_TEMPFAIL)
             worst = DNS_TEMPFAIL;
         for (int i = 0; st == DNS_OK && res->data[i]; i++) {

@@ -46,7 +46,8 @@ enum dns_status dns_mx(const char *domain, struct mx_host *out, int max, int *co
                        enum dns_sec *sec, char *err, size_t errlen);
 /* What the address lookup of a host name says about the name itself. */
 struct dns_hostinfo {
-    enum dns_sec sec;          /* the weaker of the A and AAAA answers */
+    enum dns_sec sec;          /* the weaker of the A and AAAA answers that
+                                * did not fail (the addresses returned) */
     char canon[DNS_NAME_MAX];  /* the CNAME-expanded name, "" if no CNAME */
 };
 /* IPv4 and IPv6 addresses of host (port filled in). */

@@ -19,6 +19,9 @@ each case domain publishes different TLSA records for its MX host:
             would show)                                may / deferred
   mixed     a signed MX RRset naming mx2.insecure.test may / deferred
   bogusmx   the MX RRSIG is broken                     deferred
+  bogusaaaa the MX host's A RRset is secure, its AAAA RRSIG broken: the AAAA
+            records are not used, nor do they hide the A RRset's status
+                                                       authenticated (over IPv4)
   cname     mx.cname.test is a CNAME for real.cname.test, whose TLSA record
             is 2 1 1 of the CA: the expanded name is the TLSA base domain
             (RFC 7672 2.2.2), and the name the certificate must bear
@@ -55,9 +58,8 @@ from postfix_peer import Postfix, need, need_root, read, wait_for
 RESOLVER = "127.0.53.1"  # Unbound on port 53 there (resolv.conf has no port)
 SENDER = "sender@example.org"
 CASES = ["ee311", "ta211", "agile", "weakdigest", "wrong", "servfail", "bogus", "notlsa",
-         "unusable", "insecure", "mixed", "bogusmx", "insecmx", "cname", "cname2", "cname3",
-         "hostee",
-         "hostwrong"]
+         "unusable", "insecure", "mixed", "bogusmx", "bogusaaaa", "insecmx", "cname", "cname2",
+         "cname3", "hostee", "hostwrong"]
 CNAMED = ("cname", "cname2", "cname3")  # mx.CASE.test CNAME real.CASE.test
 # cases delivered to a [host] next hop: TLSA of that host, no MX RRset
 BRACKET = {"hostee": "mx.hostee.test", "hostwrong": "mx.hostwrong.test"}
@@ -68,7 +70,8 @@ EXPECT = {
     "dane": {"ee311": "verified", "ta211": "verified", "agile": "verified",
              "weakdigest": "deferred", "wrong": "deferred", "servfail": "deferred",
              "bogus": "deferred", "notlsa": "tls", "unusable": "tls", "insecure": "tls",
-             "mixed": "tls", "bogusmx": "deferred", "insecmx": "tls",
+             "mixed": "tls", "bogusmx": "deferred", "bogusaaaa": "verified",
+             "insecmx": "tls",
              "cname": "verified", "cname2": "verified", "cname3": "deferred",
              "hostee": "verified", "hostwrong": "deferred"},
 }
@@ -160,6 +163,7 @@ def zones(port, pki):
         "hostee": [f"3 1 1 {leaf}"],
         "insecmx": [f"3 1 1 {leaf}"],
         "bogusmx": [f"3 1 1 {leaf}"],
+        "bogusaaaa": [f"3 1 1 {leaf}"],
         "ta211": [f"2 1 1 {ca}"],
         "agile": [f"3 1 1 {other}", f"3 1 2 {leaf512}"],
         "weakdigest": [f"3 1 1 {leaf}", f"3 1 2 {spki_digest(pki['other'], 'sha512')}"],
@@ -183,6 +187,7 @@ def zones(port, pki):
             secure.append(f"mx.{case}.test. A 127.0.0.1")
         owner = f"real.{case}.test" if case in ("cname", "cname3") else f"mx.{case}.test"
         secure += [f"_{port}._tcp.{owner}. TLSA {r}" for r in records]
+    secure.append("mx.bogusaaaa.test. AAAA ::1")
     secure.append("mixed.test. MX 10 mx2.insecure.test.")
     # TLSA records in the insecure zone are wrong: were they used, it would show
     insecure = {"insecure.test.": ["@ MX 10 mx", "mx A 127.0.0.1", "mx2 A 127.0.0.1",
@@ -206,7 +211,8 @@ def bed():
     b.port = free_port()
     secure, insecure = zones(b.port, b.pki)
     b.dns = DnssecBed(RESOLVER, secure, insecure,
-                    bogus=[(f"_{b.port}._tcp.mx.bogus.test.", "TLSA"), ("bogusmx.test.", "MX")],
+                    bogus=[(f"_{b.port}._tcp.mx.bogus.test.", "TLSA"), ("bogusmx.test.", "MX"),
+                           ("mx.bogusaaaa.test.", "AAAA")],
                     servfail=[f"_{b.port}._tcp.mx.servfail.test."])
     b.postfix = Postfix(smtpd_port=b.port, mailboxes=[f"user@{domain(c)}" for c in CASES],
                         smtpd_tls_security_level="may", smtpd_tls_chain_files=b.pki["chain"])
