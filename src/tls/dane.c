@@ -115,8 +115,8 @@ void dane_resolve(enum tls_level level, enum dns_sec mx_sec, const struct dns_ho
     memset(d, 0, sizeof *d);
     str_copy(d->base, host, sizeof d->base);
     str_copy(d->nexthop, nexthop ? nexthop : "", sizeof d->nexthop);
-    /* RFC 7672 2.2.1-2.2.2: an MX host name or an address found without
-     * DNSSEC could be an attacker's; its TLSA records prove nothing. */
+    /* RFC 7672 2.2: an MX host name or an address found without DNSSEC
+     * could be an attacker's; its TLSA records prove nothing. */
     char reason[300];
     if (mx_sec != DNS_SEC_SECURE) {
         snprintf(reason, sizeof reason, "MX RRset of %s is %s", nexthop, dns_sec_name(mx_sec));
@@ -146,7 +146,7 @@ int dane_apply(SSL *ssl, const struct dane_host *d)
 {
     if (SSL_dane_enable(ssl, d->base) <= 0)
         return -1;
-    /* RFC 7672 3.2.2: DANE-TA(2) checks the TLSA base domain (after CNAME
+    /* RFC 7672 3.2: DANE-TA(2) checks the TLSA base domain (after CNAME
      * expansion), and the next-hop domain is accepted too; the host name
      * before expansion is not (as in Postfix). DANE-EE(3) has no name
      * checks. */

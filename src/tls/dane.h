@@ -39,7 +39,7 @@ struct dane_host {
  * next hop passes DNS_SEC_SECURE: there is no MX RRset to distrust).
  * hi: what the host's address lookup said (status, CNAME expansion: the
  * expanded name's TLSA records are tried first, then the host's, RFC 7672
- * 2.2.2). nexthop: the domain (or ""). */
+ * 2.2). nexthop: the domain (or ""). */
 void dane_resolve(enum tls_level level, enum dns_sec mx_sec, const struct dns_hostinfo *hi,
                   const char *host, int port, const char *nexthop, struct dane_host *d);
 void dane_host_free(struct dane_host *d);

@@ -200,9 +200,10 @@ void tls_client_check(SSL *ssl, const struct tls_policy *p, const char *nexthop,
         break;
     case TL_DANE:
     case TL_DANE_ONLY:
-        /* Without usable records (p->dane NULL) smtp.c has already chosen
-         * may or encrypt for the host; dane-only never gets here then. */
-        r->meets_policy = p->dane == NULL || dane_ok;
+        /* Without usable records smtp.c has already made the host's level
+         * may or encrypt (or deferred it): here p->dane is set, and were it
+         * not, nothing would vouch for the server. */
+        r->meets_policy = dane_ok;
         if (!r->meets_policy)
             snprintf(r->reason, sizeof r->reason, "Server certificate not trusted (%s)",
                      r->dane);

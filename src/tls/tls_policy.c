@@ -114,14 +114,15 @@ static int check_entry(void *arg, const char *key, const char *value, const char
     struct tls_policy p;
     char err[300];
     char unmatched[512];
-    if (tls_policy_parse(value, &p, err, sizeof err) < 0)
+    if (tls_policy_parse(value, &p, err, sizeof err) < 0) {
         conf_error(c->errs, "%s: smtp_tls_policy_maps %s entry for %s: %s", origin, c->table, key,
                    err);
-    else if (p.level == TL_DANE || p.level == TL_DANE_ONLY)
-        c->dane = 1;
-    else if (tlsopt_unmatched(p.exclude, unmatched, sizeof unmatched))
+        return 0; /* report every bad entry, not the first only */
+    }
+    if (tlsopt_unmatched(p.exclude, unmatched, sizeof unmatched))
         conf_warning("%s: smtp_tls_policy_maps %s entry for %s: exclude=%s selects no cipher "
                      "this OpenSSL offers", origin, c->table, key, unmatched);
+    c->dane |= p.level == TL_DANE || p.level == TL_DANE_ONLY;
     return 0; /* report every bad entry, not the first only */
 }
 

@@ -24,7 +24,7 @@ each case domain publishes different TLSA records for its MX host:
                                                        authenticated (over IPv4)
   cname     mx.cname.test is a CNAME for real.cname.test, whose TLSA record
             is 2 1 1 of the CA: the expanded name is the TLSA base domain
-            (RFC 7672 2.2.2), and the name the certificate must bear
+            (RFC 7672 2.2), and the name the certificate must bear
                                                        authenticated
   cname2    a CNAME too, but only the initial name has a (3 1 1) record
                                                        authenticated
@@ -40,9 +40,10 @@ Then Postfix's own DANE client, posttls-finger, is run on every case (in a
 private mount namespace whose /etc/resolv.conf names the test resolver) and
 its decision must be keypost's. One deliberate difference: for insecmx,
 Postfix's default (smtp_tls_dane_insecure_mx_policy = dane) uses the MX
-host's TLSA records although the MX RRset was not secure; keypost follows
-RFC 7672 2.2.1 (no DANE without a secure MX RRset), which is Postfix's
-`may` for that parameter, so posttls-finger runs with -M may there."""
+host's TLSA records although the MX RRset was not secure, as RFC 7672 2.2.1
+allows; keypost never uses DANE without a secure MX RRset, which is
+Postfix's `may` for that parameter, so posttls-finger runs with -M may
+there (and with Postfix's default it authenticates the host instead)."""
 import os
 import re
 import shutil
