@@ -417,8 +417,9 @@ def test_check_accepts_dane_only_level(tmpbase):
     r = check_config(tmpbase, ["smtp_tls_security_level = dane-only",
                                f"dns_trust_anchor_file = {tmpbase}/ta.ds"])
     assert r.returncode == 1  # the anchor is missing ...
-    open(os.path.join(tmpbase, "ta.ds"), "w").write(
-        "test. IN DS 38304 13 2 7067268a655ff3a301df1bd9a63ef064966da83010eb38ae3f095774032f585c\n")
+    with open(os.path.join(tmpbase, "ta.ds"), "w") as f:
+        f.write("test. IN DS 38304 13 2 "
+                "7067268a655ff3a301df1bd9a63ef064966da83010eb38ae3f095774032f585c\n")
     r = check_config(tmpbase, ["smtp_tls_security_level = dane-only",
                                f"dns_trust_anchor_file = {tmpbase}/ta.ds"])
     assert r.returncode == 0, r.stderr  # ... and then all is well
