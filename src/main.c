@@ -20,6 +20,7 @@ static int usage(void)
             "                                     -x: $name expanded)\n"
             "       keypost conf --man            the PARAMETERS section of keypost.cf(5)\n"
             "       keypost fingerprint [-d DIGEST] FILE.pem\n"
+            "       keypost fingerprint --tlsa FILE.pem  its \"3 1 1\" TLSA record\n"
             "       keypost queue [-c FILE] list|flush|delete ID|hold ID|release ID\n"
             "       keypost map FILE...           build FILE.lmdb for lmdb:FILE tables\n"
             "       keypost map -q KEY TYPE:TABLE print the value of KEY (exit 1: none, 2: table failed)\n"

@@ -36,7 +36,8 @@ static void on_result(void *arg, int err, struct ub_result *res)
 static enum dns_status resolve(const char *name, int type, long long deadline,
                                struct ub_result **res, char *err, size_t len)
 {
-    if (actx == NULL && (actx = dns_resolver_new(1, err, len)) == NULL)
+    /* Validating as every delivery lookup does: a bogus answer is never used. */
+    if (actx == NULL && (actx = dns_resolver_new(1, 1, err, len)) == NULL)
         return DNS_TEMPFAIL;
     struct pending p = {0, 0, NULL};
     int id = 0, r = ub_resolve_async(actx, name, type, 1, &p, on_result, &id);
@@ -57,6 +58,10 @@ static enum dns_status resolve(const char *name, int type, long long deadline,
     *res = p.res;
     if (p.err != 0) {
         snprintf(err, len, "lookup of %s: %s", name, ub_strerror(p.err));
+        return DNS_TEMPFAIL;
+    }
+    if (p.res->bogus) {
+        snprintf(err, len, "lookup of %s: DNSSEC validation failed (bogus)", name);
         return DNS_TEMPFAIL;
     }
     if (p.res->havedata)
