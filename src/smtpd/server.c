@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "dns/peername.h"
+#include "milter/milter.h"
 #include "policy/policy.h"
 #include "policy/restrict.h"
 #include "table/pgsql.h"
@@ -796,6 +797,7 @@ int server_run(struct listener *ls, int nls, struct tls_server *tls)
     policy_set_base(W.base);
     peername_set_base(W.base);
     pgsql_set_base(W.base);
+    milter_set_base(W.base);
     if (W.base == NULL || commit_start(W.base, conf_str(P_QUEUE_DIRECTORY)) < 0) {
         log_err(NULL, "cannot start the event loop or the commit thread");
         return 2;
