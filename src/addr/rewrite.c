@@ -42,10 +42,38 @@ static void open_checked(struct table_list *l, enum conf_param p, struct conf_er
             conf_error(errs, "%s: %s: cannot read %s", conf_origin(p), conf_name(p), l->spec[i]);
 }
 
+/* canonical_classes and friends: which addresses a map applies to. */
+static unsigned canonical_classes, sender_classes, recipient_classes;
+
+static unsigned parse_classes(enum conf_param p, struct conf_errors *errs)
+{
+    static const char *const names[] = {"envelope_sender", "envelope_recipient",
+                                        "header_sender", "header_recipient"};
+    unsigned mask = 0;
+    char copy[512];
+    str_copy(copy, conf_str(p), sizeof copy);
+    for (char *save = NULL, *w = strtok_r(copy, " ,\t", &save); w;
+         w = strtok_r(NULL, " ,\t", &save)) {
+        size_t i = 0;
+        while (i < 4 && strcmp(w, names[i]) != 0)
+            i++;
+        if (i == 4)
+            conf_error(errs, "%s: %s: unknown address class \"%s\" (envelope_sender, "
+                       "envelope_recipient, header_sender, header_recipient)", conf_origin(p),
+                       conf_name(p), w);
+        else
+            mask |= 1u << i;
+    }
+    return mask;
+}
+
 int rewrite_init(struct conf_errors *errs)
 {
     int before = errs->count;
     rewrite_free();
+    canonical_classes = parse_classes(P_CANONICAL_CLASSES, errs);
+    sender_classes = parse_classes(P_SENDER_CANONICAL_CLASSES, errs);
+    recipient_classes = parse_classes(P_RECIPIENT_CANONICAL_CLASSES, errs);
     open_checked(&canonical, P_CANONICAL_MAPS, errs);
     open_checked(&sender_canonical, P_SENDER_CANONICAL_MAPS, errs);
     open_checked(&recipient_canonical, P_RECIPIENT_CANONICAL_MAPS, errs);
@@ -112,23 +140,35 @@ void rewrite_old_forms(char *addr, size_t len)
     }
 }
 
-static int rewrite(const struct table_list *first, char *addr, size_t len)
+int rewrite_address(char *addr, size_t len, enum rewrite_class c)
 {
     if (*addr == '\0')
         return 0;
+    int sender = c == RW_ENVELOPE_SENDER || c == RW_HEADER_SENDER;
+    const struct table_list *first = sender ? &sender_canonical : &recipient_canonical;
+    unsigned first_classes = sender ? sender_classes : recipient_classes;
+    unsigned bit = 1u << c;
     /* Postfix: the sender/recipient map, then canonical_maps on the result. */
-    int r = apply_canonical(first, addr, len);
-    if (r >= 0)
+    int r = first_classes & bit ? apply_canonical(first, addr, len) : 0;
+    if (r >= 0 && (canonical_classes & bit))
         r = apply_canonical(&canonical, addr, len);
     return r < 0 ? -1 : 0;
 }
 
 int rewrite_sender(char *addr, size_t len)
 {
-    return rewrite(&sender_canonical, addr, len);
+    return rewrite_address(addr, len, RW_ENVELOPE_SENDER);
 }
 
 int rewrite_recipient(char *addr, size_t len)
 {
-    return rewrite(&recipient_canonical, addr, len);
+    return rewrite_address(addr, len, RW_ENVELOPE_RECIPIENT);
+}
+
+int rewrite_headers_wanted(void)
+{
+    unsigned headers = (1u << RW_HEADER_SENDER) | (1u << RW_HEADER_RECIPIENT);
+    return (canonical.n && (canonical_classes & headers)) ||
+           (sender_canonical.n && (sender_classes & headers)) ||
+           (recipient_canonical.n && (recipient_classes & headers));
 }

@@ -11,8 +11,9 @@
  *   allow_percent_hack  "user%host@local" becomes "user@host"
  * keypost's default for the last two is no (Postfix's is yes): both
  * predate the domain system, and the percent hack lets a local address
- * name any remote one. Only the envelope is rewritten, not the headers;
- * the "user" key for local domains is not tried. Tables may be pgsql. */
+ * name any remote one. The headers' addresses are rewritten too, where
+ * the classes say so (addr/hdrrewrite.h); the "user" key for local domains
+ * is not tried. Tables may be pgsql. */
 #ifndef KP_REWRITE_H
 #define KP_REWRITE_H
 
@@ -24,10 +25,19 @@ int rewrite_init(struct conf_errors *errs);
 /* Ask every database table of the maps once (`keypost check`). */
 void rewrite_probe_tables(struct conf_errors *errs);
 void rewrite_free(void);
-/* Rewrite addr in place (at most len bytes); 0, or -1 when a table cannot
- * answer. An empty address (the null sender) stays empty. */
-int rewrite_sender(char *addr, size_t len);
-int rewrite_recipient(char *addr, size_t len);
+/* The address classes of canonical_classes, sender_canonical_classes and
+ * recipient_canonical_classes (Postfix's names and defaults). */
+enum rewrite_class {
+    RW_ENVELOPE_SENDER, RW_ENVELOPE_RECIPIENT, RW_HEADER_SENDER, RW_HEADER_RECIPIENT
+};
+/* Rewrite addr in place (at most len bytes) with the maps whose classes
+ * include c; 0, or -1 when a table cannot answer. An empty address (the
+ * null sender) stays empty. */
+int rewrite_address(char *addr, size_t len, enum rewrite_class c);
+int rewrite_sender(char *addr, size_t len);    /* RW_ENVELOPE_SENDER */
+int rewrite_recipient(char *addr, size_t len); /* RW_ENVELOPE_RECIPIENT */
+/* 1 when a map applies to header addresses (addr/hdrrewrite.h). */
+int rewrite_headers_wanted(void);
 /* swap_bangpath and allow_percent_hack, in place. */
 void rewrite_old_forms(char *addr, size_t len);
 

@@ -12,6 +12,7 @@
 
 #include "addr/addrclass.h"
 #include "addr/expand.h"
+#include "addr/hdrrewrite.h"
 #include "addr/rewrite.h"
 #include "milter/milter.h"
 #include "conf/conf.h"
@@ -841,7 +842,7 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         .eightbit = s->eightbit,
     };
     s->qf = queue_create(conf_str(P_QUEUE_DIRECTORY), &env);
-    if (s->milters && s->qf) { /* kept: the filters may change the envelope */
+    if ((s->milters || hdr_rewrite_wanted()) && s->qf) { /* kept for a replacement file */
         s->queued = x;
         s->have_queued = 1;
         s->queued_arrival = env.arrival;
@@ -1134,6 +1135,125 @@ static void message_filtered(struct smtp_session *s, const struct milter_result 
     commit_message(s);
 }
 
+/* ---- the end of a message: header rewriting, filters, commit ---------- */
+
+#define HEADER_BLOCK_MAX (1024 * 1024)
+
+static void message_received(struct smtp_session *s);
+
+static void eom_tables_answered(void *arg)
+{
+    struct smtp_session *s = arg;
+    s->lookups_pending = 0;
+    if (s->state != ST_POLICY)
+        return; /* the session ended meanwhile */
+    s->state = ST_DATA;
+    message_received(s);
+    if (!s->released && s->state != ST_CLOSED && !session_waiting(s))
+        s->io->resume(s->ctx);
+}
+
+/* The message's header block (up to the empty line), read back from the
+ * queue file; *body is where the body starts. NULL when unreadable. */
+static char *read_header_block(int fd, size_t *len, off_t *body)
+{
+    off_t start = lseek(fd, 0, SEEK_CUR);
+    char *block = malloc(HEADER_BLOCK_MAX + 1);
+    ssize_t got = block && start >= 0 ? pread(fd, block, HEADER_BLOCK_MAX, start) : -1;
+    if (got < 0) {
+        free(block);
+        return NULL;
+    }
+    block[got] = '\0';
+    char *end = strstr(block, "\r\n\r\n");
+    size_t n = strncmp(block, "\r\n", 2) == 0 ? 0 : end ? (size_t)(end - block) + 2
+                                                          : (size_t)got;
+    *len = n;
+    *body = start + (off_t)n;
+    return block;
+}
+
+/* Write headers plus the body from fd at body into a replacement of qf. */
+static int replace_headers(struct smtp_session *s, const struct buf *headers, int fd, off_t body)
+{
+    char client[400];
+    struct envelope env = queued_envelope(s, client, sizeof client);
+    struct qfile *rep = queue_create_replacement(s->qf, &env);
+    int bad = rep == NULL || queue_write(rep, headers->data, headers->len) < 0;
+    char chunk[65536];
+    for (ssize_t got = 1; !bad && got > 0; body += got) {
+        got = pread(fd, chunk, sizeof chunk, body);
+        bad = got < 0 || (got > 0 && queue_write(rep, chunk, (size_t)got) < 0);
+    }
+    if (bad || queue_replace(s->qf, rep) < 0) {
+        queue_abort(rep);
+        return -1;
+    }
+    s->qf = rep;
+    return 0;
+}
+
+/* canonical_maps on the headers' addresses (addr/hdrrewrite.h). 0 go on,
+ * 1 waiting for table answers, -1 refused (replied). */
+static int canonical_headers(struct smtp_session *s)
+{
+    int fd = queue_message_fd(s->qf);
+    size_t n = 0;
+    off_t body = 0;
+    char *block = fd < 0 ? NULL : read_header_block(fd, &n, &body);
+    struct buf out;
+    buf_init(&out, 65536);
+    struct table_memo *before = table_memo_use(s->memo);
+    int r = block ? hdr_rewrite_block(block, n, &out) : -2;
+    table_memo_use(before);
+    free(block);
+    int result = 0;
+    if (table_memo_missing(s->memo)) { /* rewritten again when the answers are in */
+        s->state = ST_POLICY;
+        s->lookups_pending = 1;
+        result = 1;
+        if (table_memo_fetch(s->memo, eom_tables_answered, s) != 0) {
+            s->state = ST_DATA; /* cannot wait: a failed lookup */
+            s->lookups_pending = 0;
+            result = 0;
+            r = -1;
+        }
+    }
+    if (result == 0 && r == 1 && replace_headers(s, &out, fd, body) < 0)
+        r = -2;
+    if (result == 0 && r < 0) {
+        const char *id = queue_file_id(s->qf);
+        log_warn(s->sid, "%s: %s", id, r == -1 ? "canonical address lookup failed for a header"
+                                              : "cannot rewrite the message headers");
+        end_refused(s, "451 4.3.0 Error: temporary failure; message not accepted, try again "
+                       "later");
+        result = -1;
+    }
+    buf_free(&out);
+    if (fd >= 0)
+        close(fd);
+    return result;
+}
+
+static void message_received(struct smtp_session *s)
+{
+    if (hdr_rewrite_wanted() && canonical_headers(s) != 0)
+        return;
+    if (s->milters) {
+        int fd = queue_message_fd(s->qf);
+        if (fd < 0) {
+            log_warn(s->sid, "%s: cannot read the message back for the filters",
+                     queue_file_id(s->qf));
+            end_refused(s, "451 4.3.0 Error: queue file write error");
+            return;
+        }
+        int now = milter_message(s->milters, fd, &s->mres, milter_answered, s);
+        milter_then(s, now, message_filtered);
+        return;
+    }
+    commit_message(s);
+}
+
 static void finish_message(struct smtp_session *s)
 {
     const char *id = queue_file_id(s->qf);
@@ -1169,18 +1289,7 @@ static void finish_message(struct smtp_session *s)
         reset_transaction(s);
         return;
     }
-    if (s->milters) {
-        int fd = queue_message_fd(s->qf);
-        if (fd < 0) {
-            log_warn(s->sid, "%s: cannot read the message back for the filters", id);
-            end_refused(s, "451 4.3.0 Error: queue file write error");
-            return;
-        }
-        int now = milter_message(s->milters, fd, &s->mres, milter_answered, s);
-        milter_then(s, now, message_filtered);
-        return;
-    }
-    commit_message(s);
+    message_received(s);
 }
 
 /* ---- input ------------------------------------------------------------ */

@@ -257,6 +257,37 @@ def test_canonical_maps_rewrite_the_envelope(make_server, tmpbase):
     assert not os.path.exists(os.path.join(kp.mail, "legacy.example.org"))
 
 
+def test_canonical_maps_rewrite_header_addresses(make_server, tmpbase):
+    """As Postfix's canonical_classes say: From/To/Cc addresses too, names
+    and the rest of the header kept; an envelope-only class leaves them."""
+    canon = write(os.path.join(tmpbase, "canonical"), "old@example.org alice@example.org\n")
+    sender = write(os.path.join(tmpbase, "sender_canonical"), "bob@example.org info@example.org\n")
+    msg = (b"From: Bob Example <bob@example.org>\r\n"
+           b"To: \"Old, Name\" <old@example.org>, carol@example.org\r\n"
+           b"Cc: old@example.org (a comment keeps it as it is)\r\n"
+           b"Subject: old@example.org stays\r\n\r\nbody old@example.org\r\n")
+    for classes, rewritten in ((None, True), ("envelope_sender, envelope_recipient", False)):
+        params = dict(canonical_maps=f"texthash:{canon}", sender_canonical_maps=f"texthash:{sender}")
+        if classes:
+            params["canonical_classes"] = params["sender_canonical_classes"] = classes
+        kp = make_server(**params)
+        with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=20) as s:
+            s.sendmail("bob@example.org", ["carol@example.org"], msg)
+        raw = open(kp.wait_delivered("carol@example.org")[0], "rb").read().decode()
+        head, body = raw.split("\n\n", 1)
+        assert "Return-Path: <info@example.org>" in head
+        if rewritten:
+            assert "From: Bob Example <info@example.org>" in head, head
+            assert 'To: "Old, Name" <alice@example.org>, carol@example.org' in head, head
+        else:
+            assert "From: Bob Example <bob@example.org>" in head, head
+            assert 'To: "Old, Name" <old@example.org>' in head, head
+        assert "Cc: old@example.org (a comment keeps it as it is)" in head
+        assert "Subject: old@example.org stays" in head and "body old@example.org" in body
+        ids = set(re.findall(r"([0-9A-F]{16}): (?:client=|from=|to=)", kp.log()))
+        assert len(ids) == 1, kp.log()
+
+
 def test_canonical_value_that_is_not_one_address_is_an_error(tmpbase):
     canon = write(os.path.join(tmpbase, "canonical"), "a@example.org b@x.test\n"
                                                       "c@example.org d@x.test, e@x.test\n")

@@ -96,6 +96,7 @@ def test_aliases_and_canonical_from_the_database(make_server, tmpbase, postgres)
     kp = db_server(make_server, tmpbase, postgres.port)
     with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=30) as s:
         refused = s.sendmail("old@partner.test", ["team@db-local.test"],
+                             b"From: Old <old@partner.test>\r\n"
                              b"Subject: to the team\r\n\r\nhello\r\n")
         assert refused == {}
     for user in ("alice", "carol"):
@@ -104,6 +105,8 @@ def test_aliases_and_canonical_from_the_database(make_server, tmpbase, postgres)
             text = f.read()
         # The sender was rewritten by the database's canonical map.
         assert b"Return-Path: <new@partner.test>" in text, text[:400]
+        # and the From: header, rewritten at the end of DATA by the same map
+        assert b"From: Old <new@partner.test>" in text, text[:600]
     kp.wait_log(r"to=<alice@db-local\.test>, orig_to=<team@db-local\.test>.*status=sent")
     kp.wait_log(r"to=<carol@db-local\.test>, orig_to=<team@db-local\.test>.*status=sent")
 
