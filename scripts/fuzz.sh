@@ -100,6 +100,9 @@ seed_dataread() {
 seed_dataout() {
     printf "$2%s" "$3" > "$OUT/corpus-fuzz_dataout/$1"
 }
+seed_hdrrewrite() {
+    printf "%s" "$2" > "$OUT/corpus-fuzz_hdrrewrite/$1"
+}
 CRLF=$(printf '\r\n_')
 CRLF=${CRLF%_}
 LF=$(printf '\n_')
@@ -107,7 +110,7 @@ LF=${LF%_}
 CR=$(printf '\r')
 O_UML=$(printf '\303\266')
 U_UML=$(printf '\303\274')
-mkdir -p "$OUT/corpus-fuzz_session" "$OUT/corpus-fuzz_dataread" "$OUT/corpus-fuzz_dataout"
+mkdir -p "$OUT/corpus-fuzz_session" "$OUT/corpus-fuzz_dataread" "$OUT/corpus-fuzz_dataout" "$OUT/corpus-fuzz_hdrrewrite"
 
 dialogue="EHLO client.example${CRLF}MAIL FROM:<bob@remote.example> SIZE=100 BODY=8BITMIME${CRLF}\
 RCPT TO:<alice@example.org>${CRLF}RCPT TO:<postmaster>${CRLF}DATA${CRLF}\
@@ -136,6 +139,8 @@ seed_dataread small-limit '\005\002' "0123456789${CRLF}0123456789${CRLF}.${CRLF}
 seed_dataout message '\005\000' "Subject: x${CRLF}${CRLF}body${CRLF}.dot${CRLF}"
 seed_dataout smuggle '\000\003' "a${CR}.${CR}${LF}MAIL${LF}.${LF}b${CR}.${CR}c${CRLF}.${CRLF}"
 seed_dataout long '\004\000' "0123456789012345678901234567890123456789${CRLF}.012345678901${CR}"
+seed_hdrrewrite list "From: A <old@example.org>${CRLF}To: \"B, C\" <x@aaaa.test>, old@example.org,${CRLF}\
+ y@aaaa.test (z)${CRLF}Cc: group: old@example.org, <x@aaaa.test>;${CRLF}Subject: old@example.org${CRLF}"
 printf '\000\001a\r\n\000.\r\nb\r\n.\000\r\n' > "$OUT/corpus-fuzz_dataout/nul"
 
 # issue 11: MTA-STS. The first byte picks the parser (fuzz_mtasts.c).

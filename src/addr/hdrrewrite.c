@@ -28,6 +28,18 @@ static int listed(const char *const *names, const char *name, size_t n)
     return 0;
 }
 
+/* The output, and whether anything failed to fit (the caller's bound). */
+struct out {
+    struct buf *b;
+    int full;
+};
+
+static void put(struct out *o, const void *p, size_t n)
+{
+    if (buf_append(o->b, p, n) < 0)
+        o->full = 1;
+}
+
 /* One element of an address list, as the scanner found it. */
 struct element {
     size_t start, end;          /* the element within the value */
@@ -68,11 +80,11 @@ static int address_span(const char *v, const struct element *e, size_t *a, size_
 
 /* Append the element, its address rewritten; -1 when a table failed. */
 static int emit_element(const char *v, const struct element *e, enum rewrite_class c,
-                        struct buf *out, int *changed)
+                        struct out *out, int *changed)
 {
     size_t a, b;
     if (!address_span(v, e, &a, &b)) {
-        buf_append(out, v + e->start, e->end - e->start);
+        put(out, v + e->start, e->end - e->start);
         return 0;
     }
     char addr[512];
@@ -81,28 +93,29 @@ static int emit_element(const char *v, const struct element *e, enum rewrite_cla
     str_copy(old, addr, sizeof old);
     if (rewrite_address(addr, sizeof addr, c) < 0)
         return -1;
-    buf_append(out, v + e->start, a - e->start);
-    buf_puts(out, addr);
-    buf_append(out, v + b, e->end - b);
+    put(out, v + e->start, a - e->start);
+    put(out, addr, strlen(addr));
+    put(out, v + b, e->end - b);
     *changed |= strcmp(old, addr) != 0;
     return 0;
 }
 
 /* Scan one header value (RFC 5322 address list: quoted strings, nested
  * comments, angle addresses, groups) and rewrite each address. */
-static int rewrite_value(const char *v, size_t n, enum rewrite_class c, struct buf *out,
+static int rewrite_value(const char *v, size_t n, enum rewrite_class c, struct out *out,
                          int *changed)
 {
     struct element e = {0};
     int quoted = 0, depth = 0, angle = 0, count = 0;
     for (size_t i = 0; i <= n; i++) {
         if (i == n && (quoted || depth || angle)) { /* unbalanced: keep it as written */
-            buf_append(out, v + e.start, n - e.start);
+            put(out, v + e.start, n - e.start);
             break;
         }
         char ch = i < n ? v[i] : ',';
         if (i < n && (quoted || depth) && ch == '\\') {
-            i++;
+            if (i + 1 < n)
+                i++; /* the escaped character; never past the end */
             continue;
         }
         if (quoted) {
@@ -136,13 +149,13 @@ static int rewrite_value(const char *v, size_t n, enum rewrite_class c, struct b
         case ';':
             e.end = i;
             if (count++ >= MAX_ELEMENTS)
-                buf_append(out, v + e.start, e.end - e.start);
+                put(out, v + e.start, e.end - e.start);
             else if (ch == ':')
-                buf_append(out, v + e.start, e.end - e.start);
+                put(out, v + e.start, e.end - e.start);
             else if (emit_element(v, &e, c, out, changed) < 0)
                 return -1;
             if (i < n)
-                buf_append(out, &ch, 1);
+                put(out, &ch, 1);
             e = (struct element){.start = i + 1};
             break;
         }
@@ -150,11 +163,12 @@ static int rewrite_value(const char *v, size_t n, enum rewrite_class c, struct b
     return 0;
 }
 
-int hdr_rewrite_block(const char *block, size_t n, struct buf *out)
+int hdr_rewrite_block(const char *block, size_t n, struct buf *outbuf)
 {
     int changed = 0;
     size_t pos = 0;
-    buf_reset(out);
+    buf_reset(outbuf);
+    struct out o = {outbuf, 0}, *out = &o;
     while (pos < n) {
         /* One header with its folded lines. */
         size_t end = pos;
@@ -168,14 +182,14 @@ int hdr_rewrite_block(const char *block, size_t n, struct buf *out)
         int recipient = colon && listed(recipient_headers, block + pos, name_len);
         if (sender || recipient) {
             size_t vstart = (size_t)(colon - block) + 1;
-            buf_append(out, block + pos, vstart - pos);
+            put(out, block + pos, vstart - pos);
             if (rewrite_value(block + vstart, end - vstart, sender ? RW_HEADER_SENDER
                                                                      : RW_HEADER_RECIPIENT,
                               out, &changed) < 0)
                 return -1;
         } else
-            buf_append(out, block + pos, end - pos);
+            put(out, block + pos, end - pos);
         pos = end;
     }
-    return changed;
+    return out->full ? -2 : changed;
 }

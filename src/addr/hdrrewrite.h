@@ -21,7 +21,7 @@
 int hdr_rewrite_wanted(void);
 /* Rewrite the header block (CRLF lines, without the empty line) into out.
  * Returns 1 when something changed, 0 when not (out unused), -1 when a
- * table could not answer. */
+ * table could not answer, -2 when the result does not fit out's bound. */
 int hdr_rewrite_block(const char *block, size_t n, struct buf *out);
 
 #endif

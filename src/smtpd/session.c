@@ -1202,7 +1202,7 @@ static int canonical_headers(struct smtp_session *s)
     off_t body = 0;
     char *block = fd < 0 ? NULL : read_header_block(fd, &n, &body);
     struct buf out;
-    buf_init(&out, 65536);
+    buf_init(&out, 2 * HEADER_BLOCK_MAX); /* room for every address to grow */
     struct table_memo *before = table_memo_use(s->memo);
     int r = block ? hdr_rewrite_block(block, n, &out) : -2;
     table_memo_use(before);
