@@ -14,6 +14,7 @@
 
 #include "addr/addrclass.h"
 #include "addr/rewrite.h"
+#include "master/logwriter.h"
 #include "master/ownercheck.h"
 #include "policy/restrict.h"
 #include "queue/qmgr.h"
@@ -28,9 +29,11 @@
 #include "util/fsutil.h"
 #include "util/log.h"
 #include "util/privs.h"
+#include "util/proctitle.h"
 #include "util/strutil.h"
 
-enum role { ROLE_SMTPD, ROLE_QMGR };
+/* ROLE_LOG, the log writer, outlives reloads and stops last. */
+enum role { ROLE_SMTPD, ROLE_QMGR, ROLE_LOG };
 
 struct child {
     pid_t pid;          /* 0 while it waits to be started again */
@@ -59,7 +62,7 @@ static struct {
     int nls;
     struct tls_server *tls;
     int uid, gid;
-    volatile sig_atomic_t got_term, got_hup, got_chld;
+    volatile sig_atomic_t got_term, got_hup, got_chld, got_usr1;
 } M;
 
 static void warn_ccert_settings(void)
@@ -175,9 +178,15 @@ static int fd_limit(int raise, char *err, size_t len)
 
 /* ---- children ---------------------------------------------------------- */
 
+static const char *role_name(enum role role);
+
 static void child_main(enum role role)
 {
     char err[256];
+    proctitle_set("%s", role_name(role));
+    if (role == ROLE_LOG)
+        logwriter_run(); /* keeps root's rights: it reopens the file */
+    logwriter_attach();
     signal(SIGHUP, SIG_IGN);
     signal(SIGTERM, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
@@ -200,7 +209,11 @@ static void child_main(enum role role)
 
 static const char *role_name(enum role role)
 {
-    return role == ROLE_QMGR ? "qmgr" : "smtpd";
+    switch (role) {
+    case ROLE_QMGR: return "qmgr";
+    case ROLE_LOG: return "postlogd";
+    default: return "smtpd";
+    }
 }
 
 static long long now_ms(void)
@@ -340,6 +353,31 @@ static long long next_restart_in(void)
     return next > now ? next - now : 0;
 }
 
+/* ---- log rotation ---------------------------------------------------- */
+
+/* After logrotate renamed maillog_file: the master's own lines and the log
+ * writer's (which carry every other process's) go to a new file. */
+static void reopen_log(void)
+{
+    if (!log_to_file())
+        return;
+    if (log_reopen() < 0)
+        log_warn(NULL, "cannot reopen maillog_file %s: %m; still writing to the old file",
+                 conf_str(P_MAILLOG_FILE));
+    for (int i = 0; i < M.nkids; i++)
+        if (M.kids[i].role == ROLE_LOG && M.kids[i].pid > 0)
+            kill(M.kids[i].pid, SIGUSR1);
+}
+
+/* The log writer is not replaced by a reload: it joins the new generation
+ * so that it is restarted if it dies, and is not told to retire. */
+static void keep_log_writer(void)
+{
+    for (int i = 0; i < M.nkids; i++)
+        if (M.kids[i].role == ROLE_LOG)
+            M.kids[i].generation = M.generation;
+}
+
 /* ---- reload ------------------------------------------------------------ */
 
 static void wait_for_old_qmgr(void)
@@ -403,10 +441,12 @@ static void reload(void)
     tls_server_free(M.tls);
     M.tls = tls;
     M.generation++;
+    keep_log_writer();
     drop_waiting(M.generation);
     wait_for_old_qmgr();
     spawn_generation();
     signal_children(SIGUSR1, M.generation);
+    reopen_log(); /* SIGHUP also serves logrotate, as it does for many daemons */
     log_info(NULL, "reload: configuration, certificates and tables re-read");
 }
 
@@ -420,6 +460,8 @@ static void on_signal(int sig)
         M.got_hup = 1;
     else if (sig == SIGCHLD)
         M.got_chld = 1;
+    else if (sig == SIGUSR1)
+        M.got_usr1 = 1;
 }
 
 /* Leftovers in tmp/ were never acknowledged: remove them, as mail_owner
@@ -483,15 +525,21 @@ static void install_handlers(void)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     sigaction(SIGCHLD, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 
-static void shutdown_all(void)
+static int running_besides_log(void)
 {
-    drop_waiting(M.generation + 1);
-    log_info(NULL, "stopping: %d processes", M.nkids);
-    signal_children(SIGTERM, M.generation + 1);
-    while (M.nkids > 0) {
+    int n = 0;
+    for (int i = 0; i < M.nkids; i++)
+        n += M.kids[i].role != ROLE_LOG;
+    return n;
+}
+
+static void wait_children(int (*count)(void))
+{
+    while (count() > 0) {
         pid_t pid = wait(NULL);
         if (pid < 0 && errno != EINTR)
             break;
@@ -499,6 +547,24 @@ static void shutdown_all(void)
         if (i >= 0)
             remove_child(i);
     }
+}
+
+static int running(void)
+{
+    return M.nkids;
+}
+
+/* The log writer stops last, so that it writes the others' last lines. */
+static void shutdown_all(void)
+{
+    drop_waiting(M.generation + 1);
+    log_info(NULL, "stopping: %d processes", M.nkids);
+    for (int i = 0; i < M.nkids; i++)
+        if (M.kids[i].pid > 0 && M.kids[i].role != ROLE_LOG)
+            kill(M.kids[i].pid, SIGTERM);
+    wait_children(running_besides_log);
+    signal_children(SIGTERM, M.generation + 1);
+    wait_children(running);
     log_info(NULL, "stopped");
 }
 
@@ -529,9 +595,13 @@ static int setup(const char *path)
     if (n)
         return 1;
     log_set_hostname(conf_str(P_MYHOSTNAME));
-    if (log_open_file(conf_str(P_MAILLOG_FILE)) < 0) {
+    if (log_open(conf_str(P_MAILLOG_FILE)) < 0) {
         fprintf(stderr, "keypost: cannot open maillog_file %s: %s\n",
                 conf_str(P_MAILLOG_FILE), strerror(errno));
+        return 2;
+    }
+    if (log_to_file() && logwriter_prepare() < 0) {
+        fprintf(stderr, "keypost: cannot make the log pipe: %s\n", strerror(errno));
         return 2;
     }
     struct conf_errors *warnings = conf_warnings();
@@ -558,6 +628,10 @@ int master_serve(const char *path)
 {
     M.config = path;
     log_set_role("master");
+    char suffix[1100];
+    snprintf(suffix, sizeof suffix, "-c %s", path);
+    proctitle_suffix(suffix);
+    proctitle_set("master");
     int r = setup(path);
     if (r)
         return r;
@@ -568,7 +642,10 @@ int master_serve(const char *path)
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGHUP);
     sigaddset(&block, SIGCHLD);
+    sigaddset(&block, SIGUSR1);
     sigprocmask(SIG_BLOCK, &block, &old);
+    if (logwriter_enabled())
+        spawn(ROLE_LOG);
     spawn_generation();
     log_info(NULL, "started: %d listeners, %ld smtpd workers, queue %s", M.nls, worker_count(),
              conf_str(P_QUEUE_DIRECTORY));
@@ -583,6 +660,10 @@ int master_serve(const char *path)
         if (M.got_hup) {
             M.got_hup = 0;
             reload();
+        }
+        if (M.got_usr1) {
+            M.got_usr1 = 0;
+            reopen_log();
         }
         if (!M.got_term)
             restart_due();
