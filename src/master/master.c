@@ -367,6 +367,9 @@ static void reopen_log(void)
     for (int i = 0; i < M.nkids; i++)
         if (M.kids[i].role == ROLE_LOG && M.kids[i].pid > 0)
             kill(M.kids[i].pid, SIGUSR1);
+    /* Once this line is in the new file, every later line is too: the
+     * writer takes the pending signal before it reads the pipe again. */
+    log_info(NULL, "maillog_file reopened");
 }
 
 /* The log writer is not replaced by a reload: it joins the new generation
