@@ -344,3 +344,18 @@ def test_ps_shows_each_process_role(make_server):
     finally:
         hang.close()  # resets the waiting connection: the delivery defers
     kp.wait_log(r"to=<x@slow\.test>.*status=deferred")
+
+
+def test_a_killed_log_writer_is_replaced_and_no_line_is_lost(make_server):
+    """The master holds the pipe open: lines written while no writer runs
+    wait in it for the next one."""
+    kp = make_server()
+    writer = [p for p in children(kp.proc.pid) if title(p).startswith("keypost: postlogd ")]
+    assert len(writer) == 1
+    os.kill(writer[0], signal.SIGKILL)
+    send(kp, "bob@example.org", "alice@example.org")  # while the writer may be gone
+    qid = qid_of(kp, "alice@example.org")
+    kp.wait_log(rf"{qid}: client=")
+    kp.wait_log(r"postlogd process \d+ was killed by signal 9")
+    assert [p for p in children(kp.proc.pid)
+            if title(p).startswith("keypost: postlogd ") and p != writer[0]]
