@@ -66,6 +66,12 @@ int log_open(const char *maillog_file)
         L.dest = DEST_SYSLOG;
         L.tty_copy = isatty(2);
         open_syslog();
+        if (access(_PATH_LOG, W_OK) < 0)
+            /* A container without a syslog daemon: say so once, where the
+             * operator looks, instead of losing every line in silence. */
+            fprintf(stderr, "keypost: warning: maillog_file is empty and %s is missing or not "
+                    "writable: log lines are lost; set maillog_file = /dev/stderr or a file\n",
+                    _PATH_LOG);
         return 0;
     }
     int fd = open_path(maillog_file);

@@ -4,7 +4,9 @@ filter finds the clients to ban; an empty maillog_file logs to syslog
 (facility mail, ident keypost/ROLE[PID]); maillog_file is reopened after
 logrotate renamed it; and ps tells the processes apart by role."""
 import os
+import pty
 import re
+import select
 import signal
 import smtplib
 import socket
@@ -179,8 +181,9 @@ def private_dev(base, log_socket):
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, os.path.join(dev, name))
-    log_socket.bind(os.path.join(dev, "log"))
-    os.chmod(os.path.join(dev, "log"), 0o666)  # the workers run as mail_owner
+    if log_socket is not None:
+        log_socket.bind(os.path.join(dev, "log"))
+        os.chmod(os.path.join(dev, "log"), 0o666)  # the workers run as mail_owner
     lines.append(f"mount --bind {dev} /dev")
     return "; ".join(lines)
 
@@ -193,13 +196,15 @@ def listening(port):
         return False
 
 
-def start_in_namespace(kp, setup):
+def start_in_namespace(kp, setup, stderr=None):
+    """Start serve in a private mount namespace; its stderr goes to the
+    file kp.output() reads, or to the given descriptor (a terminal)."""
     kp.write_config()
     kp.stderr = open(os.path.join(kp.base, "stderr"), "w")
     kp.proc = subprocess.Popen(
         ["unshare", "-m", "--propagation", "private", "sh", "-c",
          f"set -e; {setup}; exec {KEYPOST} serve -c {kp.config}"],
-        stdout=kp.stderr, stderr=subprocess.STDOUT)
+        stdout=kp.stderr, stderr=kp.stderr if stderr is None else stderr)
     wait_until(lambda: kp.proc.poll() is not None or listening(kp.smtp_port), 10,
                "keypost to listen")
     assert kp.proc.poll() is None, kp.output()
@@ -249,6 +254,45 @@ def test_empty_maillog_file_logs_to_syslog_mail_facility(make_server, tmpbase):
     assert not os.path.exists(kp.logfile)
     # Not a terminal: the lines went to syslog only.
     assert "connect from" not in open(os.path.join(kp.base, "stderr")).read()
+
+
+def test_syslog_lines_are_shown_on_a_terminal(make_server, tmpbase):
+    """serve run by hand: the lines also reach the operator's terminal, in
+    the file form."""
+    kp = make_server(start=False, maillog_file="")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    term, term_slave = pty.openpty()
+    try:
+        start_in_namespace(kp, private_dev(tmpbase, sock), stderr=term_slave)
+        os.close(term_slave)
+        send(kp, "bob@example.org", "alice@example.org")
+        datagrams(sock, r"keypost/local\[\d+\]: \w+: to=<alice@example\.org>")
+        shown = b""
+        deadline = time.time() + 10
+        while b"status=sent" not in shown and time.time() < deadline:
+            if select.select([term], [], [], 0.2)[0]:
+                shown += os.read(term, 65536)
+        assert re.search(rb"(?m)^[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d mx\.keypost\.test "
+                         rb"keypost/local\[\d+\]: \w+: to=<alice@example\.org>.*status=sent",
+                         shown), shown
+    finally:
+        assert kp.stop() == 0
+        sock.close()
+        os.close(term)
+
+
+def test_empty_maillog_file_without_dev_log_says_so(make_server, tmpbase):
+    kp = make_server(start=False, maillog_file="")
+    start_in_namespace(kp, private_dev(tmpbase, None))
+    try:
+        send(kp, "bob@example.org", "alice@example.org")
+        kp.wait_delivered("alice@example.org")
+    finally:
+        assert kp.stop() == 0
+    out = kp.output()
+    warning = ("keypost: warning: maillog_file is empty and /dev/log is missing or not "
+               "writable: log lines are lost; set maillog_file = /dev/stderr or a file")
+    assert out.count(warning) == 1, out
 
 
 # ---- reopening maillog_file ---------------------------------------------------
