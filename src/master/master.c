@@ -61,6 +61,7 @@ static struct {
     struct listener *ls;
     int nls;
     struct tls_server *tls;
+    char maillog_file[1024]; /* as opened at start: a reload does not move the log */
     int uid, gid;
     volatile sig_atomic_t got_term, got_hup, got_chld, got_usr1;
 } M;
@@ -449,6 +450,9 @@ static void reload(void)
     wait_for_old_qmgr();
     spawn_generation();
     signal_children(SIGUSR1, M.generation);
+    if (strcmp(conf_str(P_MAILLOG_FILE), M.maillog_file) != 0)
+        log_warn(NULL, "reload: maillog_file changed; the log stays %s until keypost is "
+                 "restarted", *M.maillog_file ? M.maillog_file : "syslog");
     reopen_log(); /* SIGHUP also serves logrotate, as it does for many daemons */
     log_info(NULL, "reload: configuration, certificates and tables re-read");
 }
@@ -603,6 +607,7 @@ static int setup(const char *path)
                 conf_str(P_MAILLOG_FILE), strerror(errno));
         return 2;
     }
+    str_copy(M.maillog_file, conf_str(P_MAILLOG_FILE), sizeof M.maillog_file);
     if (log_to_file() && logwriter_prepare() < 0) {
         fprintf(stderr, "keypost: cannot make the log pipe: %s\n", strerror(errno));
         return 2;

@@ -326,6 +326,19 @@ def test_signal_reopens_renamed_maillog_file(make_server, sig):
     assert first not in new_text
 
 
+def test_reload_keeps_the_log_where_it_was(make_server):
+    kp = make_server()
+    other = kp.logfile + ".elsewhere"
+    kp.params["maillog_file"] = other
+    kp.write_config()
+    kp.signal(signal.SIGHUP)
+    kp.wait_log(rf"warning: reload: maillog_file changed; the log stays "
+                rf"{re.escape(kp.logfile)} until keypost is restarted")
+    send(kp, "bob@example.org", "alice@example.org")
+    qid_of(kp, "alice@example.org")
+    assert not os.path.exists(other)
+
+
 def test_logrotate_example_rotates_and_keypost_follows(make_server, tmpbase):
     """The shipped logrotate file, with this test's paths in it."""
     kp = make_server()
