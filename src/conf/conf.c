@@ -159,6 +159,11 @@ static const struct param_def defs[P_COUNT] = {
     [P_SMTPD_PEERNAME_LOOKUP_TIMEOUT] =
         {"smtpd_peername_lookup_timeout", CT_TIME, "10s", NULL},
     [P_UNKNOWN_CLIENT_REJECT_CODE] = {"unknown_client_reject_code", CT_LONG, "450", NULL},
+    /* issue 13: logging */
+    [P_SYSLOG_NAME] = {"syslog_name", CT_STR, "keypost", NULL},
+    [P_SYSLOG_FACILITY] = {"syslog_facility", CT_ENUM, "mail",
+                           "mail|daemon|user|local0|local1|local2|local3|local4|local5|local6|"
+                           "local7"},
 };
 
 struct param_val {

@@ -114,6 +114,9 @@ enum conf_param {
     P_SMTPD_PEERNAME_LOOKUP,
     P_SMTPD_PEERNAME_LOOKUP_TIMEOUT,
     P_UNKNOWN_CLIENT_REJECT_CODE,
+    /* issue 13: logging */
+    P_SYSLOG_NAME,
+    P_SYSLOG_FACILITY,
     P_COUNT
 };
 

@@ -61,7 +61,8 @@ static struct {
     struct listener *ls;
     int nls;
     struct tls_server *tls;
-    char maillog_file[1024]; /* as opened at start: a reload does not move the log */
+    /* as at start: a reload does not move the log nor rename its lines */
+    char maillog_file[1024], syslog_name[64], syslog_facility[16];
     int uid, gid;
     volatile sig_atomic_t got_term, got_hup, got_chld, got_usr1;
 } M;
@@ -111,6 +112,13 @@ static void check_domain_names(struct conf_errors *errs)
     }
 }
 
+static void check_syslog_name(struct conf_errors *errs)
+{
+    if (!log_name_ok(conf_str(P_SYSLOG_NAME)))
+        conf_error(errs, "%s: bad value for syslog_name: \"%s\" (expected 1 to 32 letters, "
+                   "digits, '.', '_' or '-')", conf_origin(P_SYSLOG_NAME), conf_str(P_SYSLOG_NAME));
+}
+
 /* Everything but binding: parameters, restrictions, tables, keys. */
 static int load_all(const char *path, struct conf_errors *errs, struct tls_server **tls)
 {
@@ -122,6 +130,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     addrclass_init(errs);
     rewrite_init(errs);
     check_domain_names(errs);
+    check_syslog_name(errs);
     restrict_init(errs);
     listen_check(errs);
     route_init(errs);
@@ -373,6 +382,18 @@ static void reopen_log(void)
     log_info(NULL, "maillog_file reopened");
 }
 
+/* The log goes on as it started; the log writer keeps its file. */
+static void warn_log_settings_kept(void)
+{
+    if (strcmp(conf_str(P_MAILLOG_FILE), M.maillog_file) != 0)
+        log_warn(NULL, "reload: maillog_file changed; the log stays %s until keypost is "
+                 "restarted", *M.maillog_file ? M.maillog_file : "syslog");
+    if (strcmp(conf_str(P_SYSLOG_NAME), M.syslog_name) != 0 ||
+        strcmp(conf_str(P_SYSLOG_FACILITY), M.syslog_facility) != 0)
+        log_warn(NULL, "reload: syslog_name and syslog_facility stay %s and %s until keypost "
+                 "is restarted", M.syslog_name, M.syslog_facility);
+}
+
 /* The log writer is not replaced by a reload: it joins the new generation
  * so that it is restarted if it dies, and is not told to retire. */
 static void keep_log_writer(void)
@@ -450,9 +471,7 @@ static void reload(void)
     wait_for_old_qmgr();
     spawn_generation();
     signal_children(SIGUSR1, M.generation);
-    if (strcmp(conf_str(P_MAILLOG_FILE), M.maillog_file) != 0)
-        log_warn(NULL, "reload: maillog_file changed; the log stays %s until keypost is "
-                 "restarted", *M.maillog_file ? M.maillog_file : "syslog");
+    warn_log_settings_kept();
     reopen_log(); /* SIGHUP also serves logrotate, as it does for many daemons */
     log_info(NULL, "reload: configuration, certificates and tables re-read");
 }
@@ -602,12 +621,15 @@ static int setup(const char *path)
     if (n)
         return 1;
     log_set_hostname(conf_str(P_MYHOSTNAME));
+    log_set_syslog(conf_str(P_SYSLOG_NAME), conf_str(P_SYSLOG_FACILITY)); /* both checked */
     if (log_open(conf_str(P_MAILLOG_FILE)) < 0) {
         fprintf(stderr, "keypost: cannot open maillog_file %s: %s\n",
                 conf_str(P_MAILLOG_FILE), strerror(errno));
         return 2;
     }
     str_copy(M.maillog_file, conf_str(P_MAILLOG_FILE), sizeof M.maillog_file);
+    str_copy(M.syslog_name, conf_str(P_SYSLOG_NAME), sizeof M.syslog_name);
+    str_copy(M.syslog_facility, conf_str(P_SYSLOG_FACILITY), sizeof M.syslog_facility);
     if (log_to_file() && logwriter_prepare() < 0) {
         fprintf(stderr, "keypost: cannot make the log pipe: %s\n", strerror(errno));
         return 2;

@@ -21,20 +21,50 @@ _Static_assert(LINE_MAX_BYTES <= PIPE_BUF, "a log line must fit one atomic pipe 
 enum log_dest { DEST_STDERR, DEST_FILE, DEST_SYSLOG };
 
 static struct {
+    char name[33];    /* syslog_name */
+    int facility;     /* syslog_facility */
     char role[32];
     char host[128];
-    char ident[48];   /* syslog keeps a pointer to it */
+    char ident[72];   /* syslog keeps a pointer to it */
     char path[1024];  /* maillog_file, for log_reopen() */
     enum log_dest dest;
     int fd;           /* where lines are written: 2, the file or the pipe */
     int file_fd;      /* the file itself, -1 when not held */
     int tty_copy;     /* syslog mode: copy lines to a terminal on stderr */
-} L = {.role = "keypost", .host = "localhost", .dest = DEST_STDERR, .fd = 2, .file_fd = -1};
+} L = {.name = "keypost", .facility = LOG_MAIL, .role = "keypost", .host = "localhost",
+       .dest = DEST_STDERR, .fd = 2, .file_fd = -1};
 
 static void open_syslog(void)
 {
-    snprintf(L.ident, sizeof L.ident, "keypost/%s", L.role);
-    openlog(L.ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+    snprintf(L.ident, sizeof L.ident, "%s/%s", L.name, L.role);
+    openlog(L.ident, LOG_PID | LOG_NDELAY, L.facility);
+}
+
+int log_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+    return n >= 1 && n < sizeof L.name && strspn(name, ok) == n;
+}
+
+int log_set_syslog(const char *name, const char *facility)
+{
+    static const struct {
+        const char *name;
+        int value;
+    } facilities[] = {{"mail", LOG_MAIL},     {"daemon", LOG_DAEMON}, {"user", LOG_USER},
+                      {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
+                      {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5},
+                      {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7}};
+    if (!log_name_ok(name))
+        return -1;
+    for (size_t i = 0; i < sizeof facilities / sizeof facilities[0]; i++)
+        if (strcmp(facility, facilities[i].name) == 0) {
+            str_copy(L.name, name, sizeof L.name);
+            L.facility = facilities[i].value;
+            return 0;
+        }
+    return -1;
 }
 
 void log_set_role(const char *role)
@@ -163,7 +193,7 @@ static void neutralize_controls(char *s, size_t len)
             s[i] = '?';
 }
 
-/* "Nov 30 11:51:10 HOST keypost/ROLE[PID]: ", Postfix's maillog_file form;
+/* "Nov 30 11:51:10 HOST NAME/ROLE[PID]: ", Postfix's maillog_file form;
  * month names from a table, not strftime, so no locale can change them. */
 static int file_prefix(char *out, size_t len)
 {
@@ -172,9 +202,9 @@ static int file_prefix(char *out, size_t len)
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
-    int n = snprintf(out, len, "%s %02d %02d:%02d:%02d %s keypost/%s[%ld]: ",
-                     months[tm.tm_mon], tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, L.host,
-                     L.role, (long)getpid());
+    int n = snprintf(out, len, "%s %02d %02d:%02d:%02d %s %s/%s[%ld]: ", months[tm.tm_mon],
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, L.host, L.name, L.role,
+                     (long)getpid());
     return n < 0 || (size_t)n >= len ? 0 : n;
 }
 

@@ -12,6 +12,9 @@
  * Before log_open() lines go to stderr in the file form (commands, errors
  * found at start).
  *
+ * "keypost" and "mail" are the defaults of syslog_name and syslog_facility
+ * (Postfix's parameters), see log_set_syslog().
+ *
  * A line about a queued message starts with its queue id ("QID: to=<...>"),
  * as Postfix writes it. A line about an SMTP session ends with
  * " session=ID" (log_session): Postfix has no session id, since its smtpd
@@ -29,6 +32,13 @@ enum log_level { LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERR, LOG_LVL_FATAL };
  * syslog mode it becomes the ident "keypost/ROLE". */
 void log_set_role(const char *role);
 const char *log_get_role(void);
+/* The ident's first part (syslog_name: "NAME/ROLE", in both forms) and the
+ * syslog facility by name (syslog_facility); call before log_open().
+ * Returns 0, or -1 (nothing changed) for a name that log_name_ok() refuses
+ * or a facility it does not know. */
+int log_set_syslog(const char *name, const char *facility);
+/* 1 when name suits syslog_name: 1 to 32 letters, digits, '.', '_', '-'. */
+int log_name_ok(const char *name);
 /* Hostname printed on each line of the file form. */
 void log_set_hostname(const char *host);
 /* Choose the destination from maillog_file (see above). Returns 0, or -1

@@ -329,11 +329,13 @@ def test_signal_reopens_renamed_maillog_file(make_server, sig):
 def test_reload_keeps_the_log_where_it_was(make_server):
     kp = make_server()
     other = kp.logfile + ".elsewhere"
-    kp.params["maillog_file"] = other
+    kp.params.update(maillog_file=other, syslog_name="other")
     kp.write_config()
     kp.signal(signal.SIGHUP)
     kp.wait_log(rf"warning: reload: maillog_file changed; the log stays "
                 rf"{re.escape(kp.logfile)} until keypost is restarted")
+    kp.wait_log(r"keypost/master\[\d+\]: warning: reload: syslog_name and syslog_facility "
+                r"stay keypost and mail until keypost is restarted")
     send(kp, "bob@example.org", "alice@example.org")
     qid_of(kp, "alice@example.org")
     assert not os.path.exists(other)
@@ -422,3 +424,42 @@ def test_a_killed_log_writer_is_replaced_and_no_line_is_lost(make_server):
     kp.wait_log(r"postlogd process \d+ was killed by signal 9")
     assert [p for p in children(kp.proc.pid)
             if title(p).startswith("keypost: postlogd ") and p != writer[0]]
+
+
+# ---- syslog_name and syslog_facility -------------------------------------------
+
+
+def test_check_refuses_a_bad_syslog_name_or_facility(tmpbase):
+    cf = os.path.join(tmpbase, "check.cf")
+    with open(cf, "w") as f:
+        f.write(f"queue_directory = {tmpbase}/q\nsmtpd_listen = 127.0.0.1:2525\n"
+                "local_recipient_maps = inline:{ postmaster=1 }\n"
+                "syslog_name = key post\nsyslog_facility = kern\n")
+    r = subprocess.run([KEYPOST, "check", "-c", cf], capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{cf}:4: bad value for syslog_name: \"key post\"" in r.stderr, r.stderr
+    assert f"{cf}:5:" in r.stderr and "syslog_facility" in r.stderr, r.stderr
+
+
+def test_syslog_name_and_facility(make_server, tmpbase):
+    """syslog_name = postfix-keypost: Postfix's multi-instance form, which
+    fail2ban's stock postfix filter matches as it stands."""
+    kp = make_server(start=False, maillog_file="", syslog_name="postfix-keypost",
+                     syslog_facility="local3", mynetworks="127.0.0.1/32")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        start_in_namespace(kp, private_dev(tmpbase, sock))
+        refused_rcpt(kp, "127.0.0.2", "someone@elsewhere.test")
+        got = datagrams(sock, r"Relay access denied")
+    finally:
+        assert kp.stop() == 0
+        sock.close()
+    # local3 is facility 19: info is <158>, warning <156>
+    reject = [d for d in got if "Relay access denied" in d]
+    assert re.match(r"<158>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d postfix-keypost/smtpd\[\d+\]: "
+                    r"NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.2\]: 554 5\.7\.1 ",
+                    reject[0]), got
+    assert any(d.startswith("<156>") and "postfix-keypost/master[" in d for d in got), got
+    # The same line in a file, as rsyslog writes it: the stock filter bans.
+    line = re.sub(r"^<\d+>", "", reject[0]).replace(" postfix-keypost/", " mx postfix-keypost/")
+    assert fail2ban_ips([line], tmpbase, "postfix") == ["127.0.0.2"]

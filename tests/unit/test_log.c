@@ -134,6 +134,22 @@ static void test_pipe_takes_whole_lines(void **state)
     close(fds[1]);
 }
 
+static void test_syslog_name_in_the_file_form(void **state)
+{
+    (void)state;
+    assert_int_equal(log_set_syslog("key post", "mail"), -1);
+    assert_int_equal(log_set_syslog("keypost", "kern"), -1);
+    assert_int_equal(log_set_syslog("", "mail"), -1);
+    assert_int_equal(log_set_syslog("postfix-keypost", "local3"), 0);
+    log_info(NULL, "started");
+    assert_int_equal(log_set_syslog("keypost", "mail"), 0);
+    assert_matches(slurp(path), "^[A-Z][a-z]{2} [0-3][0-9] [0-9:]{8} mx\\.example\\.org "
+                                "postfix-keypost/smtpd\\[[0-9]+\\]: started$");
+    assert_true(log_name_ok("postfix.out_2-a"));
+    assert_false(log_name_ok("a/b"));
+    assert_false(log_name_ok("123456789012345678901234567890123")); /* 33 */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -141,6 +157,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_controls_cannot_forge_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_line_is_cut_and_ended, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_follows_a_rename, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_syslog_name_in_the_file_form, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pipe_takes_whole_lines, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
