@@ -54,7 +54,7 @@ static void parse_list(struct dlist *l, enum conf_param p, int names_allowed,
         conf_error(errs, "%s: %s: at most %d items", conf_origin(p), conf_name(p), MAX_ITEMS);
     for (int i = 0; i < n && i < MAX_ITEMS; i++) {
         if (is_table_spec(items[i]))
-            table_list_add(&l->tables, items[i], p, TL_LOCAL_ONLY, errs);
+            table_list_add(&l->tables, items[i], p, 0, errs);
         else if (!names_allowed)
             conf_error(errs, "%s: %s: \"%s\" is not a table (TYPE:NAME)", conf_origin(p),
                        conf_name(p), items[i]);
@@ -283,12 +283,23 @@ static void report_conflict(struct conf_errors *errs, const char *domain, int a,
                conf_name(domain_params[b]));
 }
 
+/* Names and local tables only: a database's rows cannot be listed, and
+ * change after start. */
+static int list_has_domain_locally(const struct dlist *l, const char *domain)
+{
+    for (int i = 0; i < l->nnames; i++)
+        if (name_matches(l->names[i], domain))
+            return 1;
+    const char *v = NULL;
+    return table_list_get_local(&l->tables, domain, &v) > 0;
+}
+
 static void check_domain(struct conf_errors *errs, const char *domain, int cls)
 {
     if (domain[0] == '.')
         return; /* a subdomain pattern, not one domain */
     for (int other = cls + 1; other < AC_DEFAULT; other++)
-        if (list_has_domain(&domains[other], domain) > 0)
+        if (list_has_domain_locally(&domains[other], domain))
             report_conflict(errs, domain, cls, other);
 }
 
@@ -308,7 +319,8 @@ static void check_conflicts(struct conf_errors *errs)
             check_domain(errs, domains[c].names[i], c);
         struct conflict_check cc = {errs, c};
         for (int i = 0; i < domains[c].tables.n; i++)
-            table_foreach(domains[c].tables.t[i], check_key, &cc);
+            if (domains[c].tables.t[i] && !table_is_remote(domains[c].tables.t[i]))
+                table_foreach(domains[c].tables.t[i], check_key, &cc);
     }
 }
 
@@ -329,6 +341,15 @@ void addrclass_free(void)
     free_list(&aliases);
 }
 
+void addrclass_probe_tables(struct conf_errors *errs)
+{
+    for (int c = 0; c < AC_DEFAULT; c++) {
+        table_list_probe(&domains[c].tables, domain_params[c], errs);
+        table_list_probe(&recipients[c].tables, recipient_params[c], errs);
+    }
+    table_list_probe(&aliases.tables, P_ALIAS_MAPS, errs);
+}
+
 int addrclass_init(struct conf_errors *errs)
 {
     int before = errs->count;
@@ -341,9 +362,8 @@ int addrclass_init(struct conf_errors *errs)
     check_conflicts(errs);
     if ((domains[AC_VIRTUAL_MAILBOX].nnames || domains[AC_VIRTUAL_MAILBOX].tables.n) &&
         !*conf_str(P_VIRTUAL_TRANSPORT))
-        conf_error(errs, "%s: virtual_mailbox_domains needs virtual_transport (for example "
-                   "lmtp:unix:/run/dovecot/lmtp): keypost has no virtual delivery agent of its "
-                   "own yet", conf_origin(P_VIRTUAL_MAILBOX_DOMAINS));
+        conf_error(errs, "%s: virtual_mailbox_domains needs virtual_transport (virtual, or "
+                   "for example lmtp:unix:/run/dovecot/lmtp)", conf_origin(P_VIRTUAL_MAILBOX_DOMAINS));
     if (recipients[AC_LOCAL].tables.n == 0 && conf_bool(P_SMTPD_REJECT_UNLISTED_RECIPIENT)) {
         const char *origin = conf_origin(P_LOCAL_RECIPIENT_MAPS);
         conf_warning("%s%slocal_recipient_maps is empty: every address of mydestination is "

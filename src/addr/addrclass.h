@@ -7,8 +7,11 @@
  *   relay            relay_domains             delivered by relay_transport
  *   default          anything else             (relayhost or MX)
  * Each list holds names (".example.com" also matches subdomains) and
- * tables (texthash:, inline:, lmdb:), whose keys are domains. A domain
- * listed in two classes is a configuration error. The recipient tables of
+ * tables (texthash:, inline:, lmdb:, pgsql:), whose keys are domains. A
+ * domain listed in two classes is a configuration error (checked for the
+ * names and local tables; a database's rows cannot be listed). On an event
+ * loop pgsql lookups go through the caller's memo (table/tablememo.h):
+ * a lookup it cannot answer yet reads as a failure (-1) and is fetched. The recipient tables of
  * each class (local_recipient_maps, virtual_alias_maps,
  * virtual_mailbox_maps, relay_recipient_maps) decide whether an address
  * exists; an empty table list means every address of the class exists.
@@ -25,6 +28,8 @@ enum addr_class { AC_LOCAL, AC_VIRTUAL_ALIAS, AC_VIRTUAL_MAILBOX, AC_RELAY, AC_D
 
 int addrclass_init(struct conf_errors *errs);
 void addrclass_free(void);
+/* Ask every database table of the lists once (`keypost check`). */
+void addrclass_probe_tables(struct conf_errors *errs);
 /* The class of a domain (without '@'); -1 when a table cannot answer. */
 int addrclass_of_domain(const char *domain, enum addr_class *out);
 /* The class of an address's domain; -1 when a table cannot answer. */

@@ -35,10 +35,10 @@ static int check_entry(void *arg, const char *key, const char *value, const char
 
 static void open_checked(struct table_list *l, enum conf_param p, struct conf_errors *errs)
 {
-    table_list_open(l, p, TL_LOCAL_ONLY, errs);
+    table_list_open(l, p, 0, errs);
     struct entry_check c = {errs, p};
-    for (int i = 0; i < l->n; i++)
-        if (l->t[i] && table_foreach(l->t[i], check_entry, &c) < 0)
+    for (int i = 0; i < l->n; i++) /* a database's rows are checked when used */
+        if (l->t[i] && !table_is_remote(l->t[i]) && table_foreach(l->t[i], check_entry, &c) < 0)
             conf_error(errs, "%s: %s: cannot read %s", conf_origin(p), conf_name(p), l->spec[i]);
 }
 
@@ -50,6 +50,13 @@ int rewrite_init(struct conf_errors *errs)
     open_checked(&sender_canonical, P_SENDER_CANONICAL_MAPS, errs);
     open_checked(&recipient_canonical, P_RECIPIENT_CANONICAL_MAPS, errs);
     return errs->count - before;
+}
+
+void rewrite_probe_tables(struct conf_errors *errs)
+{
+    table_list_probe(&canonical, P_CANONICAL_MAPS, errs);
+    table_list_probe(&sender_canonical, P_SENDER_CANONICAL_MAPS, errs);
+    table_list_probe(&recipient_canonical, P_RECIPIENT_CANONICAL_MAPS, errs);
 }
 
 void rewrite_free(void)

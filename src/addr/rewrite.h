@@ -12,7 +12,7 @@
  * keypost's default for the last two is no (Postfix's is yes): both
  * predate the domain system, and the percent hack lets a local address
  * name any remote one. Only the envelope is rewritten, not the headers;
- * the "user" key for local domains is not tried. Tables are local. */
+ * the "user" key for local domains is not tried. Tables may be pgsql. */
 #ifndef KP_REWRITE_H
 #define KP_REWRITE_H
 
@@ -21,6 +21,8 @@
 #include "conf/conf.h"
 
 int rewrite_init(struct conf_errors *errs);
+/* Ask every database table of the maps once (`keypost check`). */
+void rewrite_probe_tables(struct conf_errors *errs);
 void rewrite_free(void);
 /* Rewrite addr in place (at most len bytes); 0, or -1 when a table cannot
  * answer. An empty address (the null sender) stays empty. */

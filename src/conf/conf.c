@@ -138,7 +138,7 @@ static const struct param_def defs[P_COUNT] = {
         {"virtual_alias_expansion_limit", CT_LONG, "1000", NULL},
     /* Postfix's default is its virtual(8) agent; keypost has none of its
      * own yet, so virtual mailbox domains need one named (Dovecot's LMTP). */
-    [P_VIRTUAL_TRANSPORT] = {"virtual_transport", CT_STR, "", NULL},
+    [P_VIRTUAL_TRANSPORT] = {"virtual_transport", CT_STR, "virtual", NULL},
     [P_CANONICAL_MAPS] = {"canonical_maps", CT_LIST, "", NULL},
     [P_SENDER_CANONICAL_MAPS] = {"sender_canonical_maps", CT_LIST, "", NULL},
     [P_RECIPIENT_CANONICAL_MAPS] = {"recipient_canonical_maps", CT_LIST, "", NULL},
@@ -159,6 +159,11 @@ static const struct param_def defs[P_COUNT] = {
     [P_SMTPD_PEERNAME_LOOKUP_TIMEOUT] =
         {"smtpd_peername_lookup_timeout", CT_TIME, "10s", NULL},
     [P_UNKNOWN_CLIENT_REJECT_CODE] = {"unknown_client_reject_code", CT_LONG, "450", NULL},
+    /* issue 10: virtual mailboxes */
+    [P_VIRTUAL_MAILBOX_BASE] = {"virtual_mailbox_base", CT_STR, "", NULL},
+    [P_VIRTUAL_UID_MAPS] = {"virtual_uid_maps", CT_LIST, "", NULL},
+    [P_VIRTUAL_GID_MAPS] = {"virtual_gid_maps", CT_LIST, "", NULL},
+    [P_VIRTUAL_MINIMUM_UID] = {"virtual_minimum_uid", CT_LONG, "100", NULL},
     /* issue 13: logging */
     [P_SYSLOG_NAME] = {"syslog_name", CT_STR, "keypost", NULL},
     [P_SYSLOG_FACILITY] = {"syslog_facility", CT_ENUM, "mail",

@@ -114,6 +114,11 @@ enum conf_param {
     P_SMTPD_PEERNAME_LOOKUP,
     P_SMTPD_PEERNAME_LOOKUP_TIMEOUT,
     P_UNKNOWN_CLIENT_REJECT_CODE,
+    /* issue 10: virtual mailboxes */
+    P_VIRTUAL_MAILBOX_BASE,
+    P_VIRTUAL_UID_MAPS,
+    P_VIRTUAL_GID_MAPS,
+    P_VIRTUAL_MINIMUM_UID,
     /* issue 13: logging */
     P_SYSLOG_NAME,
     P_SYSLOG_FACILITY,

@@ -66,24 +66,61 @@ static int enter(struct mailbox *mb, const char *name)
     return 0;
 }
 
-static int open_mailbox(struct mailbox *mb, const char *base, const char *domain,
-                        const char *local)
+static int open_subdirs(struct mailbox *mb)
 {
     static const char *const names[NSUB] = {"tmp", "new", "cur"};
-    mb->failed = NULL;
-    for (int i = 0; i < NSUB; i++)
-        mb->sub[i] = -1;
-    str_copy(mb->path, base, sizeof mb->path);
-    /* The base is the operator's choice and may be a link; below it, no. */
-    mb->fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (mb->fd < 0 || enter(mb, domain) < 0 || enter(mb, local) < 0)
-        return -1;
     for (int i = 0; i < NSUB; i++)
         if ((mb->sub[i] = open_dir_at(mb->fd, names[i])) < 0) {
             mb->failed = names[i];
             return -1;
         }
     return 0;
+}
+
+static void start_at_base(struct mailbox *mb, const char *base)
+{
+    mb->failed = NULL;
+    for (int i = 0; i < NSUB; i++)
+        mb->sub[i] = -1;
+    str_copy(mb->path, base, sizeof mb->path);
+    /* The base is the operator's choice and may be a link; below it, no. */
+    mb->fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+static int open_mailbox(struct mailbox *mb, const char *base, const char *domain,
+                        const char *local)
+{
+    start_at_base(mb, base);
+    if (mb->fd < 0 || enter(mb, domain) < 0 || enter(mb, local) < 0)
+        return -1;
+    return open_subdirs(mb);
+}
+
+int maildir_path_ok(const char *rel)
+{
+    char copy[1024];
+    if (str_copy(copy, rel, sizeof copy) >= sizeof copy || copy[0] == '\0' ||
+        copy[strlen(copy) - 1] != '/')
+        return 0;
+    copy[strlen(copy) - 1] = '\0';
+    for (char *save = NULL, *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save))
+        if (!safe_component(c))
+            return 0;
+    return strstr(rel, "//") == NULL && rel[0] != '/';
+}
+
+/* BASE/REL/ (several components, each created when missing, none a link). */
+static int open_mailbox_path(struct mailbox *mb, const char *base, const char *rel)
+{
+    start_at_base(mb, base);
+    if (mb->fd < 0)
+        return -1;
+    char copy[1024];
+    str_copy(copy, rel, sizeof copy);
+    for (char *save = NULL, *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save))
+        if (enter(mb, c) < 0)
+            return -1;
+    return open_subdirs(mb);
 }
 
 static void close_mailbox(struct mailbox *mb)
@@ -105,7 +142,7 @@ static void mailbox_failed(struct dresult *r, const struct mailbox *mb, int err)
 }
 
 /* Copy the message body, CRLF -> LF, after the delivery headers. */
-static int copy_body(int out, const struct dmessage *m, const char *rcpt)
+int maildir_copy_message(int out, const struct dmessage *m, const char *rcpt)
 {
     int fd = queue_open_read(m->path); /* the queue file, never a link */
     FILE *in = fd < 0 ? NULL : fdopen(fd, "r");
@@ -149,7 +186,7 @@ static void write_message(struct mailbox *mb, const char *name, const struct dme
                     strerror(errno));
         return;
     }
-    int bad = copy_body(fd, m, rcpt) < 0 || fsync(fd) < 0;
+    int bad = maildir_copy_message(fd, m, rcpt) < 0 || fsync(fd) < 0;
     bad |= close(fd) != 0;
     if (bad || renameat(tmp, name, new, name) < 0) {
         int e = errno;
@@ -208,7 +245,7 @@ static void read_delivered_to(const struct dmessage *m)
     fclose(in);
 }
 
-static int delivered_before(const struct dmessage *m, const char *rcpt)
+int maildir_delivered_before(const struct dmessage *m, const char *rcpt)
 {
     char probe[600];
     snprintf(probe, sizeof probe, "\n%s\n", rcpt);
@@ -232,10 +269,9 @@ static void strip_extension(char *addr, char *at)
 void maildir_deliver(const char *base, const struct dmessage *m, const char *rcpt,
                      struct dresult *r)
 {
-    static unsigned counter;
-    char local[512], host[128] = "localhost";
+    char local[512];
     str_copy(r->relay, "local", sizeof r->relay);
-    if (delivered_before(m, rcpt)) {
+    if (maildir_delivered_before(m, rcpt)) {
         dresult_set(r, D_BOUNCED, "5.4.6 mail forwarding loop for %s", rcpt);
         return;
     }
@@ -255,12 +291,97 @@ void maildir_deliver(const char *base, const struct dmessage *m, const char *rcp
         close_mailbox(&mb);
         return;
     }
-    gethostname(host, sizeof host - 1);
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
     char name[300];
-    snprintf(name, sizeof name, "%ld.M%06ldP%dQ%u.%s", (long)tv.tv_sec, (long)tv.tv_usec,
-             (int)getpid(), counter++, host);
+    maildir_unique_name(name, sizeof name);
     write_message(&mb, name, m, rcpt, r);
     close_mailbox(&mb);
+}
+
+void maildir_unique_name(char *name, size_t len)
+{
+    static unsigned counter;
+    char host[128] = "localhost";
+    gethostname(host, sizeof host - 1);
+    for (char *p = host; *p; p++)
+        if (*p == '/' || *p == ':')
+            *p = '_'; /* never a path separator, nor Maildir's flag mark */
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    snprintf(name, len, "%ld.M%06ldP%dQ%u.%s", (long)tv.tv_sec, (long)tv.tv_usec,
+             (int)getpid(), counter++, host);
+}
+
+/* ---- a mailbox opened for someone else (mailboxd.h) -------------------- */
+
+struct maildir_slot {
+    struct mailbox mb;
+    char name[300];
+    int file;
+};
+
+struct maildir_slot *maildir_slot_open(const char *base, const char *rel, char *err,
+                                       size_t len)
+{
+    struct maildir_slot *sl = calloc(1, sizeof *sl);
+    if (sl == NULL) {
+        snprintf(err, len, "4.3.0 out of memory");
+        return NULL;
+    }
+    sl->file = -1;
+    if (open_mailbox_path(&sl->mb, base, rel) < 0) {
+        int e = errno;
+        snprintf(err, len, "4.2.0 cannot open maildir %s%s%s: %s", sl->mb.path,
+                 sl->mb.failed ? "/" : "", sl->mb.failed ? sl->mb.failed : "",
+                 e == ELOOP ? "a symbolic link, refused" : strerror(e));
+        maildir_slot_close(sl);
+        return NULL;
+    }
+    maildir_unique_name(sl->name, sizeof sl->name);
+    sl->file = openat(sl->mb.sub[SUB_TMP], sl->name,
+                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (sl->file < 0) {
+        snprintf(err, len, "4.2.0 cannot create %s/tmp/%s: %s", sl->mb.path, sl->name,
+                 strerror(errno));
+        maildir_slot_close(sl);
+        return NULL;
+    }
+    return sl;
+}
+
+int maildir_slot_file(const struct maildir_slot *sl)
+{
+    return sl->file;
+}
+
+const char *maildir_slot_path(const struct maildir_slot *sl)
+{
+    return sl->mb.path;
+}
+
+int maildir_slot_commit(struct maildir_slot *sl, char *err, size_t len)
+{
+    int tmp = sl->mb.sub[SUB_TMP], new = sl->mb.sub[SUB_NEW];
+    if (renameat(tmp, sl->name, new, sl->name) < 0) {
+        snprintf(err, len, "4.3.0 cannot move %s/tmp/%s to new/: %s", sl->mb.path, sl->name,
+                 strerror(errno));
+        return -1;
+    }
+    sl->name[0] = '\0'; /* delivered: nothing to remove on close */
+    if (fsync(new) < 0) {
+        snprintf(err, len, "4.3.0 cannot sync %s/new: %s", sl->mb.path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void maildir_slot_close(struct maildir_slot *sl)
+{
+    if (sl == NULL)
+        return;
+    if (sl->file >= 0)
+        close(sl->file);
+    if (sl->name[0] && sl->mb.sub[SUB_TMP] >= 0)
+        unlinkat(sl->mb.sub[SUB_TMP], sl->name, 0); /* never committed */
+    close_mailbox(&sl->mb);
+    free(sl);
 }

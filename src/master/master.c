@@ -14,6 +14,8 @@
 
 #include "addr/addrclass.h"
 #include "addr/rewrite.h"
+#include "deliver/mailboxd.h"
+#include "deliver/virtual.h"
 #include "master/logwriter.h"
 #include "master/ownercheck.h"
 #include "policy/restrict.h"
@@ -33,7 +35,7 @@
 #include "util/strutil.h"
 
 /* ROLE_LOG, the log writer, outlives reloads and stops last. */
-enum role { ROLE_SMTPD, ROLE_QMGR, ROLE_LOG };
+enum role { ROLE_SMTPD, ROLE_QMGR, ROLE_MAILBOX, ROLE_LOG };
 
 struct child {
     pid_t pid;          /* 0 while it waits to be started again */
@@ -61,11 +63,12 @@ static struct {
     struct listener *ls;
     int nls;
     struct tls_server *tls;
+    int mailbox_fd;     /* the mailbox helper's socket (root only), else -1 */
     /* as at start: a reload does not move the log nor rename its lines */
     char maillog_file[1024], syslog_name[64], syslog_facility[16];
     int uid, gid;
     volatile sig_atomic_t got_term, got_hup, got_chld, got_usr1;
-} M;
+} M = {.mailbox_fd = -1};
 
 static void warn_ccert_settings(void)
 {
@@ -134,6 +137,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     restrict_init(errs);
     listen_check(errs);
     route_init(errs);
+    virtual_init(errs);
     warn_ccert_settings();
     struct tls_server *ts = tls_server_new(errs);
     SSL_CTX *client = tls_client_ctx(errs);
@@ -152,6 +156,8 @@ int master_check_config(const char *path, struct conf_errors *errs)
     if (load_all(path, errs, NULL))
         return errs->count;
     restrict_probe_tables(errs);
+    addrclass_probe_tables(errs);
+    rewrite_probe_tables(errs);
     ownercheck_config(errs);
     return errs->count;
 }
@@ -194,8 +200,17 @@ static void child_main(enum role role)
 {
     char err[256];
     proctitle_set("%s", role_name(role));
-    if (role == ROLE_LOG)
-        logwriter_run(); /* keeps root's rights: it reopens the file */
+    if (role == ROLE_LOG) {
+        /* It needs nothing of the master's but the file, and no rights. */
+        listen_close(M.ls, M.nls);
+        if (M.mailbox_fd >= 0)
+            close(M.mailbox_fd);
+        if (privs_drop(M.uid, M.gid, err, sizeof err) < 0) {
+            log_err(NULL, "%s", err);
+            _exit(2);
+        }
+        logwriter_run();
+    }
     logwriter_attach();
     signal(SIGHUP, SIG_IGN);
     signal(SIGTERM, SIG_DFL);
@@ -203,6 +218,13 @@ static void child_main(enum role role)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    if (role == ROLE_MAILBOX) {
+        /* Root, for one job only: no listener, no other process's work. */
+        listen_close(M.ls, M.nls);
+        mailboxd_run(M.mailbox_fd, M.uid);
+    }
+    if (M.mailbox_fd >= 0)
+        close(M.mailbox_fd); /* only the helper accepts on it */
     if (privs_drop(M.uid, M.gid, err, sizeof err) < 0) {
         log_err(NULL, "%s", err);
         _exit(2);
@@ -221,6 +243,7 @@ static const char *role_name(enum role role)
 {
     switch (role) {
     case ROLE_QMGR: return "qmgr";
+    case ROLE_MAILBOX: return "mailbox helper";
     case ROLE_LOG: return "postlogd";
     default: return "smtpd";
     }
@@ -273,8 +296,24 @@ static long worker_count(void)
     return n > 0 ? n : 1;
 }
 
+/* Virtual mailboxes belong to their own users: only root can make their
+ * files, so a helper keeps root for that (mailboxd.h), when some route
+ * leads there and keypost runs as root. Its socket outlives reloads. */
+static void start_mailbox_helper(void)
+{
+    if (M.uid < 0 || !route_may_use_virtual())
+        return;
+    char err[256];
+    if (M.mailbox_fd < 0 && (M.mailbox_fd = mailboxd_listen(err, sizeof err)) < 0) {
+        log_err(NULL, "%s; virtual mailboxes are deferred", err);
+        return;
+    }
+    spawn(ROLE_MAILBOX);
+}
+
 static void spawn_generation(void)
 {
+    start_mailbox_helper();
     spawn(ROLE_QMGR);
     for (long i = 0; i < worker_count(); i++)
         spawn(ROLE_SMTPD);
@@ -365,20 +404,22 @@ static long long next_restart_in(void)
 
 /* ---- log rotation ---------------------------------------------------- */
 
-/* After logrotate renamed maillog_file: the master's own lines and the log
- * writer's (which carry every other process's) go to a new file. */
+/* After logrotate renamed maillog_file: the master opens the new file (as
+ * root) for its own lines and hands it to the log writer, which carries
+ * every other process's. */
 static void reopen_log(void)
 {
     if (!log_to_file())
         return;
-    if (log_reopen() < 0)
+    if (log_reopen() < 0) {
         log_warn(NULL, "cannot reopen maillog_file %s: %m; still writing to the old file",
-                 conf_str(P_MAILLOG_FILE));
-    for (int i = 0; i < M.nkids; i++)
-        if (M.kids[i].role == ROLE_LOG && M.kids[i].pid > 0)
-            kill(M.kids[i].pid, SIGUSR1);
+                 M.maillog_file);
+        return;
+    }
+    if (logwriter_send_file() < 0)
+        log_warn(NULL, "cannot hand the reopened maillog_file to the log writer: %m");
     /* Once this line is in the new file, every later line is too: the
-     * writer takes the pending signal before it reads the pipe again. */
+     * writer takes the new file before it reads the pipe again. */
     log_info(NULL, "maillog_file reopened");
 }
 
@@ -647,6 +688,7 @@ static int setup(const char *path)
     log_errors(&errs, "");
     if (M.nls < 0)
         return 2;
+
     if (anvil_init() < 0) {
         log_err(NULL, "cannot create the shared connection table");
         return 2;

@@ -12,6 +12,7 @@
 #include "addr/addrclass.h"
 #include "policy/policy.h"
 #include "table/table.h"
+#include "table/tablememo.h"
 #include "tls/tls.h"
 #include "util/buf.h"
 #include "util/log.h"
@@ -842,6 +843,43 @@ static void implicit_unlisted_checks(struct restrict_eval *ev)
         ev->out->action = a;
 }
 
+static void memo_answered(void *arg)
+{
+    struct restrict_eval *ev = arg;
+    ev->memo_waiting = 0;
+    if (ev->in_run)
+        return;
+    if (run(ev))
+        ev->done(ev->arg, ev->out);
+}
+
+/* The address tables an item asked may be remote: when the memo could not
+ * answer, the item's result is dropped and the item runs again once the
+ * answers are in (table/tablememo.h). 1 when run() must return. */
+static int await_memo(struct restrict_eval *ev)
+{
+    struct table_memo *m = ev->ctx->memo;
+    if (table_memo_missing(m) == 0)
+        return 0;
+    ev->memo_waiting = 1;
+    ev->in_run = 1;
+    int now = table_memo_fetch(m, memo_answered, ev);
+    ev->in_run = 0;
+    if (now)
+        ev->memo_waiting = 0;
+    return ev->memo_waiting;
+}
+
+/* One item, with the memo installed for its address table lookups. */
+static int eval_item(struct restrict_eval *ev, const struct restriction *r,
+                     const struct rlist *l, enum restrict_action *a)
+{
+    struct table_memo *before = table_memo_use(ev->ctx->memo);
+    *a = eval_one(r, l, ev->ctx, ev->out);
+    table_memo_use(before);
+    return await_memo(ev);
+}
+
 static int run(struct restrict_eval *ev)
 {
     char object[600];
@@ -892,10 +930,21 @@ static int run(struct restrict_eval *ev)
                 return 0; /* policy_answer() continues */
             continue;
         }
-        apply(ev, eval_one(r, l, ev->ctx, ev->out));
+        enum restrict_action a;
+        if (eval_item(ev, r, l, &a))
+            return 0; /* memo_answered() runs the item again */
+        apply(ev, a);
     }
-    if (ev->out->action != RA_REJECT && ev->out->action != RA_DEFER)
+    if (ev->out->action != RA_REJECT && ev->out->action != RA_DEFER) {
+        struct table_memo *before = table_memo_use(ev->ctx->memo);
+        enum restrict_action saved = ev->out->action;
         implicit_unlisted_checks(ev);
+        table_memo_use(before);
+        if (await_memo(ev)) {
+            ev->out->action = saved; /* judged on missing answers: again later */
+            return 0;
+        }
+    }
     if (ev->out->action != RA_REJECT && ev->out->action != RA_DEFER)
         ev->out->action = ev->sticky == RA_DUNNO ? RA_PERMIT : ev->sticky;
     conditional_defer(ev);
@@ -925,6 +974,9 @@ void restrict_cancel(struct restrict_eval *ev)
     if (ev->waiting_table)
         table_cancel(ev->waiting_table, ev);
     ev->waiting_table = NULL;
+    if (ev->memo_waiting && ev->ctx && ev->ctx->memo)
+        table_memo_clear(ev->ctx->memo); /* drops the callback to ev */
+    ev->memo_waiting = 0;
 }
 
 static void sync_done(void *arg, const struct restrict_result *out)

@@ -14,8 +14,9 @@
  *   reject_unknown_client_hostname, reject_unknown_reverse_client_hostname
  * After the lists, smtpd_reject_unlisted_recipient (and _sender) check the
  * address against its class's recipient tables (addr/addrclass.h).
- * A policy service makes the evaluation asynchronous: restrict_start()
- * returns 0 and calls done() when the answer is in. */
+ * A policy service, a remote access table or a remote address table (the
+ * latter through ctx->memo) makes the evaluation asynchronous:
+ * restrict_start() returns 0 and calls done() when the answer is in. */
 #ifndef KP_RESTRICT_H
 #define KP_RESTRICT_H
 
@@ -27,6 +28,7 @@
 struct tls_peer;
 struct policy_call;
 struct table;
+struct table_memo;
 
 enum restrict_action { RA_DUNNO, RA_PERMIT, RA_REJECT, RA_DEFER, RA_HOLD, RA_DISCARD };
 
@@ -51,6 +53,8 @@ struct restrict_ctx {
     const char *instance;
     int recipient_count;
     long size;
+    /* answers of remote address tables (table/tablememo.h); NULL: none */
+    struct table_memo *memo;
 };
 
 struct restrict_result {
@@ -72,6 +76,7 @@ struct restrict_eval {
     struct policy_call *call;
     struct table *waiting_table;
     int in_run, have_action;
+    int memo_waiting;          /* the memo fetches answers for an item */
     int have_table, table_tempfail, table_found;
     char action[1024];
     char defer_if_permit[512], defer_if_reject[512];

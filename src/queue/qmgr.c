@@ -15,6 +15,7 @@
 #include "conf/conf.h"
 #include "deliver/lmtp.h"
 #include "deliver/maildir.h"
+#include "deliver/virtual.h"
 #include "deliver/smtp.h"
 #include "queue/agent.h"
 #include "queue/bounce.h"
@@ -215,6 +216,8 @@ static void deliver_local(const char *qdir, const struct route *route, struct lo
         memset(&r, 0, sizeof r);
         if (route->transport == TR_MAILDIR)
             maildir_deliver(route->nexthop, &dm, m->env.rcpts[m->idx[k]], &r);
+        else if (route->transport == TR_VIRTUAL)
+            virtual_deliver(&dm, m->env.rcpts[m->idx[k]], &r);
         else if (route->transport == TR_DISCARD) {
             str_copy(r.relay, "none", sizeof r.relay);
             dresult_set(&r, D_SENT, "discarded: %s", route->text);

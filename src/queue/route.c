@@ -55,6 +55,9 @@ int route_parse(const char *spec, const char *domain, struct route *r, char *err
         r->transport = TR_MAILDIR;
         str_copy(r->nexthop, spec + 8, sizeof r->nexthop);
         bad = spec[8] != '/';
+    } else if (strcmp(spec, "virtual") == 0 || strcmp(spec, "virtual:") == 0) {
+        r->transport = TR_VIRTUAL;
+        str_copy(r->nexthop, conf_str(P_VIRTUAL_MAILBOX_BASE), sizeof r->nexthop);
     } else if (strncmp(spec, "discard:", 8) == 0) {
         r->transport = TR_DISCARD;
         str_copy(r->text, spec[8] ? spec + 8 : "discarded", sizeof r->text);
@@ -66,13 +69,13 @@ int route_parse(const char *spec, const char *domain, struct route *r, char *err
         bad = 1;
     if (bad) {
         snprintf(err, len, "bad transport \"%s\" (smtp:, lmtp:inet:|unix:, maildir:/DIR, "
-                 "discard:, error:)", spec);
+                 "virtual, discard:, error:)", spec);
         return -1;
     }
     if (r->transport == TR_SMTP)
         snprintf(r->key, sizeof r->key, r->mx ? "smtp:%s:%d" : "smtp:[%s]:%d", r->nexthop,
                  r->port);
-    else if (r->transport == TR_LMTP || r->transport == TR_MAILDIR)
+    else if (r->transport == TR_LMTP || r->transport == TR_MAILDIR || r->transport == TR_VIRTUAL)
         snprintf(r->key, sizeof r->key, "%s", spec);
     else
         /* Routes that differ only in their text must not share a job. */
@@ -173,6 +176,28 @@ static int collect_base(void *arg, const char *key, const char *value, const cha
         w->n < w->max)
         str_copy(w->out[w->n++], r.nexthop, sizeof w->out[0]);
     return 0;
+}
+
+static int names_virtual(void *arg, const char *key, const char *value, const char *origin)
+{
+    (void)arg;
+    (void)key;
+    (void)origin;
+    return strcmp(value, "virtual") == 0 || strcmp(value, "virtual:") == 0;
+}
+
+int route_may_use_virtual(void)
+{
+    const enum conf_param ps[] = {P_LOCAL_TRANSPORT, P_RELAY_TRANSPORT, P_VIRTUAL_TRANSPORT};
+    for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) {
+        const char *t = conf_str(ps[i]);
+        int used = ps[i] != P_VIRTUAL_TRANSPORT || *conf_str(P_VIRTUAL_MAILBOX_DOMAINS);
+        if (used && (strcmp(t, "virtual") == 0 || strcmp(t, "virtual:") == 0))
+            return 1;
+    }
+    /* A database's rows cannot be listed: it may name virtual any time. */
+    return transports && (table_is_remote(transports) ||
+                          table_foreach(transports, names_virtual, NULL) == 1);
 }
 
 int route_maildir_bases(char (*out)[300], int max)

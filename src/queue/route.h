@@ -1,7 +1,7 @@
 /* route: where a recipient's mail goes next, without DNS.
  *   1. transport_maps (domain, then .parent domains): smtp:[host]:port,
  *      smtp:host[:port] (MX lookup), lmtp:inet:HOST:PORT, lmtp:unix:PATH,
- *      maildir:DIR, discard:[text], error:text
+ *      maildir:DIR, virtual (deliver/virtual.h), discard:[text], error:text
  *   2. a mydestination domain: local_transport; a relay_domains domain:
  *      relay_transport when set (addr/addrclass.h decides the class)
  *   3. relayhost ([host]:port without MX lookup, host with it)
@@ -14,7 +14,7 @@
 
 #include "conf/conf.h"
 
-enum transport { TR_MAILDIR, TR_LMTP, TR_SMTP, TR_DISCARD, TR_ERROR };
+enum transport { TR_MAILDIR, TR_LMTP, TR_SMTP, TR_DISCARD, TR_ERROR, TR_VIRTUAL };
 
 struct route {
     enum transport transport;
@@ -33,5 +33,7 @@ void route_for(const char *rcpt, struct route *r);
 /* The maildir: targets of transport_maps (local tables), which serve
  * creates and gives to mail_owner as it does local_transport's. */
 int route_maildir_bases(char (*out)[300], int max);
+/* 1 when some route may lead to the virtual agent (its helper is needed). */
+int route_may_use_virtual(void);
 
 #endif

@@ -20,6 +20,7 @@
 #include "queue/queue.h"
 #include "smtpd/address.h"
 #include "smtpd/dataread.h"
+#include "table/tablememo.h"
 #include "tls/tls.h"
 #include "util/buf.h"
 #include "util/log.h"
@@ -35,11 +36,13 @@ enum sstate {
     ST_COMMIT = 1 << 5,  /* waiting for the queue file to become durable */
     ST_TLS = 1 << 6,     /* waiting for the TLS handshake */
     ST_CLOSED = 1 << 7,
-    ST_POLICY = 1 << 8,  /* waiting for a policy server's answer */
+    ST_POLICY = 1 << 8,  /* waiting for a policy server's or a table's answer */
 };
 #define ST_ANY_COMMAND (ST_CONNECT | ST_HELO | ST_MAIL | ST_RCPT)
 
 #define MAX_ADDR 512
+
+struct command;
 
 struct smtp_session {
     const struct session_io *io;
@@ -78,6 +81,15 @@ struct smtp_session {
     int released;  /* the transport is gone */
     int commit_pending; /* the commit thread holds qf */
     int policy_pending; /* restrictions wait for a policy server or a table */
+    /* remote tables (table/tablememo.h): a command that needs their answers
+     * is put aside and runs again when they are in */
+    struct table_memo *memo;
+    const struct command *current;
+    const char *current_arg;
+    const struct command *redo;
+    char *redo_arg;
+    enum sstate redo_state;
+    int lookups_pending;
     unsigned long messages;
 };
 
@@ -401,6 +413,48 @@ static void qualify_envelope(const struct smtp_session *s, char *addr, size_t le
         str_copy(addr, out, len);
 }
 
+/* ---- waiting for remote tables (table/tablememo.h) ----------------- */
+
+static void run_command(struct smtp_session *s, const struct command *c, const char *arg);
+
+static void tables_answered(void *arg)
+{
+    struct smtp_session *s = arg;
+    s->lookups_pending = 0;
+    const struct command *c = s->redo;
+    char *cmd_arg = s->redo_arg;
+    s->redo = NULL;
+    s->redo_arg = NULL;
+    if (s->state == ST_POLICY) { /* else the session ended meanwhile */
+        s->state = s->redo_state;
+        run_command(s, c, cmd_arg);
+        if (!s->released && s->state != ST_CLOSED && !session_waiting(s))
+            s->io->resume(s->ctx);
+    }
+    free(cmd_arg);
+}
+
+/* Called by a command after its lookups and before it acts on them. When a
+ * remote table could not answer yet, the command's result is not used: the
+ * answers are fetched and the command runs again from the start (input
+ * waits meanwhile). 1 when the command must return now. */
+static int await_tables(struct smtp_session *s)
+{
+    if (table_memo_missing(s->memo) == 0)
+        return 0;
+    char *copy = strdup(s->current_arg);
+    if (copy == NULL)
+        return 0; /* the lookups read as failed: a 451 follows */
+    s->redo = s->current;
+    s->redo_arg = copy;
+    s->redo_state = s->state;
+    s->state = ST_POLICY;
+    s->lookups_pending = 1;
+    if (table_memo_fetch(s->memo, tables_answered, s))
+        tables_answered(s); /* nothing to wait for after all */
+    return 1;
+}
+
 static void cmd_mail(struct smtp_session *s, const char *arg)
 {
     if (tls_required(s) && !s->tls_active) {
@@ -421,6 +475,8 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
     } else
         bad = mail_params(s, pcopy);
     qualify_envelope(s, addr, sizeof addr);
+    if (await_tables(s))
+        return;
     if (bad == 0 && *addr && !address_ok(addr)) {
         reply(s, "501 5.1.7 Bad sender address syntax");
         bad = -1;
@@ -521,6 +577,7 @@ static void apply_restrictions(struct smtp_session *s, const char *rcpt)
         .instance = s->instance,
         .recipient_count = 0, /* as Postfix: known only from DATA on */
         .size = s->declared_size,
+        .memo = s->memo,
     };
     if (restrict_start(&s->reval, &s->rctx, &s->rres, policy_done, s)) {
         rcpt_decided(s, &s->rres);
@@ -554,7 +611,10 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg)
     }
     if (check_address_text(s, addr, s->smtputf8, "recipient") < 0)
         return;
-    if (!local_mailbox_ok(addr)) {
+    int mailbox_ok = local_mailbox_ok(addr);
+    if (await_tables(s))
+        return;
+    if (!mailbox_ok) {
         reject(s, "RCPT", addr, "550 5.1.1 <%s>: Recipient address rejected: unusable mailbox name",
                addr);
         return;
@@ -637,7 +697,13 @@ static void cmd_data(struct smtp_session *s, const char *arg)
      * holds the final envelope. */
     struct expansion x;
     char err[600], sender[MAX_ADDR];
-    if (final_envelope(s, sender, &x, err, sizeof err) < 0) {
+    int bad = final_envelope(s, sender, &x, err, sizeof err);
+    if (await_tables(s)) {
+        if (bad == 0)
+            expansion_free(&x);
+        return;
+    }
+    if (bad < 0) {
         reject(s, "DATA", NULL, "451 4.3.0 Error: %s; message not accepted, try again later",
                err);
         return;
@@ -760,6 +826,15 @@ static void wrong_state(struct smtp_session *s, const struct command *c)
         reply(s, "%s", c->wrong_state);
 }
 
+static void run_command(struct smtp_session *s, const struct command *c, const char *arg)
+{
+    s->current = c;
+    s->current_arg = arg;
+    struct table_memo *before = table_memo_use(s->memo);
+    c->handler(s, arg);
+    table_memo_use(before);
+}
+
 static void dispatch(struct smtp_session *s, char *line)
 {
     char *sp = line + strcspn(line, " ");
@@ -774,9 +849,10 @@ static void dispatch(struct smtp_session *s, char *line)
         if (strcasecmp(line, c->verb) != 0)
             continue;
         str_copy(s->last_cmd, c->verb, sizeof s->last_cmd);
-        if (s->state & c->states)
-            c->handler(s, arg);
-        else
+        if (s->state & c->states) {
+            table_memo_clear(s->memo); /* a new decision: fresh answers */
+            run_command(s, c, arg);
+        } else
             wrong_state(s, c);
         return;
     }
@@ -952,8 +1028,12 @@ struct smtp_session *session_new(const struct session_io *io, void *ctx,
 {
     static unsigned long counter;
     struct smtp_session *s = calloc(1, sizeof *s);
-    if (s == NULL)
+    if (s)
+        s->memo = table_memo_new();
+    if (s == NULL || s->memo == NULL) {
+        free(s);
         return NULL;
+    }
     s->io = io;
     s->ctx = ctx;
     s->client = *client;
@@ -1043,7 +1123,7 @@ void session_shutdown(struct smtp_session *s)
 
 int session_waiting(const struct smtp_session *s)
 {
-    return s->commit_pending || s->policy_pending;
+    return s->commit_pending || s->policy_pending || s->lookups_pending;
 }
 
 int session_between_requests(const struct smtp_session *s)
@@ -1072,6 +1152,8 @@ void session_release(struct smtp_session *s)
         restrict_cancel(&s->reval);
         s->policy_pending = 0;
     }
+    table_memo_free(s->memo); /* cancels lookups in flight */
+    free(s->redo_arg);
     if (s->state == ST_DATA && s->qf)
         log_sinfo(s->sid, "%s: lost connection after DATA from %s[%s]; message discarded",
                  queue_file_id(s->qf), s->client.name, s->client.addr_text);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util/buf.h"
 #include "util/log.h"
@@ -12,6 +13,7 @@
 
 #define MAX_KEYS 16
 #define QUERY_TIMEOUT_SECONDS 10
+#define DOWN_SECONDS 10
 
 struct request {
     char *keys[MAX_KEYS];
@@ -33,6 +35,7 @@ struct pgsql_table {
     struct request *queue, *queue_tail;
     int busy;             /* a query is in flight for queue's head */
     char *value;
+    time_t down_until;    /* blocking mode: fail at once until then */
 };
 
 static struct event_base *base;
@@ -40,6 +43,11 @@ static struct event_base *base;
 void pgsql_set_base(struct event_base *b)
 {
     base = b;
+}
+
+struct event_base *pgsql_base(void)
+{
+    return base;
 }
 
 static int parse_line(struct pgsql_table *t, char *line, char *err, size_t errlen)
@@ -131,7 +139,10 @@ static void conninfo(const struct pgsql_table *t, const char *h, struct buf *b)
         }
         buf_puts(b, "' ");
     }
-    buf_puts(b, "connect_timeout=5");
+    /* Bounds for the blocking mode too: a database that stops answering
+     * ends a query after QUERY_TIMEOUT_SECONDS, not at TCP's timeout. */
+    buf_printf(b, "connect_timeout=5 tcp_user_timeout=%d options='-c statement_timeout=%d'",
+               QUERY_TIMEOUT_SECONDS * 1000, QUERY_TIMEOUT_SECONDS * 1000);
 }
 
 /* The query with %s, %u, %d replaced by escaped parts of key. */
@@ -167,10 +178,19 @@ static int build_query(struct pgsql_table *t, const char *key, struct buf *q)
 
 /* ---- blocking mode ------------------------------------------------------ */
 
+/* After every host failed, lookups fail at once for DOWN_SECONDS: a
+ * process that blocks on its lookups (the queue manager's routing) must not
+ * wait connect_timeout for each recipient of a lost database. */
 static int connect_blocking(struct pgsql_table *t, char *err, size_t errlen)
 {
     if (t->conn && PQstatus(t->conn) == CONNECTION_OK)
         return 0;
+    time_t now = time(NULL);
+    if (now < t->down_until) {
+        snprintf(err, errlen, "database unavailable, next attempt in %lds",
+                 (long)(t->down_until - now));
+        return -1;
+    }
     for (int i = 0; i < t->nhosts; i++) {
         if (t->conn)
             PQfinish(t->conn);
@@ -183,6 +203,7 @@ static int connect_blocking(struct pgsql_table *t, char *err, size_t errlen)
             return 0;
         snprintf(err, errlen, "%s: %s", t->hosts[i], PQerrorMessage(t->conn));
     }
+    t->down_until = now + DOWN_SECONDS;
     return -1;
 }
 
@@ -319,6 +340,16 @@ static void send_next_key(struct pgsql_table *t)
     watch(t, EV_READ);
 }
 
+/* One query at a time per connection: the next waiting lookup goes out as
+ * soon as the connection is free. */
+static void send_queued(struct pgsql_table *t)
+{
+    while (t->queue && !t->busy && t->conn && t->connected)
+        send_next_key(t);
+    if (t->queue == NULL && t->timer)
+        evtimer_del(t->timer);
+}
+
 static void read_result(struct pgsql_table *t)
 {
     if (!PQconsumeInput(t->conn)) {
@@ -351,6 +382,7 @@ static void read_result(struct pgsql_table *t)
         complete_head(t, value, 0);
     else
         send_next_key(t);
+    send_queued(t); /* lookups that came while this one was in flight */
 }
 
 static void drive(struct pgsql_table *t)
@@ -383,10 +415,7 @@ static void drive(struct pgsql_table *t)
         read_result(t);
         return;
     }
-    while (t->queue && !t->busy && t->conn)
-        send_next_key(t);
-    if (t->queue == NULL && t->timer)
-        evtimer_del(t->timer);
+    send_queued(t);
 }
 
 int pgsql_lookup(struct pgsql_table *t, const char *const *keys, int n, const char **value,

@@ -18,6 +18,8 @@ struct pgsql_table *pgsql_open(const char *file, char *err, size_t errlen);
 void pgsql_free(struct pgsql_table *t);
 /* Without a loop lookups block (command-line tools and delivery processes). */
 void pgsql_set_base(struct event_base *base);
+/* The loop set above, NULL when lookups block. */
+struct event_base *pgsql_base(void);
 /* Try keys in order; the first row's first column of the first key that
  * has one is the value. Returns 1 when answered at once (*value, which
  * stays valid until the next lookup on t, or NULL; *tempfail), else 0 and

@@ -15,6 +15,7 @@
 #include <lmdb.h>
 
 #include "table/pgsql.h"
+#include "table/tablememo.h"
 
 struct entry {
     char *key;
@@ -298,8 +299,10 @@ int table_get(const struct table *t, const char *key, const char **value)
     str_lower(lower);
     if (t->env)
         return lookup_lmdb(t, lower, value);
+    if (t->pg && pgsql_base()) /* on an event loop: never block it */
+        return table_memo_get((struct table *)t, lower, value);
     if (t->pg) {
-        const char *keys[1] = {key};
+        const char *keys[1] = {lower};
         int tempfail = 0;
         pgsql_lookup(t->pg, keys, 1, value, &tempfail, NULL, NULL); /* blocking here */
         return tempfail ? -1 : 0;

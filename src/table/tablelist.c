@@ -19,12 +19,6 @@ int table_list_add(struct table_list *l, const char *spec, enum conf_param p, in
     struct table *t = table_open(spec, err, sizeof err);
     if (t == NULL)
         conf_error(errs, "%s: %s: %s", conf_origin(p), conf_name(p), err);
-    else if ((flags & TL_LOCAL_ONLY) && table_is_remote(t)) {
-        conf_error(errs, "%s: %s: %s: only local tables (texthash:, inline:, lmdb:) are "
-                   "supported here", conf_origin(p), conf_name(p), spec);
-        table_free(t);
-        t = NULL;
-    }
     if (t == NULL && !(flags & TL_KEEP_FAILED))
         return -1;
     l->t[l->n] = t;
@@ -51,6 +45,29 @@ int table_list_get(const struct table_list *l, const char *key, const char **val
         if (spec)
             *spec = l->spec[i] ? l->spec[i] : "";
         if (l->t[i] == NULL || table_get(l->t[i], key, value) < 0)
+            return -1;
+        if (*value)
+            return 1;
+    }
+    return 0;
+}
+
+void table_list_probe(const struct table_list *l, enum conf_param p, struct conf_errors *errs)
+{
+    for (int i = 0; i < l->n; i++) {
+        char err[600];
+        if (l->t[i] && table_is_remote(l->t[i]) && table_probe(l->t[i], err, sizeof err) < 0)
+            conf_error(errs, "%s: %s: table %s cannot be read: %s", conf_origin(p),
+                       conf_name(p), l->spec[i], err);
+    }
+}
+
+int table_list_get_local(const struct table_list *l, const char *key, const char **value)
+{
+    for (int i = 0; i < l->n; i++) {
+        if (l->t[i] == NULL || table_is_remote(l->t[i]))
+            continue;
+        if (table_get(l->t[i], key, value) < 0)
             return -1;
         if (*value)
             return 1;

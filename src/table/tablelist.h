@@ -1,7 +1,8 @@
-/* tablelist: the tables a parameter names ("texthash:/a, lmdb:/b"), looked
+/* tablelist: the tables a parameter names ("texthash:/a, pgsql:/b"), looked
  * up in order, the first with an entry answering. Used for the address
  * tables (addr/), the canonical maps and the TLS policy maps, so that they
- * open, refuse and fail the same way. */
+ * open, refuse and fail the same way. A pgsql table on an event loop is
+ * answered through the installed memo (table/tablememo.h). */
 #ifndef KP_TABLELIST_H
 #define KP_TABLELIST_H
 
@@ -18,7 +19,6 @@ struct table_list {
 };
 
 enum {
-    TL_LOCAL_ONLY = 1,  /* refuse pgsql: the lookups run on an event loop */
     TL_KEEP_FAILED = 2, /* keep a table that failed to open: lookups through it fail */
 };
 
@@ -33,6 +33,11 @@ void table_list_open(struct table_list *l, enum conf_param p, int flags,
  * spec is not NULL), 0 absent from all, -1 a table cannot answer. */
 int table_list_get(const struct table_list *l, const char *key, const char **value,
                    const char **spec);
+/* Ask every remote table (pgsql) once, for `keypost check`; errors name
+ * parameter p. */
+void table_list_probe(const struct table_list *l, enum conf_param p, struct conf_errors *errs);
+/* table_list_get over the local tables only (configuration checks). */
+int table_list_get_local(const struct table_list *l, const char *key, const char **value);
 void table_list_free(struct table_list *l);
 
 #endif

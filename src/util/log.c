@@ -133,6 +133,23 @@ int log_reopen(void)
     return 0;
 }
 
+int log_file_fd(void)
+{
+    return L.file_fd;
+}
+
+int log_adopt_file(int fd)
+{
+    if (L.file_fd < 0 || dup2(fd, L.file_fd) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 int log_to_file(void)
 {
     return L.dest == DEST_FILE;

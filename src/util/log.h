@@ -47,6 +47,11 @@ int log_open(const char *maillog_file);
 /* Open maillog_file's path again (after logrotate renamed it); lines go on
  * to the old file when that fails. No-op in syslog mode. 0 or -1. */
 int log_reopen(void);
+/* The file's descriptor (to hand to the log writer), or -1. */
+int log_file_fd(void);
+/* Write to fd from now on, in place of the file (the log writer, given the
+ * reopened file by the master). fd is consumed. 0 or -1. */
+int log_adopt_file(int fd);
 /* 1 when lines go to a file (maillog_file set), 0 for syslog or stderr. */
 int log_to_file(void);
 /* Write finished lines to fd instead (a pipe to the process that owns the

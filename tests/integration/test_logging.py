@@ -324,6 +324,7 @@ def test_signal_reopens_renamed_maillog_file(make_server, sig):
                  r"keypost/master\[\d+\]: stopped"):
         assert re.search(line, new_text), (line, new_text)
     assert first not in new_text
+    assert "warning" not in new_text, new_text  # the writer took the file in time
 
 
 def test_reload_keeps_the_log_where_it_was(make_server):
@@ -401,6 +402,9 @@ def test_ps_shows_each_process_role(make_server):
         for p, t in kids.items():  # top shows the thread name
             role = t.split()[1]
             assert open(f"/proc/{p}/comm").read().strip() == f"keypost-{role}"[:15]
+            # The log writer too runs as mail_owner: only the master is root.
+            uid = [ln.split()[1] for ln in open(f"/proc/{p}/status") if ln.startswith("Uid:")]
+            assert uid != ["0"], (t, uid)
         qmgr = [p for p, t in kids.items() if t.startswith("keypost: qmgr")][0]
         busy = []
         wait_until(lambda: busy.extend(p for p in children(qmgr)
