@@ -238,8 +238,10 @@ static const char *transport_service(enum transport t)
     case TR_LMTP: return "lmtp";
     case TR_MAILDIR: return "local";
     case TR_DISCARD: return "discard";
-    default: return "error";
+    case TR_VIRTUAL: return "virtual";
+    case TR_ERROR: return "error";
     }
+    return "error";
 }
 
 /* The agent takes the transport's name in the log and in ps. */
