@@ -245,8 +245,9 @@ static const char *role_name(enum role role)
     case ROLE_QMGR: return "qmgr";
     case ROLE_MAILBOX: return "mailbox helper";
     case ROLE_LOG: return "postlogd";
-    default: return "smtpd";
+    case ROLE_SMTPD: return "smtpd";
     }
+    return "smtpd";
 }
 
 static long long now_ms(void)
@@ -419,7 +420,7 @@ static void reopen_log(void)
     if (logwriter_send_file() < 0)
         log_warn(NULL, "cannot hand the reopened maillog_file to the log writer: %m");
     /* Once this line is in the new file, every later line is too: the
-     * writer takes the new file before it reads the pipe again. */
+     * writer has answered that it writes there. */
     log_info(NULL, "maillog_file reopened");
 }
 

@@ -5,6 +5,7 @@
  * "keypost serve -c FILE". */
 #include "util/proctitle.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,10 @@ void proctitle_init(int argc, char **argv)
             return; /* no title then: argv keeps pointing at the area */
         argv[i] = copy;
     }
+    /* glibc's name for messages (getopt's among them) pointed into the area. */
+    program_invocation_name = argv[0];
+    const char *slash = strrchr(argv[0], '/');
+    program_invocation_short_name = slash ? (char *)slash + 1 : argv[0];
     area = start;
     area_len = (size_t)(end - start);
 }
