@@ -10,12 +10,12 @@ LIBS    := -levent_openssl -levent_core -levent_pthreads -lssl -lcrypto -lunboun
 
 SRC_LIB := $(filter-out src/main.c,$(wildcard src/*/*.c))
 SRC     := src/main.c $(SRC_LIB)
-HDR     := $(wildcard src/*/*.h)
+HDR     := $(wildcard src/*/*.h src/*/*.def)
 
 BUILD   ?= build
 OBJ_LIB := $(SRC_LIB:src/%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all test run bench deps clean fuzz
+.PHONY: all test run bench deps clean fuzz man-params
 
 all: $(BUILD)/keypost
 
@@ -29,6 +29,13 @@ $(BUILD)/libkeypost.a: $(OBJ_LIB)
 
 $(BUILD)/keypost: $(BUILD)/obj/main.o $(BUILD)/libkeypost.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
+
+# The PARAMETERS section of keypost.cf(5), for the manual page to include
+# (.so), generated from src/conf/params.def.
+man-params: $(BUILD)/keypost.cf.parameters
+
+$(BUILD)/keypost.cf.parameters: $(BUILD)/keypost
+	$< conf --man > $@.tmp && mv $@.tmp $@
 
 # Unit tests (cmocka): one binary per test file, linked against the library.
 UNIT_SRC := $(wildcard tests/unit/test_*.c)

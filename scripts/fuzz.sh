@@ -138,6 +138,22 @@ seed_dataout smuggle '\000\003' "a${CR}.${CR}${LF}MAIL${LF}.${LF}b${CR}.${CR}c${
 seed_dataout long '\004\000' "0123456789012345678901234567890123456789${CRLF}.012345678901${CR}"
 printf '\000\001a\r\n\000.\r\nb\r\n.\000\r\n' > "$OUT/corpus-fuzz_dataout/nul"
 
+# issue 11: MTA-STS. The first byte picks the parser (fuzz_mtasts.c).
+mkdir -p "$OUT/corpus-fuzz_mtasts"
+seed_mtasts() {
+    printf "$2%s" "$3" > "$OUT/corpus-fuzz_mtasts/$1"
+}
+seed_mtasts policy '\000' "version: STSv1${CRLF}mode: enforce${CRLF}mx: mail.example.com${CRLF}\
+mx: *.example.net${CRLF}max_age: 604800${CRLF}"
+seed_mtasts policy-lf '\000' "mode: testing${LF}mx: a.example${LF}max_age: 1${LF}version: STSv1${LF}x: y${LF}"
+seed_mtasts http '\001' "HTTP/1.1 200 OK${CRLF}Content-Type: text/plain${CRLF}Content-Length: 41${CRLF}${CRLF}\
+version: STSv1${LF}mode: none${LF}max_age: 86400${LF}"
+seed_mtasts chunked '\002' "HTTP/1.1 200 OK${CRLF}Content-Type: text/plain; charset=utf-8${CRLF}\
+Transfer-Encoding: chunked${CRLF}${CRLF}f${CRLF}version: STSv1${LF}${CRLF}0${CRLF}${CRLF}"
+seed_mtasts redirect '\001' "HTTP/1.1 301 Moved${CRLF}Location: https://x.example/${CRLF}${CRLF}"
+seed_mtasts txt '\003' "v=STSv1; id=20160831085700Z;"
+# end issue 11: MTA-STS
+
 # ---- run -----------------------------------------------------------------
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"

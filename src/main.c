@@ -16,7 +16,12 @@ static int usage(void)
     fprintf(stderr,
             "usage: keypost serve [-c FILE]        run the mail server in the foreground\n"
             "       keypost check [-c FILE]        check a configuration\n"
+            "       keypost conf [-c FILE] [-n|-d] [-x] [NAME...]\n"
+            "                                     print parameters (-n: set in FILE, -d: defaults,\n"
+            "                                     -x: $name expanded)\n"
+            "       keypost conf --man            the PARAMETERS section of keypost.cf(5)\n"
             "       keypost fingerprint [-d DIGEST] FILE.pem\n"
+            "       keypost fingerprint --tlsa FILE.pem  its \"3 1 1\" TLSA record\n"
             "       keypost queue [-c FILE] list|flush|delete ID|hold ID|release ID\n"
             "       keypost map FILE...           build FILE.lmdb for lmdb:FILE tables\n"
             "       keypost map -q KEY TYPE:TABLE print the value of KEY (exit 1: none, 2: table failed)\n"
@@ -76,6 +81,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc, argv);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc, argv);
+    if (strcmp(cmd, "conf") == 0)
+        return cli_conf(argc, argv);
     if (strcmp(cmd, "fingerprint") == 0)
         return cli_fingerprint(argc, argv);
     if (strcmp(cmd, "queue") == 0)

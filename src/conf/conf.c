@@ -2,6 +2,7 @@
 #include "conf/conf.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,171 +12,23 @@
 #include "util/buf.h"
 #include "util/strutil.h"
 
-struct param_def {
-    const char *name;
-    enum conf_type type;
-    const char *def;
-    const char *choices; /* CT_ENUM: "a|b|c" */
+static const struct conf_def defs[P_COUNT] = {
+#define PARAM(id, name, type, def, choices, min, max, group, desc) \
+    [P_##id] = {name, type, def, choices, min, max, G_##group, desc},
+#include "conf/params.def"
 };
 
-static const struct param_def defs[P_COUNT] = {
-    [P_MYHOSTNAME] = {"myhostname", CT_STR, "", NULL},
-    [P_MYDESTINATION] = {"mydestination", CT_LIST, "$myhostname, localhost", NULL},
-    [P_MYNETWORKS] = {"mynetworks", CT_LIST, "127.0.0.0/8, [::1]/128", NULL},
-    [P_RELAYHOST] = {"relayhost", CT_STR, "", NULL},
-    [P_QUEUE_DIRECTORY] = {"queue_directory", CT_STR, "/var/spool/keypost", NULL},
-    [P_MAIL_OWNER] = {"mail_owner", CT_STR, "keypost", NULL},
-    [P_MAILLOG_FILE] = {"maillog_file", CT_STR, "", NULL},
-    [P_MESSAGE_SIZE_LIMIT] = {"message_size_limit", CT_LONG, "10240000", NULL},
-    [P_SMTPD_RECIPIENT_LIMIT] = {"smtpd_recipient_limit", CT_LONG, "1000", NULL},
-    [P_SMTPD_TIMEOUT] = {"smtpd_timeout", CT_TIME, "300s", NULL},
-    [P_SMTPD_CLIENT_CONNECTION_COUNT_LIMIT] =
-        {"smtpd_client_connection_count_limit", CT_LONG, "50", NULL},
-    [P_SMTPD_CLIENT_EVENT_LIMIT_EXCEPTIONS] =
-        {"smtpd_client_event_limit_exceptions", CT_LIST, "$mynetworks", NULL},
-    [P_SMTPD_FORBID_BARE_NEWLINE] =
-        {"smtpd_forbid_bare_newline", CT_ENUM, "normalize", "normalize|yes|reject|no"},
-    [P_LINE_LENGTH_LIMIT] = {"line_length_limit", CT_LONG, "2048", NULL},
-    [P_SMTPD_HARD_ERROR_LIMIT] = {"smtpd_hard_error_limit", CT_LONG, "20", NULL},
-    [P_SMTPD_BANNER] = {"smtpd_banner", CT_STR, "$myhostname ESMTP keypost", NULL},
-    [P_SMTPD_LISTEN] = {"smtpd_listen", CT_LIST, "0.0.0.0:25, [::]:25", NULL},
-    [P_SUBMISSION_LISTEN] = {"submission_listen", CT_LIST, "", NULL},
-    [P_SMTPS_LISTEN] = {"smtps_listen", CT_LIST, "", NULL},
-    [P_SMTPD_WORKER_PROCESSES] = {"smtpd_worker_processes", CT_LONG, "0", NULL},
-    [P_SMTPD_TLS_CERT_FILE] = {"smtpd_tls_cert_file", CT_STR, "", NULL},
-    [P_SMTPD_TLS_KEY_FILE] = {"smtpd_tls_key_file", CT_STR, "$smtpd_tls_cert_file", NULL},
-    [P_SMTPD_TLS_CHAIN_FILES] = {"smtpd_tls_chain_files", CT_LIST, "", NULL},
-    [P_SMTPD_TLS_SECURITY_LEVEL] =
-        {"smtpd_tls_security_level", CT_ENUM, "none", "none|may|encrypt"},
-    [P_SMTPD_TLS_ASK_CCERT] = {"smtpd_tls_ask_ccert", CT_BOOL, "no", NULL},
-    [P_SMTPD_TLS_REQ_CCERT] = {"smtpd_tls_req_ccert", CT_BOOL, "no", NULL},
-    [P_SMTPD_TLS_CAFILE] = {"smtpd_tls_CAfile", CT_STR, "", NULL},
-    [P_SMTPD_TLS_CAPATH] = {"smtpd_tls_CApath", CT_STR, "", NULL},
-    [P_SMTPD_TLS_CCERT_VERIFYDEPTH] = {"smtpd_tls_ccert_verifydepth", CT_LONG, "9", NULL},
-    [P_SMTPD_TLS_FINGERPRINT_DIGEST] =
-        {"smtpd_tls_fingerprint_digest", CT_ENUM, "sha256", "sha256|sha1|md5"},
-    [P_SMTPD_TLS_RECEIVED_HEADER] = {"smtpd_tls_received_header", CT_BOOL, "no", NULL},
-    [P_TLS_TRUST_SERVER_CCERTS] = {"tls_trust_server_ccerts", CT_BOOL, "no", NULL},
-    [P_TLS_APPEND_DEFAULT_CA] = {"tls_append_default_CA", CT_BOOL, "no", NULL},
-    [P_RELAY_CLIENTCERTS] = {"relay_clientcerts", CT_STR, "", NULL},
-    [P_SMTPD_CLIENT_RESTRICTIONS] = {"smtpd_client_restrictions", CT_LIST, "", NULL},
-    [P_SMTPD_HELO_RESTRICTIONS] = {"smtpd_helo_restrictions", CT_LIST, "", NULL},
-    [P_SMTPD_SENDER_RESTRICTIONS] = {"smtpd_sender_restrictions", CT_LIST, "", NULL},
-    [P_SMTPD_RELAY_RESTRICTIONS] = {"smtpd_relay_restrictions", CT_LIST,
-                                    "permit_mynetworks, reject_unauth_destination", NULL},
-    [P_SMTPD_RECIPIENT_RESTRICTIONS] = {"smtpd_recipient_restrictions", CT_LIST, "", NULL},
-    [P_SMTP_TLS_SECURITY_LEVEL] = {"smtp_tls_security_level", CT_ENUM, "none",
-                                   "none|may|encrypt|fingerprint|verify|secure|dane"},
-    [P_SMTP_TLS_CERT_FILE] = {"smtp_tls_cert_file", CT_STR, "", NULL},
-    [P_SMTP_TLS_KEY_FILE] = {"smtp_tls_key_file", CT_STR, "$smtp_tls_cert_file", NULL},
-    [P_SMTP_TLS_CAFILE] = {"smtp_tls_CAfile", CT_STR, "", NULL},
-    [P_SMTP_TLS_POLICY_MAPS] = {"smtp_tls_policy_maps", CT_STR, "", NULL},
-    [P_SMTP_TLS_CHAIN_FILES] = {"smtp_tls_chain_files", CT_LIST, "", NULL},
-    [P_SMTP_TLS_FINGERPRINT_DIGEST] =
-        {"smtp_tls_fingerprint_digest", CT_ENUM, "sha256", "sha256|sha1|md5"},
-    [P_SMTP_CONNECT_TIMEOUT] = {"smtp_connect_timeout", CT_TIME, "30s", NULL},
-    [P_SMTP_HELO_TIMEOUT] = {"smtp_helo_timeout", CT_TIME, "300s", NULL},
-    [P_SMTP_DATA_DONE_TIMEOUT] = {"smtp_data_done_timeout", CT_TIME, "600s", NULL},
-    [P_SMTP_HELO_NAME] = {"smtp_helo_name", CT_STR, "$myhostname", NULL},
-    [P_TRANSPORT_MAPS] = {"transport_maps", CT_STR, "", NULL},
-    [P_DNS_RESOLVER] = {"dns_resolver", CT_STR, "", NULL},
-    [P_BOUNCE_QUEUE_LIFETIME] = {"bounce_queue_lifetime", CT_TIME, "5d", NULL},
-    [P_DEFAULT_PROCESS_LIMIT] = {"default_process_limit", CT_LONG, "100", NULL},
-    [P_SMTPD_POLICY_SERVICE_TIMEOUT] = {"smtpd_policy_service_timeout", CT_TIME, "100s", NULL},
-    [P_SMTPD_POLICY_SERVICE_MAX_IDLE] = {"smtpd_policy_service_max_idle", CT_TIME, "300s", NULL},
-    [P_SMTPD_POLICY_SERVICE_MAX_TTL] = {"smtpd_policy_service_max_ttl", CT_TIME, "1000s", NULL},
-    [P_SMTPD_POLICY_SERVICE_TRY_LIMIT] = {"smtpd_policy_service_try_limit", CT_LONG, "2", NULL},
-    [P_SMTPD_POLICY_SERVICE_RETRY_DELAY] =
-        {"smtpd_policy_service_retry_delay", CT_TIME, "1s", NULL},
-    [P_SMTPD_POLICY_SERVICE_DEFAULT_ACTION] = {"smtpd_policy_service_default_action", CT_STR,
-                                               "451 4.3.5 Server configuration problem", NULL},
-    [P_SMTPD_POLICY_SERVICE_POLICY_CONTEXT] =
-        {"smtpd_policy_service_policy_context", CT_STR, "", NULL},
-    [P_DELIVERY_JOB_DEADLINE] = {"delivery_job_deadline", CT_TIME, "3600s", NULL},
-    [P_LOCAL_TRANSPORT] = {"local_transport", CT_STR, "maildir:/var/mail/keypost", NULL},
-    [P_MINIMAL_BACKOFF_TIME] = {"minimal_backoff_time", CT_TIME, "300s", NULL},
-    [P_MAXIMAL_BACKOFF_TIME] = {"maximal_backoff_time", CT_TIME, "4000s", NULL},
-    [P_QUEUE_RUN_DELAY] = {"queue_run_delay", CT_TIME, "300s", NULL},
-    [P_MAXIMAL_QUEUE_LIFETIME] = {"maximal_queue_lifetime", CT_TIME, "5d", NULL},
-    [P_DEFAULT_DESTINATION_CONCURRENCY_LIMIT] =
-        {"default_destination_concurrency_limit", CT_LONG, "20", NULL},
-    [P_LMTP_TIMEOUT] = {"lmtp_data_done_timeout", CT_TIME, "600s", NULL},
-    [P_SMTP_LINE_LENGTH_LIMIT] = {"smtp_line_length_limit", CT_LONG, "998", NULL},
-    /* Postfix's grades; "null" (no encryption) is not offered. keypost's
-     * default is AEAD only: every TLS 1.2 CBC suite has a SHA1, SHA256 or
-     * SHA384 MAC, while the AEAD suites' MAC is the cipher itself. */
-    [P_SMTPD_TLS_CIPHERS] = {"smtpd_tls_ciphers", CT_ENUM, "high", "export|low|medium|high"},
-    [P_SMTPD_TLS_EXCLUDE_CIPHERS] =
-        {"smtpd_tls_exclude_ciphers", CT_LIST, "SHA1, SHA256, SHA384", NULL},
-    [P_SMTPD_PER_REQUEST_DEADLINE] = {"smtpd_per_request_deadline", CT_BOOL, "yes", NULL},
-    [P_SMTPD_MIN_DATA_RATE] = {"smtpd_min_data_rate", CT_LONG, "500", NULL},
-    /* keypost's own: a whole session ends after this (0: no limit). */
-    [P_SMTPD_SESSION_DEADLINE] = {"smtpd_session_deadline", CT_TIME, "3600s", NULL},
-    /* keypost's own: sessions one smtpd worker serves at once. */
-    [P_SMTPD_SESSION_LIMIT] = {"smtpd_session_limit", CT_LONG, "4000", NULL},
-    /* Address classes and recipient validation (addr/addrclass.h). */
-    [P_VIRTUAL_ALIAS_DOMAINS] = {"virtual_alias_domains", CT_LIST, "$virtual_alias_maps", NULL},
-    [P_VIRTUAL_MAILBOX_DOMAINS] =
-        {"virtual_mailbox_domains", CT_LIST, "$virtual_mailbox_maps", NULL},
-    [P_RELAY_DOMAINS] = {"relay_domains", CT_LIST, "", NULL},
-    /* Postfix's default names the system's users; keypost has none of its
-     * own, so empty (every local address exists), with a warning. */
-    [P_LOCAL_RECIPIENT_MAPS] = {"local_recipient_maps", CT_LIST, "", NULL},
-    [P_VIRTUAL_ALIAS_MAPS] = {"virtual_alias_maps", CT_LIST, "", NULL},
-    [P_VIRTUAL_MAILBOX_MAPS] = {"virtual_mailbox_maps", CT_LIST, "", NULL},
-    [P_RELAY_RECIPIENT_MAPS] = {"relay_recipient_maps", CT_LIST, "", NULL},
-    [P_RECIPIENT_DELIMITER] = {"recipient_delimiter", CT_STR, "", NULL},
-    [P_SMTPD_REJECT_UNLISTED_RECIPIENT] =
-        {"smtpd_reject_unlisted_recipient", CT_BOOL, "yes", NULL},
-    [P_SMTPD_REJECT_UNLISTED_SENDER] = {"smtpd_reject_unlisted_sender", CT_BOOL, "no", NULL},
-    /* Empty: relay domains go where other remote mail goes (relayhost or
-     * MX); Postfix's "relay" transport is that. */
-    [P_RELAY_TRANSPORT] = {"relay_transport", CT_STR, "", NULL},
-    [P_ALIAS_MAPS] = {"alias_maps", CT_LIST, "", NULL},
-    [P_VIRTUAL_ALIAS_RECURSION_LIMIT] =
-        {"virtual_alias_recursion_limit", CT_LONG, "1000", NULL},
-    [P_VIRTUAL_ALIAS_EXPANSION_LIMIT] =
-        {"virtual_alias_expansion_limit", CT_LONG, "1000", NULL},
-    /* Postfix's default is its virtual(8) agent; keypost has none of its
-     * own yet, so virtual mailbox domains need one named (Dovecot's LMTP). */
-    [P_VIRTUAL_TRANSPORT] = {"virtual_transport", CT_STR, "virtual", NULL},
-    [P_CANONICAL_MAPS] = {"canonical_maps", CT_LIST, "", NULL},
-    [P_SENDER_CANONICAL_MAPS] = {"sender_canonical_maps", CT_LIST, "", NULL},
-    [P_RECIPIENT_CANONICAL_MAPS] = {"recipient_canonical_maps", CT_LIST, "", NULL},
-    /* Postfix's defaults are yes; keypost's no (see addr/rewrite.h). */
-    [P_SWAP_BANGPATH] = {"swap_bangpath", CT_BOOL, "no", NULL},
-    [P_ALLOW_PERCENT_HACK] = {"allow_percent_hack", CT_BOOL, "no", NULL},
-    [P_MYORIGIN] = {"myorigin", CT_STR, "$myhostname", NULL},
-    /* Derived from myhostname unless set (derive_mydomain). */
-    [P_MYDOMAIN] = {"mydomain", CT_STR, "localdomain", NULL},
-    [P_APPEND_AT_MYORIGIN] = {"append_at_myorigin", CT_BOOL, "yes", NULL},
-    /* Postfix 3.0 and later default to no (with compatibility_level >= 1),
-     * Postfix 2 to yes: "user@host" completed with ".$mydomain" can reach
-     * a host the sender never named, so the newer, safer default. */
-    [P_APPEND_DOT_MYDOMAIN] = {"append_dot_mydomain", CT_BOOL, "no", NULL},
-    [P_SMTPD_PEERNAME_LOOKUP] = {"smtpd_peername_lookup", CT_BOOL, "yes", NULL},
-    /* keypost's own: how long the greeting may wait for the client's name
-     * (Postfix waits as long as the system resolver does). */
-    [P_SMTPD_PEERNAME_LOOKUP_TIMEOUT] =
-        {"smtpd_peername_lookup_timeout", CT_TIME, "10s", NULL},
-    [P_UNKNOWN_CLIENT_REJECT_CODE] = {"unknown_client_reject_code", CT_LONG, "450", NULL},
-    /* issue 10: virtual mailboxes */
-    [P_VIRTUAL_MAILBOX_BASE] = {"virtual_mailbox_base", CT_STR, "", NULL},
-    [P_VIRTUAL_UID_MAPS] = {"virtual_uid_maps", CT_LIST, "", NULL},
-    [P_VIRTUAL_GID_MAPS] = {"virtual_gid_maps", CT_LIST, "", NULL},
-    [P_VIRTUAL_MINIMUM_UID] = {"virtual_minimum_uid", CT_LONG, "100", NULL},
-    /* issue 13: logging */
-    [P_SYSLOG_NAME] = {"syslog_name", CT_STR, "keypost", NULL},
-    [P_SYSLOG_FACILITY] = {"syslog_facility", CT_ENUM, "mail",
-                           "mail|daemon|user|local0|local1|local2|local3|local4|local5|local6|"
-                           "local7"},
+static const char *const group_titles[G_COUNT] = {
+#define GROUP(id, title) [G_##id] = title,
+#include "conf/params.def"
 };
 
 struct param_val {
     char *raw;      /* as written, before $ expansion */
     char *value;    /* expanded */
-    long number;
+    long number;    /* CT_LONG, CT_TIME, CT_BOOL; CT_ENUM: the choice's index */
     char origin[300];
+    int file_line;  /* the line of the last conf_load's file that set it; 0: none */
 };
 
 static struct param_val vals[P_COUNT];
@@ -185,6 +38,16 @@ static int finish(struct conf_errors *errs);
 const char *conf_name(enum conf_param p)
 {
     return defs[p].name;
+}
+
+const struct conf_def *conf_def(enum conf_param p)
+{
+    return &defs[p];
+}
+
+const char *conf_group_title(enum conf_group g)
+{
+    return group_titles[g];
 }
 
 void conf_error(struct conf_errors *errs, const char *fmt, ...)
@@ -232,7 +95,7 @@ void conf_errors_free(struct conf_errors *errs)
     errs->count = 0;
 }
 
-static int find_param(const char *name)
+int conf_lookup(const char *name)
 {
     for (int i = 0; i < P_COUNT; i++)
         if (strcmp(defs[i].name, name) == 0)
@@ -240,11 +103,39 @@ static int find_param(const char *name)
     return -1;
 }
 
+const char *conf_suggest(const char *name)
+{
+    const char *best = NULL;
+    size_t best_d = (size_t)-1;
+    for (int i = 0; i < P_COUNT; i++) {
+        size_t d = str_edit_distance(name, defs[i].name);
+        if (d < best_d) {
+            best_d = d;
+            best = defs[i].name;
+        }
+    }
+    /* A typo changes a letter or two; more than a quarter of the name
+     * changed is another word, and naming a parameter would mislead. */
+    size_t len = strlen(name);
+    return best && (best_d <= 2 || best_d * 4 <= len) ? best : NULL;
+}
+
+/* " (did you mean NAME?)" when a known name is near, else "". */
+static const char *did_you_mean(const char *name, char *out, size_t len)
+{
+    const char *near = conf_suggest(name);
+    if (near == NULL)
+        return "";
+    snprintf(out, len, " (did you mean %s?)", near);
+    return out;
+}
+
 static void set_raw(int p, const char *value, const char *origin)
 {
     free(vals[p].raw);
     vals[p].raw = strdup(value);
     str_copy(vals[p].origin, origin, sizeof vals[p].origin);
+    vals[p].file_line = 0;
 }
 
 void conf_defaults(void)
@@ -288,9 +179,11 @@ static int expand(const char *in, struct buf *out, int depth, struct conf_errors
         name[n] = '\0';
         if (braced && *p != '}')
             n = 0;
-        int ref = n ? find_param(name) : -1;
+        int ref = n ? conf_lookup(name) : -1;
         if (ref < 0) {
-            conf_error(errs, "%s: unknown parameter in expansion: $%s", origin, name);
+            char hint[200];
+            conf_error(errs, "%s: unknown parameter in expansion: $%s%s", origin, name,
+                       n ? did_you_mean(name, hint, sizeof hint) : "");
             return -1;
         }
         if (expand(vals[ref].raw, out, depth + 1, errs, origin) < 0)
@@ -300,24 +193,70 @@ static int expand(const char *in, struct buf *out, int depth, struct conf_errors
     return 0;
 }
 
-static int contains(const char *choices, const char *v)
+/* The position of v in "a|b|c", or -1. */
+static int choice_index(const char *choices, const char *v)
 {
     size_t n = strlen(v);
-    for (const char *c = choices; *c;) {
+    int i = 0;
+    for (const char *c = choices; *c; i++) {
         const char *bar = strchr(c, '|');
         size_t len = bar ? (size_t)(bar - c) : strlen(c);
         if (len == n && strncmp(c, v, n) == 0)
-            return 1;
+            return i;
         if (!bar)
             break;
         c = bar + 1;
     }
-    return 0;
+    return -1;
 }
 
-static void check_value(int p, struct conf_errors *errs)
+static long parse_number(enum conf_type type, const char *text)
 {
-    const struct param_def *d = &defs[p];
+    return type == CT_TIME ? str_parse_time(text) : str_parse_long(text);
+}
+
+/* CT_LONG and CT_TIME: a number within the definition's bounds. */
+static void check_number(int p, struct conf_errors *errs)
+{
+    const struct conf_def *d = &defs[p];
+    struct param_val *v = &vals[p];
+    const char *unit = d->type == CT_TIME ? "s" : "";
+    v->number = parse_number(d->type, v->value);
+    /* "-5s" is a time below the minimum, and saying so helps more than
+     * calling it malformed. */
+    int negative = v->number < 0 && v->value[0] == '-' && parse_number(d->type, v->value + 1) > 0;
+    if (v->number < 0 && !negative)
+        conf_error(errs, "%s: bad value for %s: \"%s\" (expected %s)", v->origin, d->name,
+                   v->value, d->type == CT_TIME ? "a time such as 300s or 5m" : "a number");
+    else if (negative || v->number < d->min)
+        conf_error(errs, "%s: bad value for %s: \"%s\" (must be at least %ld%s)", v->origin,
+                   d->name, v->value, d->min, unit);
+    else if (v->number > d->max)
+        conf_error(errs, "%s: bad value for %s: \"%s\" (must be at most %ld%s)", v->origin,
+                   d->name, v->value, d->max, unit);
+}
+
+/* A value in error reads as the default from then on: serve refuses to
+ * start anyway, and checks that read it later (the TLS set-up reads
+ * smtpd_tls_security_level) would otherwise add errors that only repeat
+ * this one. It also keeps conf_enum within the choices. */
+static void use_default(int p)
+{
+    const struct conf_def *d = &defs[p];
+    struct param_val *v = &vals[p];
+    free(v->value);
+    v->value = strdup(d->def);
+    if (d->type == CT_BOOL)
+        v->number = str_parse_bool(d->def);
+    else if (d->type == CT_ENUM)
+        v->number = choice_index(d->choices, d->def);
+    else
+        v->number = parse_number(d->type, d->def);
+}
+
+static void check_type(int p, struct conf_errors *errs)
+{
+    const struct conf_def *d = &defs[p];
     struct param_val *v = &vals[p];
     switch (d->type) {
     case CT_BOOL:
@@ -327,25 +266,26 @@ static void check_value(int p, struct conf_errors *errs)
                        d->name, v->value);
         break;
     case CT_LONG:
-        v->number = str_parse_long(v->value);
-        if (v->number < 0)
-            conf_error(errs, "%s: bad value for %s: \"%s\" (expected a number)", v->origin,
-                       d->name, v->value);
-        break;
     case CT_TIME:
-        v->number = str_parse_time(v->value);
-        if (v->number < 0)
-            conf_error(errs, "%s: bad value for %s: \"%s\" (expected a time such as 300s or 5m)",
-                       v->origin, d->name, v->value);
+        check_number(p, errs);
         break;
     case CT_ENUM:
-        if (!contains(d->choices, v->value))
+        v->number = choice_index(d->choices, v->value);
+        if (v->number < 0)
             conf_error(errs, "%s: bad value for %s: \"%s\" (expected one of %s)", v->origin,
                        d->name, v->value, d->choices);
         break;
     default:
         break;
     }
+}
+
+static void check_value(int p, struct conf_errors *errs)
+{
+    int before = errs->count;
+    check_type(p, errs);
+    if (errs->count > before && defs[p].type != CT_STR && defs[p].type != CT_LIST)
+        use_default(p);
 }
 
 /* Postfix's default for mydomain: $myhostname minus its first label, or
@@ -385,6 +325,22 @@ static int finish(struct conf_errors *errs)
     return errs->count - before;
 }
 
+/* A parameter set again in the same file: one of the two lines is a
+ * mistake, and which one keypost would use is not obvious to the reader,
+ * so a different value is an error naming both; the same value is only
+ * redundant. Returns 1 when the new line may be stored. */
+static int repeat_ok(int p, const char *value, const char *origin, struct conf_errors *errs)
+{
+    if (strcmp(vals[p].raw, value) == 0) {
+        conf_warning("%s: %s is set again with the same value (first at %s)", origin,
+                     defs[p].name, vals[p].origin);
+        return 1;
+    }
+    conf_error(errs, "%s: %s is set twice with different values: \"%s\" here, \"%s\" at %s",
+               origin, defs[p].name, value, vals[p].raw, vals[p].origin);
+    return 0;
+}
+
 static void store_line(const char *path, int lineno, char *line, struct conf_errors *errs)
 {
     char origin[300];
@@ -397,12 +353,17 @@ static void store_line(const char *path, int lineno, char *line, struct conf_err
     *eq = '\0';
     char *name = str_trim(line);
     char *value = str_trim(eq + 1);
-    int p = find_param(name);
+    int p = conf_lookup(name);
     if (p < 0) {
-        conf_error(errs, "%s: unknown parameter \"%s\"", origin, name);
+        char hint[200];
+        conf_error(errs, "%s: unknown parameter \"%s\"%s", origin, name,
+                   did_you_mean(name, hint, sizeof hint));
         return;
     }
+    if (vals[p].file_line && !repeat_ok(p, value, origin, errs))
+        return;
     set_raw(p, value, origin);
+    vals[p].file_line = lineno;
 }
 
 /* Reads logical lines (continuations joined) and stores each. */
@@ -440,7 +401,11 @@ static int read_file(FILE *f, const char *path, struct conf_errors *errs)
             conf_error(errs, "%s:%d: line too long", path, lineno);
         start_line = lineno;
     }
-    if (logical.len)
+    /* A directory opens but does not read: without this it would pass as
+     * an empty file, all defaults. */
+    if (ferror(f))
+        conf_error(errs, "%s:%d: cannot read configuration: %s", path, lineno, strerror(errno));
+    else if (logical.len)
         store_line(path, start_line, logical.data, errs);
     buf_free(&logical);
     free(line);
@@ -455,6 +420,8 @@ int conf_load(const char *path, struct conf_errors *errs)
         conf_error(errs, "%s:0: cannot open configuration: %s", path, strerror(errno));
         return errs->count - before;
     }
+    for (int i = 0; i < P_COUNT; i++)
+        vals[i].file_line = 0;
     read_file(f, path, errs);
     fclose(f);
     finish(errs);
@@ -463,9 +430,10 @@ int conf_load(const char *path, struct conf_errors *errs)
 
 int conf_set(const char *name, const char *value, struct conf_errors *errs)
 {
-    int p = find_param(name);
+    int p = conf_lookup(name);
     if (p < 0) {
-        conf_error(errs, "unknown parameter \"%s\"", name);
+        char hint[200];
+        conf_error(errs, "unknown parameter \"%s\"%s", name, did_you_mean(name, hint, sizeof hint));
         return -1;
     }
     set_raw(p, value, "command line");
@@ -485,6 +453,21 @@ long conf_long(enum conf_param p)
 int conf_bool(enum conf_param p)
 {
     return vals[p].number > 0;
+}
+
+int conf_enum(enum conf_param p)
+{
+    return (int)vals[p].number;
+}
+
+const char *conf_raw(enum conf_param p)
+{
+    return vals[p].raw ? vals[p].raw : "";
+}
+
+int conf_in_file(enum conf_param p)
+{
+    return vals[p].file_line > 0;
 }
 
 const char *conf_origin(enum conf_param p)

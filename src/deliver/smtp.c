@@ -10,6 +10,7 @@
 #include "conf/conf.h"
 #include "deliver/smtpio.h"
 #include "dns/dns.h"
+#include "tls/dane.h"
 #include "tls/tls_client.h"
 #include "util/buf.h"
 #include "util/log.h"
@@ -30,6 +31,7 @@ struct batch {
     const char *domain;
     SSL_CTX *tls;
     const struct tls_policy *policy;
+    enum dns_sec mx_sec;      /* of the MX RRset (DANE needs it secure) */
     struct smtp_item *items;
     int nitems;
     smtp_result_fn done;
@@ -131,12 +133,45 @@ static int policy_for(const struct batch *b, struct tls_policy *p, char *why, si
         log_warn(NULL, "%s", why);
         return -1;
     }
-    if (p->level == TL_DANE) {
-        log_warn(NULL, "TLS level dane is not available yet; using may for %s",
-                 b->route->nexthop);
-        p->level = TL_MAY;
-    }
     return 0;
+}
+
+/* The policy for one host: at dane and dane-only, what its DNSSEC status
+ * and TLSA records make of it (tls/dane.h). -1 with why set: skip the host. */
+static int host_policy(const struct batch *b, const char *host, const struct dns_hostinfo *hi,
+                       struct tls_policy *p, struct dane_host *d, char *why, size_t len)
+{
+    *p = *b->policy;
+    p->dane = NULL;
+    memset(d, 0, sizeof *d);
+    if (p->level != TL_DANE && p->level != TL_DANE_ONLY)
+        return 0;
+    /* A [host] next hop has no MX RRset: only its addresses must be secure. */
+    enum dns_sec mx_sec = b->route->mx ? b->mx_sec : DNS_SEC_SECURE;
+    dane_resolve(p->level, mx_sec, hi, host, b->route->port,
+                 b->route->mx ? b->route->nexthop : "", d);
+    switch (d->outcome) {
+    case DANE_ON:
+        p->dane = d;
+        p->sts.mode = STS_NONE; /* DANE takes precedence over MTA-STS (RFC 8461 2) */
+        log_info(NULL, "%s: DANE: %s", host, d->why);
+        return 0;
+    case DANE_ENCRYPT:
+        p->level = TL_ENCRYPT;
+        log_info(NULL, "%s: DANE: %s", host, d->why);
+        return 0;
+    case DANE_MAY:
+        /* No DANE for this host: an MTA-STS policy in enforce mode still
+         * asks for TLS. */
+        p->level = (enum tls_level)mtasts_level(p, TL_MAY);
+        log_info(NULL, "%s: no DANE: %s", host, d->why);
+        return 0;
+    case DANE_DEFER:
+        break;
+    }
+    str_copy(why, d->why, len);
+    log_warn(NULL, "%s: %s", host, d->why);
+    return -1;
 }
 
 /* STARTTLS by policy. Returns 0 to go on, 1 to retry this host in
@@ -144,8 +179,10 @@ static int policy_for(const struct batch *b, struct tls_policy *p, char *why, si
 static int secure(struct batch *b, struct conn_state *c, const struct tls_policy *p,
                   char *why, size_t len)
 {
-    if (p->level == TL_NONE || (p->level == TL_MAY && !c->starttls))
+    if (p->level == TL_NONE || (p->level == TL_MAY && !c->starttls)) {
+        mtasts_judge(p, NULL, c->host, NULL); /* issue 11: MTA-STS testing logs it */
         return 0;
+    }
     if (!c->starttls) {
         snprintf(why, len, "4.7.4 TLS is required, but was not offered by host %s", c->relay);
         return -1;
@@ -162,11 +199,15 @@ static int secure(struct batch *b, struct conn_state *c, const struct tls_policy
     }
     struct tls_client_result r;
     tls_client_check(c->io.ssl, p, b->route->mx ? b->domain : b->route->nexthop, c->host, &r);
+    mtasts_judge(p, c->io.ssl, c->host, &r); /* issue 11: MTA-STS */
     log_info(NULL, "%s TLS connection established to %s: %s with cipher %s (%d/%d bits)",
              r.label, c->relay, r.protocol, r.cipher, r.bits, r.alg_bits);
+    if (p->dane)
+        log_info(NULL, "%s: dane: %s %s", c->relay, r.meets_policy ? "matched" : "failed",
+                 r.dane);
     if (!r.meets_policy) {
-        snprintf(why, len, "4.7.5 TLS policy %s not met by %s: %s", tls_level_name(p->level),
-                 c->relay, r.reason);
+        snprintf(why, len, "4.7.5 TLS policy %s not met by %s: %s",
+                 p->sts.mode ? "MTA-STS" : tls_level_name(p->level), c->relay, r.reason);
         return -1;
     }
     if (ehlo(c, text, sizeof text) != 250) {
@@ -179,9 +220,10 @@ static int secure(struct batch *b, struct conn_state *c, const struct tls_policy
 /* Connect to one address and get to the point of sending mail. Returns 0
  * on success, else a reply-like reason in why (first digit 4 or 5). */
 static int open_session(struct batch *b, struct conn_state *c,
-                        const struct sockaddr_storage *ss, char *why, size_t len)
+                        const struct sockaddr_storage *ss, const struct tls_policy *hp,
+                        char *why, size_t len)
 {
-    struct tls_policy p = *b->policy; /* "may" may fall back to plaintext below */
+    struct tls_policy p = *hp; /* "may" may fall back to plaintext below */
     for (int plaintext_retry = 0; plaintext_retry < 2; plaintext_retry++) {
         char text[600];
         relay_name(c, ss, b->route->port);
@@ -365,7 +407,7 @@ static int host_list(struct batch *b, struct mx_host *mx, int *nmx, char *why, s
         *nmx = 1;
         return 0;
     }
-    enum dns_status st = dns_mx(b->route->nexthop, mx, MAX_MX, nmx, why, len);
+    enum dns_status st = dns_mx(b->route->nexthop, mx, MAX_MX, nmx, &b->mx_sec, why, len);
     if (st == DNS_OK)
         return 0;
     char detail[300];
@@ -388,7 +430,8 @@ void smtp_deliver(const struct route *route, const char *domain, SSL_CTX *tls,
                   struct smtp_item *items, int nitems, smtp_result_fn done, void *arg)
 {
     struct tls_policy policy;
-    struct batch b = {route, domain, tls, &policy, items, nitems, done, arg,
+    struct batch b = {route, domain, tls, &policy, DNS_SEC_INDETERMINATE, items, nitems,
+                      done, arg,
                       calloc((size_t)nitems, 1), calloc((size_t)nitems, sizeof(unsigned char *))};
     for (int i = 0; i < nitems; i++)
         b.reported[i] = calloc((size_t)items[i].nrcpt + 1, 1);
@@ -407,22 +450,34 @@ void smtp_deliver(const struct route *route, const char *domain, SSL_CTX *tls,
         struct sockaddr_storage addrs[MAX_ADDRS];
         int naddrs = 0;
         char err[300];
-        if (dns_addrs(mx[h].name, route->port, addrs, MAX_ADDRS, &naddrs, err, sizeof err) !=
-            DNS_OK) {
+        struct dns_hostinfo hi;
+        if (dns_addrs(mx[h].name, route->port, addrs, MAX_ADDRS, &naddrs, &hi, err,
+                      sizeof err) != DNS_OK) {
             snprintf(why, sizeof why, "4.4.3 %s", err);
+            continue;
+        }
+        struct tls_policy hp;
+        struct dane_host dane;
+        if (host_policy(&b, mx[h].name, &hi, &hp, &dane, why, sizeof why) < 0) {
+            str_copy(relay, mx[h].name, sizeof relay);
+            continue;
+        }
+        if (!mtasts_mx_allowed(&hp, mx[h].name, why, sizeof why)) { /* issue 11: MTA-STS */
+            dane_host_free(&dane);
             continue;
         }
         for (int a = 0; a < naddrs && unfinished(&b); a++) {
             struct conn_state c;
             memset(&c, 0, sizeof c);
             str_copy(c.host, mx[h].name, sizeof c.host);
-            int opened = open_session(&b, &c, &addrs[a], why, sizeof why);
+            int opened = open_session(&b, &c, &addrs[a], &hp, why, sizeof why);
             str_copy(relay, c.relay, sizeof relay);
             if (opened < 0)
                 continue;
             send_all(&b, &c);
             smtpio_close(&c.io);
         }
+        dane_host_free(&dane);
     }
     report_rest(&b, why[0] == '5' ? D_BOUNCED : D_DEFERRED, relay, why);
     free_batch(&b);

@@ -137,7 +137,7 @@ static struct ub_ctx *resolver(void)
     if (PN.ctx || PN.broken)
         return PN.ctx;
     char err[256];
-    PN.ctx = dns_resolver_new(1, err, sizeof err);
+    PN.ctx = dns_resolver_new(1, 0, err, sizeof err);
     if (PN.ctx == NULL) {
         log_warn(NULL, "client name lookups: %s", err);
         PN.broken = 1;

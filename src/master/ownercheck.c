@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dns/dns.h"
 #include "queue/route.h"
 #include "util/privs.h"
 #include "util/strutil.h"
@@ -18,6 +19,7 @@ enum need_kind {
     NEED_OWNED_DIR, /* serve creates it if missing and gives it to mail_owner */
     NEED_ENTRY_DIR, /* must exist; mail_owner creates entries in it */
     NEED_READ_DIR,  /* mail_owner lists and reads it */
+    NEED_READ_FILE, /* mail_owner reads it */
 };
 
 struct need {
@@ -84,6 +86,10 @@ static void collect(struct needs *nd)
     const char *capath = conf_str(P_SMTPD_TLS_CAPATH);
     if (*capath && strcmp(conf_str(P_SMTPD_TLS_SECURITY_LEVEL), "none") != 0)
         add_need(nd, NEED_READ_DIR, P_SMTPD_TLS_CAPATH, capath, capath);
+    /* Delivery agents load the DNSSEC trust anchor at their first lookup. */
+    const char *anchor = dns_trust_anchor();
+    if (*anchor)
+        add_need(nd, NEED_READ_FILE, P_DNS_TRUST_ANCHOR_FILE, anchor, anchor);
 }
 
 /* ---- the tests, in the child that became mail_owner ---------------------- */
@@ -180,6 +186,9 @@ static void test_need(int fd, const struct probe *pr, const struct need *n)
         break;
     case NEED_READ_DIR:
         test_access(fd, pr, n, R_OK | X_OK, "read", 1);
+        break;
+    case NEED_READ_FILE:
+        test_access(fd, pr, n, R_OK, "read", 0);
         break;
     }
 }

@@ -2,8 +2,9 @@
  *
  * After the privilege drop, the queue manager, the smtpd workers and the
  * delivery agents run as mail_owner and open by path: the queue directory,
- * the Maildir bases of maildir: transports and the smtpd_tls_CApath
- * directory (OpenSSL reads it during each handshake). Every other file
+ * the Maildir bases of maildir: transports, the smtpd_tls_CApath
+ * directory (OpenSSL reads it during each handshake) and the DNSSEC trust
+ * anchor dns_trust_anchor_file (libunbound reads it in each delivery agent). Every other file
  * (keys, certificates, tables of restrictions and TLS policies, the log) is
  * opened by the master while it is still root. A path mail_owner cannot use does not fail
  * at start but later, one message at a time (451 4.3.0, a queue manager

@@ -285,10 +285,6 @@ int restrict_init(struct conf_errors *errs)
     parse_list(P_SMTPD_RECIPIENT_RESTRICTIONS, "Recipient address", &lists[L_RECIPIENT], errs);
     parse_networks(P_MYNETWORKS, &mynetworks, errs);
     parse_networks(P_SMTPD_CLIENT_EVENT_LIMIT_EXCEPTIONS, &limit_exceptions, errs);
-    long code = conf_long(P_UNKNOWN_CLIENT_REJECT_CODE);
-    if (code < 400 || code > 599)
-        conf_error(errs, "%s: unknown_client_reject_code: %ld is not a 4xx or 5xx reply code",
-                   conf_origin(P_UNKNOWN_CLIENT_REJECT_CODE), code);
     const char *pins = conf_str(P_RELAY_CLIENTCERTS);
     if (*pins) {
         char err[512];

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tls/dane.h"
 #include "tls/tls.h"
 #include "tls/tls_policy.h"
 #include "tls/trust.h"
@@ -56,6 +57,13 @@ SSL_CTX *tls_client_ctx(struct conf_errors *errs)
     /* Verification happens after the handshake, against the destination's
      * policy: an unverified server is still fine at "may" and "encrypt". */
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    /* Lets a connection to a host with TLSA records use OpenSSL's DANE
+     * verifier (tls/dane.c); others are not affected. */
+    if (SSL_CTX_dane_enable(ctx) <= 0) {
+        conf_error(errs, "cannot enable DANE in the TLS client context");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     const char *cafile = conf_str(P_SMTP_TLS_CAFILE);
     char why[512];
     if (*cafile && SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1) {
@@ -105,8 +113,16 @@ SSL *tls_client_connect(SSL_CTX *ctx, int fd, const char *sni, const struct tls_
         SSL_free(ssl);
         return NULL;
     }
+    /* With DANE the SNI name is the TLSA base domain (RFC 7672 8.1). */
+    if (p->dane)
+        sni = p->dane->base;
     if (sni && *sni && sni[0] != '[')
         SSL_set_tlsext_host_name(ssl, sni);
+    if (p->dane && dane_apply(ssl, p->dane) < 0) {
+        snprintf(err, errlen, "OpenSSL took none of the TLSA records of %s", p->dane->base);
+        SSL_free(ssl);
+        return NULL;
+    }
     if (SSL_connect(ssl) != 1) {
         char why[400];
         tls_error_string(why, sizeof why);
@@ -161,7 +177,8 @@ void tls_client_check(SSL *ssl, const struct tls_policy *p, const char *nexthop,
         r->name_ok = any_name_matches(cert, names);
         r->fingerprint_ok = p->level == TL_FINGERPRINT && fingerprint_matches(cert, p->match);
     }
-    int verified = (r->chain_ok && r->name_ok) || r->fingerprint_ok;
+    int dane_ok = p->dane && dane_matched(ssl, r->dane, sizeof r->dane);
+    int verified = (r->chain_ok && r->name_ok) || r->fingerprint_ok || dane_ok;
     str_copy(r->label, verified ? "Verified" : r->chain_ok ? "Trusted" : "Untrusted",
              sizeof r->label);
     switch (p->level) {
@@ -180,6 +197,16 @@ void tls_client_check(SSL *ssl, const struct tls_policy *p, const char *nexthop,
         else if (!r->name_ok)
             snprintf(r->reason, sizeof r->reason, "server certificate name does not match %s",
                      p->match[0] ? p->match : p->level == TL_SECURE ? nexthop : mxhost);
+        break;
+    case TL_DANE:
+    case TL_DANE_ONLY:
+        /* Without usable records smtp.c has already made the host's level
+         * may or encrypt (or deferred it): here p->dane is set, and were it
+         * not, nothing would vouch for the server. */
+        r->meets_policy = dane_ok;
+        if (!r->meets_policy)
+            snprintf(r->reason, sizeof r->reason, "Server certificate not trusted (%s)",
+                     r->dane);
         break;
     default:
         r->meets_policy = 1;

@@ -8,7 +8,12 @@
  *                the MX host name (or the relayhost name)
  *   secure       as verify, but the name must match the next-hop domain
  *                (match=NAME1:NAME2 overrides), since MX records can be forged
- *   dane         not built yet: treated as may, and logged as such
+ *   dane         RFC 7672 opportunistic DANE: with DNSSEC-secure, usable TLSA
+ *                records for the host, TLS is mandatory and the server must
+ *                match one of them (tls/dane.h); else as may (or encrypt
+ *                when the records published are all unusable)
+ *   dane-only    as dane, but a host without usable secure TLSA records is
+ *                never used
  * The policy itself (levels, smtp_tls_policy_maps) is tls_policy's.
  * keypost presents its own certificate (smtp_tls_cert_file / _key_file /
  * smtp_tls_chain_files) when the server asks, serverAuth-only included. */
@@ -27,6 +32,7 @@ struct tls_client_result {
     int fingerprint_ok;
     int meets_policy;
     char reason[256];     /* why the policy was not met */
+    char dane[300];       /* the TLSA record that matched, "U S M HEX at depth N" */
     char protocol[16];
     char cipher[64];
     int bits, alg_bits;

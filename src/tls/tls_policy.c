@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
+#include "dns/dns.h"
 #include "table/table.h"
 #include "table/tablelist.h"
 #include "tls/tlsopt.h"
@@ -11,7 +14,7 @@
 
 
 static const char *const level_names[] = {"none", "may", "encrypt", "fingerprint",
-                                          "verify", "secure", "dane"};
+                                          "verify", "secure", "dane", "dane-only"};
 
 /* A table that could not be opened stays in the list (TL_KEEP_FAILED):
  * lookups through it fail (TEMPFAIL), so the destinations it names are
@@ -102,6 +105,7 @@ int tls_policy_parse(const char *text, struct tls_policy *out, char *err, size_t
 struct entry_check {
     struct conf_errors *errs;
     const char *table;
+    int dane; /* an entry asks for dane or dane-only */
 };
 
 static int check_entry(void *arg, const char *key, const char *value, const char *origin)
@@ -110,37 +114,61 @@ static int check_entry(void *arg, const char *key, const char *value, const char
     struct tls_policy p;
     char err[300];
     char unmatched[512];
-    if (tls_policy_parse(value, &p, err, sizeof err) < 0)
+    if (tls_policy_parse(value, &p, err, sizeof err) < 0) {
         conf_error(c->errs, "%s: smtp_tls_policy_maps %s entry for %s: %s", origin, c->table, key,
                    err);
-    else if (tlsopt_unmatched(p.exclude, unmatched, sizeof unmatched))
+        return 0; /* report every bad entry, not the first only */
+    }
+    if (tlsopt_unmatched(p.exclude, unmatched, sizeof unmatched))
         conf_warning("%s: smtp_tls_policy_maps %s entry for %s: exclude=%s selects no cipher "
                      "this OpenSSL offers", origin, c->table, key, unmatched);
+    c->dane |= p.level == TL_DANE || p.level == TL_DANE_ONLY;
     return 0; /* report every bad entry, not the first only */
 }
 
-static void check_default_level(struct conf_errors *errs)
+/* 1 when the default level is dane or dane-only. */
+static int check_default_level(struct conf_errors *errs)
 {
     struct tls_policy p;
     char err[300];
-    if (tls_policy_parse(conf_str(P_SMTP_TLS_SECURITY_LEVEL), &p, err, sizeof err) < 0)
+    if (tls_policy_parse(conf_str(P_SMTP_TLS_SECURITY_LEVEL), &p, err, sizeof err) < 0) {
         conf_error(errs, "%s: smtp_tls_security_level: %s (only smtp_tls_policy_maps entries "
                    "can carry match=)", conf_origin(P_SMTP_TLS_SECURITY_LEVEL), err);
+        return 0;
+    }
+    return p.level == TL_DANE || p.level == TL_DANE_ONLY;
+}
+
+/* A named trust anchor must be readable; DANE without any anchor can never
+ * authenticate (dane acts as may, dane-only defers everything): say so. */
+static void check_anchor(struct conf_errors *errs, int dane)
+{
+    const char *ta = dns_trust_anchor();
+    if (*ta && access(ta, R_OK) < 0)
+        conf_error(errs, "%s: dns_trust_anchor_file %s: cannot read it",
+                   conf_origin(P_DNS_TRUST_ANCHOR_FILE), ta);
+    else if (!*ta && dane)
+        conf_warning("a TLS security level is dane or dane-only, but there is no DNSSEC trust "
+                     "anchor (dns_trust_anchor_file; %s): no DANE lookup can be secure",
+                     conf_origin(P_DNS_TRUST_ANCHOR_FILE));
 }
 
 int tls_policy_init(struct conf_errors *errs)
 {
-    int before = errs->count;
+    int before = errs->count, dane = 0;
     table_list_free(&policy_tables);
     table_list_open(&policy_tables, P_SMTP_TLS_POLICY_MAPS, TL_KEEP_FAILED, errs);
     for (int i = 0; i < policy_tables.n; i++) {
         struct table *t = policy_tables.t[i];
-        struct entry_check c = {errs, policy_tables.spec[i]};
+        struct entry_check c = {errs, policy_tables.spec[i], 0};
         if (t && !table_is_remote(t) && table_foreach(t, check_entry, &c) < 0)
             conf_error(errs, "%s: smtp_tls_policy_maps: cannot read %s",
                        conf_origin(P_SMTP_TLS_POLICY_MAPS), policy_tables.spec[i]);
+        dane |= c.dane;
     }
-    check_default_level(errs);
+    dane |= check_default_level(errs);
+    check_anchor(errs, dane);
+    mtasts_init(errs); /* issue 11: MTA-STS */
     return errs->count - before;
 }
 
@@ -180,6 +208,9 @@ enum tls_policy_status tls_policy_find(const char *nexthop, int port, int mx,
             return TLS_POLICY_INVALID;
         }
         snprintf(out->origin, sizeof out->origin, "smtp_tls_security_level");
+        /* issue 11: MTA-STS may raise the default level (tls/mtasts.h) */
+        if (mx && mtasts_apply(nexthop, out, why, len) < 0)
+            return TLS_POLICY_TEMPFAIL;
         return TLS_POLICY_OK;
     }
     if (tls_policy_parse(value, out, err, sizeof err) < 0) {

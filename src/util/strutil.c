@@ -144,3 +144,39 @@ const char *str_first_word(const char *s, char *word, size_t len)
     s += n;
     return s + strspn(s, " \t");
 }
+
+static size_t min3(size_t a, size_t b, size_t c)
+{
+    size_t m = a < b ? a : b;
+    return m < c ? m : c;
+}
+
+/* Damerau-Levenshtein distance in its "optimal string alignment" form,
+ * kept to three rows of the table: a swapped pair of letters, the most
+ * common typo, counts as one edit instead of two. */
+size_t str_edit_distance(const char *a, const char *b)
+{
+    enum { MAX = 128 };
+    size_t la = strlen(a), lb = strlen(b);
+    if (la >= MAX || lb >= MAX)
+        return (size_t)-1 / 2;
+    size_t rows[3][MAX];
+    size_t *prev2 = rows[0], *prev = rows[1], *cur = rows[2];
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] != b[j - 1];
+            cur[j] = min3(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost);
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                prev2[j - 2] + 1 < cur[j])
+                cur[j] = prev2[j - 2] + 1;
+        }
+        size_t *t = prev2;
+        prev2 = prev;
+        prev = cur;
+        cur = t;
+    }
+    return prev[lb];
+}

@@ -28,5 +28,9 @@ int str_parse_bool(const char *s);
 long str_parse_time(const char *s);
 /* A non-negative decimal number that fits in long. -1 on error. */
 long str_parse_long(const char *s);
+/* The number of one-character insertions, deletions, substitutions and
+ * swaps of neighbours that turn a into b (for "did you mean"); strings
+ * longer than 127 bytes count as far from everything. */
+size_t str_edit_distance(const char *a, const char *b);
 
 #endif

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "util/strutil.h"
 
 static char tmpdir[64];
 
@@ -197,11 +198,12 @@ static void test_time_units(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct conf_errors errs = {0};
-        assert_int_equal(conf_set("smtpd_timeout", cases[i].text, &errs), 0);
-        assert_int_equal(conf_long(P_SMTPD_TIMEOUT), cases[i].secs);
+        /* smtpd_session_deadline takes 0 (no limit). */
+        assert_int_equal(conf_set("smtpd_session_deadline", cases[i].text, &errs), 0);
+        assert_int_equal(conf_long(P_SMTPD_SESSION_DEADLINE), cases[i].secs);
         assert_int_equal(errs.count, 0);
     }
-    static const char *const bad[] = {"5x", "m", "", "-5s", "5mm", "1.5h", "99999999999999999999d"};
+    static const char *const bad[] = {"5x", "m", "", "-", "5mm", "1.5h", "99999999999999999999d"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         conf_defaults();
         struct conf_errors errs = {0};
@@ -259,17 +261,36 @@ static void test_load_file(void **state)
     assert_int_equal(conf_long(P_SMTPD_RECIPIENT_LIMIT), 1000);
 }
 
-static void test_later_line_wins(void **state)
+/* A parameter set twice: a different value is an error naming both
+ * lines, the same value a warning. */
+static void test_duplicates(void **state)
 {
     (void)state;
-    const char *path = write_conf("twice.cf", "message_size_limit = 100\n"
-                                              "message_size_limit = 200\n");
+    const char *path = write_conf("twice.cf", "message_size_limit = 100\n"      /* 1 */
+                                              "smtpd_timeout = 60s\n"           /* 2 */
+                                              "smtpd_timeout = 60s\n"           /* 3 */
+                                              "message_size_limit =\n"          /* 4 */
+                                              "  200\n");                       /* 5 */
     struct conf_errors errs = {0};
+    assert_int_equal(conf_load(path, &errs), 1);
+    char want[600];
+    snprintf(want, sizeof want, "%s:4: message_size_limit is set twice with different values: "
+             "\"200\" here, \"100\" at %s:1", path, path);
+    assert_string_equal(errs.msgs[0], want);
+    conf_errors_free(&errs);
+    struct conf_errors *warnings = conf_warnings();
+    assert_int_equal(warnings->count, 1);
+    snprintf(want, sizeof want, "%s:3: smtpd_timeout is set again with the same value "
+             "(first at %s:2)", path, path);
+    assert_string_equal(warnings->msgs[0], want);
+    assert_int_equal(conf_long(P_SMTPD_TIMEOUT), 60);
+    /* The next load is a new file: its first line is no repeat. */
+    conf_defaults();
+    path = write_conf("once.cf", "message_size_limit = 300\n");
     assert_int_equal(conf_load(path, &errs), 0);
-    assert_int_equal(conf_long(P_MESSAGE_SIZE_LIMIT), 200);
-    char want[300];
-    snprintf(want, sizeof want, "%s:2", path);
-    assert_string_equal(conf_origin(P_MESSAGE_SIZE_LIMIT), want);
+    assert_int_equal(conf_load(path, &errs), 0);
+    assert_int_equal(conf_long(P_MESSAGE_SIZE_LIMIT), 300);
+    assert_int_equal(conf_warnings()->count, 0);
 }
 
 static void test_comment_inside_continuation(void **state)
@@ -323,7 +344,7 @@ static void test_errors_name_file_and_line(void **state)
            "none|may|encrypt)",
            path);
     EXPECT("%s:9: missing '=' after parameter name", path);
-    EXPECT("%s:10: bad value for smtpd_recipient_limit: \"-5\" (expected a number)", path);
+    EXPECT("%s:10: bad value for smtpd_recipient_limit: \"-5\" (must be at least 1)", path);
     EXPECT("%s:12: unknown parameter in expansion: $undefined_thing", path);
 #undef EXPECT
     /* Every error is reported, and the return value counts them. */
@@ -370,6 +391,167 @@ static void test_bool_and_enum_values(void **state)
     conf_errors_free(&errs);
 }
 
+/* Every definition is complete and its default passes its own checks:
+ * a file that sets nothing loads without errors. */
+static void test_table_is_consistent(void **state)
+{
+    (void)state;
+    for (int i = 0; i < P_COUNT; i++) {
+        const struct conf_def *d = conf_def((enum conf_param)i);
+        assert_non_null(d->name);
+        assert_true(d->desc != NULL && d->desc[0] != '\0');
+        assert_true(d->group < G_COUNT);
+        assert_true(d->min <= d->max);
+        assert_int_equal(conf_lookup(d->name), i); /* names are unique */
+        if (d->type == CT_ENUM)
+            assert_non_null(d->choices);
+    }
+    for (int g = 0; g < G_COUNT; g++)
+        assert_non_null(conf_group_title((enum conf_group)g));
+    const char *path = write_conf("empty.cf", "# nothing\n");
+    struct conf_errors errs = {0};
+    int n = conf_load(path, &errs);
+    print_errors(&errs);
+    assert_int_equal(n, 0);
+}
+
+static void expect_set(const char *name, const char *value, const char *why)
+{
+    struct conf_errors errs = {0};
+    int r = conf_set(name, value, &errs);
+    if (why == NULL) {
+        print_errors(&errs);
+        assert_int_equal(r, 0);
+        return;
+    }
+    char want[300];
+    snprintf(want, sizeof want, "command line: bad value for %s: \"%s\" (%s)", name, value, why);
+    if (!has_error(&errs, want))
+        print_errors(&errs);
+    assert_int_equal(r, -1);
+    assert_true(has_error(&errs, want));
+    conf_errors_free(&errs);
+    conf_defaults();
+}
+
+static void test_bounds(void **state)
+{
+    (void)state;
+    expect_set("smtpd_timeout", "0", "must be at least 1s");
+    expect_set("smtpd_timeout", "-5s", "must be at least 1s");
+    expect_set("smtpd_timeout", "1s", NULL);
+    expect_set("smtp_connect_timeout", "2d", "must be at most 86400s");
+    expect_set("smtpd_recipient_limit", "0", "must be at least 1");
+    expect_set("message_size_limit", "0", "must be at least 1");
+    expect_set("line_length_limit", "511", "must be at least 512");
+    expect_set("line_length_limit", "512", NULL);
+    expect_set("smtpd_worker_processes", "1025", "must be at most 1024");
+    expect_set("default_destination_concurrency_limit", "0", "must be at least 1");
+    /* Where keypost's README says 0 means none or unlimited, 0 stays. */
+    static const char *const zero_ok[] = {
+        "smtpd_session_limit", "smtpd_session_deadline", "smtpd_client_connection_count_limit",
+        "smtpd_worker_processes", "smtp_line_length_limit", "smtpd_min_data_rate",
+        "maximal_queue_lifetime", "bounce_queue_lifetime",
+    };
+    for (size_t i = 0; i < sizeof zero_ok / sizeof zero_ok[0]; i++)
+        expect_set(zero_ok[i], "0", NULL);
+    /* Still a malformed number, not a bound. */
+    expect_set("smtpd_recipient_limit", "-", "expected a number");
+    expect_set("smtpd_recipient_limit", "-x", "expected a number");
+}
+
+static void test_enum_index(void **state)
+{
+    (void)state;
+    struct conf_errors errs = {0};
+    assert_int_equal(conf_enum(P_SMTPD_TLS_SECURITY_LEVEL), 0); /* none */
+    assert_int_equal(conf_enum(P_SMTPD_FORBID_BARE_NEWLINE), 0); /* normalize */
+    assert_int_equal(conf_set("smtpd_tls_security_level", "encrypt", &errs), 0);
+    assert_int_equal(conf_enum(P_SMTPD_TLS_SECURITY_LEVEL), 2);
+    assert_int_equal(conf_set("smtp_tls_security_level", "dane", &errs), 0);
+    assert_int_equal(conf_enum(P_SMTP_TLS_SECURITY_LEVEL), 6);
+    assert_int_equal(conf_set("smtp_tls_security_level", "Dane", &errs), -1);
+    assert_int_equal(errs.count, 1);
+    conf_errors_free(&errs);
+    /* A value in error reads as the default, so later checks see a valid one. */
+    assert_string_equal(conf_str(P_SMTP_TLS_SECURITY_LEVEL), "none");
+    assert_int_equal(conf_enum(P_SMTP_TLS_SECURITY_LEVEL), 0);
+    assert_int_equal(conf_set("smtpd_timeout", "0", &errs), -1);
+    assert_int_equal(conf_long(P_SMTPD_TIMEOUT), 300);
+    conf_errors_free(&errs);
+}
+
+static void test_unknown_suggests_nearest(void **state)
+{
+    (void)state;
+    const char *path = write_conf("typo.cf", "smtpd_tiemout = 60s\n"         /* swapped */
+                                             "mynetwork = 10.0.0.0/8\n"      /* one short */
+                                             "no_such_parameter = 1\n"       /* no guess */
+                                             "relayhost = $myhostnme\n");
+    struct conf_errors errs = {0};
+    assert_int_equal(conf_load(path, &errs), 4);
+    char want[300];
+    snprintf(want, sizeof want,
+             "%s:1: unknown parameter \"smtpd_tiemout\" (did you mean smtpd_timeout?)", path);
+    assert_true(has_error(&errs, want));
+    snprintf(want, sizeof want,
+             "%s:2: unknown parameter \"mynetwork\" (did you mean mynetworks?)", path);
+    assert_true(has_error(&errs, want));
+    snprintf(want, sizeof want, "%s:3: unknown parameter \"no_such_parameter\"", path);
+    assert_true(has_error(&errs, want));
+    snprintf(want, sizeof want,
+             "%s:4: unknown parameter in expansion: $myhostnme (did you mean myhostname?)", path);
+    assert_true(has_error(&errs, want));
+    conf_errors_free(&errs);
+    assert_int_equal(conf_set("smtpd_bannr", "x", &errs), -1);
+    assert_string_equal(errs.msgs[0], "unknown parameter \"smtpd_bannr\" (did you mean "
+                                      "smtpd_banner?)");
+    conf_errors_free(&errs);
+    assert_null(conf_suggest("queue"));
+}
+
+static void test_edit_distance(void **state)
+{
+    (void)state;
+    assert_int_equal(str_edit_distance("", ""), 0);
+    assert_int_equal(str_edit_distance("", "abc"), 3);
+    assert_int_equal(str_edit_distance("abc", "abc"), 0);
+    assert_int_equal(str_edit_distance("ab", "ba"), 1);
+    assert_int_equal(str_edit_distance("kitten", "sitting"), 3);
+    assert_int_equal(str_edit_distance("smtpd_timeout", "smtpd_timout"), 1);
+    char longname[200];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    assert_true(str_edit_distance(longname, "a") > 1000);
+}
+
+static void test_unreadable_file(void **state)
+{
+    (void)state;
+    struct conf_errors errs = {0};
+    assert_int_equal(conf_load(tmpdir, &errs), 1);
+    char want[300];
+    snprintf(want, sizeof want, "%s:0: cannot read configuration: Is a directory", tmpdir);
+    assert_string_equal(errs.msgs[0], want);
+    conf_errors_free(&errs);
+}
+
+static void test_raw_and_in_file(void **state)
+{
+    (void)state;
+    const char *path = write_conf("raw.cf", "myhostname = mx.example.org\n"
+                                            "smtpd_banner = $myhostname hello\n");
+    struct conf_errors errs = {0};
+    assert_int_equal(conf_load(path, &errs), 0);
+    assert_string_equal(conf_raw(P_SMTPD_BANNER), "$myhostname hello");
+    assert_string_equal(conf_str(P_SMTPD_BANNER), "mx.example.org hello");
+    assert_true(conf_in_file(P_SMTPD_BANNER));
+    assert_false(conf_in_file(P_SMTPD_TIMEOUT));
+    assert_string_equal(conf_raw(P_MYDESTINATION), "$myhostname, localhost");
+    conf_defaults();
+    assert_false(conf_in_file(P_SMTPD_BANNER));
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -396,11 +578,18 @@ int main(void)
         cmocka_unit_test_setup(test_conf_set_unknown, setup),
         cmocka_unit_test_setup(test_time_units, setup),
         cmocka_unit_test_setup(test_load_file, setup),
-        cmocka_unit_test_setup(test_later_line_wins, setup),
+        cmocka_unit_test_setup(test_duplicates, setup),
         cmocka_unit_test_setup(test_comment_inside_continuation, setup),
         cmocka_unit_test_setup(test_errors_name_file_and_line, setup),
         cmocka_unit_test_setup(test_missing_file, setup),
         cmocka_unit_test_setup(test_bool_and_enum_values, setup),
+        cmocka_unit_test_setup(test_table_is_consistent, setup),
+        cmocka_unit_test_setup(test_bounds, setup),
+        cmocka_unit_test_setup(test_enum_index, setup),
+        cmocka_unit_test_setup(test_unknown_suggests_nearest, setup),
+        cmocka_unit_test_setup(test_edit_distance, setup),
+        cmocka_unit_test_setup(test_unreadable_file, setup),
+        cmocka_unit_test_setup(test_raw_and_in_file, setup),
     };
     int r = cmocka_run_group_tests(tests, group_setup, group_teardown);
     conf_defaults();

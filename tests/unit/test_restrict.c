@@ -403,10 +403,15 @@ static void test_bad_unknown_client_reject_code(void **state)
     (void)state;
     struct conf_errors errs = {0};
     conf_defaults();
-    conf_set("unknown_client_reject_code", "250", &errs);
-    assert_int_equal(restrict_init(&errs), 1);
-    assert_string_equal(errs.msgs[0], "command line: unknown_client_reject_code: 250 is not "
-                                      "a 4xx or 5xx reply code");
+    /* The bounds in params.def keep it a 4xx or 5xx code. */
+    assert_int_equal(conf_set("unknown_client_reject_code", "250", &errs), -1);
+    assert_int_equal(errs.count, 1);
+    assert_string_equal(errs.msgs[0], "command line: bad value for unknown_client_reject_code: "
+                                      "\"250\" (must be at least 400)");
+    conf_errors_free(&errs);
+    assert_int_equal(conf_set("unknown_client_reject_code", "600", &errs), -1);
+    assert_string_equal(errs.msgs[0], "command line: bad value for unknown_client_reject_code: "
+                                      "\"600\" (must be at most 599)");
     conf_errors_free(&errs);
 }
 
