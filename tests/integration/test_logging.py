@@ -467,3 +467,16 @@ def test_syslog_name_and_facility(make_server, tmpbase):
     # The same line in a file, as rsyslog writes it: the stock filter bans.
     line = re.sub(r"^<\d+>", "", reject[0]).replace(" postfix-keypost/", " mx postfix-keypost/")
     assert fail2ban_ips([line], tmpbase, "postfix") == ["127.0.0.2"]
+
+
+def test_fail2ban_many_errors_jail_sees_the_client(make_server, tmpbase):
+    """postfix-many-errors (mode=errors) wants the line to end with the
+    client: that line alone carries no session id."""
+    kp = make_server(smtpd_hard_error_limit="3")
+    s = client(kp, "127.0.0.9")
+    codes = [s.docmd("BOGUS")[0] for _ in range(3)] + [s.getreply()[0]]
+    s.close()
+    assert codes == [502, 502, 502, 421], codes
+    kp.wait_log(r"(?m)too many errors after UNKNOWN from unknown\[127\.0\.0\.9\]$")
+    flt = readme_jail_filter().replace("postfix[", "postfix[mode=errors, ")
+    assert fail2ban_ips(kp.log().splitlines(), tmpbase, flt) == ["127.0.0.9"]
