@@ -17,6 +17,7 @@
 #include "deliver/mailboxd.h"
 #include "deliver/virtual.h"
 #include "master/logwriter.h"
+#include "milter/milter.h"
 #include "master/ownercheck.h"
 #include "policy/restrict.h"
 #include "queue/qmgr.h"
@@ -138,6 +139,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     listen_check(errs);
     route_init(errs);
     virtual_init(errs);
+    milter_init(errs);
     warn_ccert_settings();
     struct tls_server *ts = tls_server_new(errs);
     SSL_CTX *client = tls_client_ctx(errs);

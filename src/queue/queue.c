@@ -24,6 +24,9 @@ struct qfile {
     int hold;  /* commit into hold/ instead of active/ */
     int fd;
     int failed;
+    off_t written;       /* bytes flushed to fd */
+    off_t message_start; /* where the message follows the envelope */
+    const char *suffix;  /* "" or ".r": a replacement not yet in place */
     size_t used;
     char data[QBUF_SIZE];
 };
@@ -74,6 +77,7 @@ static int flush_buf(struct qfile *q)
         }
         off += (size_t)w;
     }
+    q->written += (off_t)q->used;
     q->used = 0;
     return 0;
 }
@@ -124,6 +128,8 @@ struct qfile *queue_create(const char *qdir, const struct envelope *env)
     q->hold = env->hold;
     q->failed = 0;
     q->used = 0;
+    q->written = 0;
+    q->suffix = "";
     char path[4096];
     for (int tries = 0; tries < 20; tries++) {
         queue_new_id(q->id);
@@ -140,7 +146,27 @@ struct qfile *queue_create(const char *qdir, const struct envelope *env)
     struct envelope copy = *env;
     str_copy(copy.id, q->id, sizeof copy.id);
     write_envelope(q, &copy);
+    q->message_start = q->written + (off_t)q->used;
     return q;
+}
+
+int queue_message_fd(struct qfile *q)
+{
+    if (q->failed || flush_buf(q) < 0)
+        return -1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tmp/%s", q->qdir, q->id);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0 && lseek(fd, q->message_start, SEEK_SET) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+void queue_set_hold(struct qfile *q)
+{
+    q->hold = 1;
 }
 
 const char *queue_file_id(const struct qfile *q)
@@ -211,9 +237,45 @@ void queue_abort(struct qfile *q)
     if (q == NULL)
         return;
     char path[4096];
-    snprintf(path, sizeof path, "%s/tmp/%s", q->qdir, q->id);
+    snprintf(path, sizeof path, "%s/tmp/%s%s", q->qdir, q->id, q->suffix);
     unlink(path);
     qfile_free(q);
+}
+
+struct qfile *queue_create_replacement(const struct qfile *old, const struct envelope *env)
+{
+    struct qfile *q = calloc(1, sizeof *q);
+    if (q == NULL)
+        return NULL;
+    q->qdir = strdup(old->qdir);
+    str_copy(q->id, old->id, sizeof q->id);
+    q->hold = old->hold || env->hold;
+    q->suffix = ".r";
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tmp/%s.r", q->qdir, q->id);
+    q->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (q->fd < 0) {
+        free(q->qdir);
+        free(q);
+        return NULL;
+    }
+    struct envelope copy = *env;
+    str_copy(copy.id, q->id, sizeof copy.id);
+    write_envelope(q, &copy);
+    q->message_start = q->written + (off_t)q->used;
+    return q;
+}
+
+int queue_replace(struct qfile *old, struct qfile *rep)
+{
+    char from[4096], to[4096];
+    snprintf(from, sizeof from, "%s/tmp/%s.r", rep->qdir, rep->id);
+    snprintf(to, sizeof to, "%s/tmp/%s", old->qdir, old->id);
+    if (rep->failed || flush_buf(rep) < 0 || rename(from, to) < 0)
+        return -1;
+    rep->suffix = "";
+    qfile_free(old); /* its name now holds rep's file */
+    return 0;
 }
 
 void queue_close(struct qfile *q)
@@ -597,6 +659,9 @@ static int unlink_tmp(const char *id, void *arg)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/tmp/%s", (const char *)arg, id);
+    unlink(path);
+    /* and a filter's replacement that was never put in place */
+    snprintf(path, sizeof path, "%s/tmp/%s.r", (const char *)arg, id);
     unlink(path);
     return 0;
 }

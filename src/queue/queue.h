@@ -47,6 +47,16 @@ struct qfile *queue_create(const char *qdir, const struct envelope *env);
 /* Append message bytes (buffered). -1 on a write error (sticky). */
 int queue_write(struct qfile *q, const void *p, size_t n);
 const char *queue_file_id(const struct qfile *q);
+/* The message written so far, read back (end-of-message filters): a new
+ * read-only fd positioned after the envelope, or -1. */
+int queue_message_fd(struct qfile *q);
+/* A new file for the message of old, under the same id (a filter changed
+ * it): written as any other, then put in old's place by queue_replace(),
+ * which frees old. Aborting the replacement leaves old as it was. */
+struct qfile *queue_create_replacement(const struct qfile *old, const struct envelope *env);
+int queue_replace(struct qfile *old, struct qfile *rep);
+/* Commit into hold/ (a filter quarantined the message). */
+void queue_set_hold(struct qfile *q);
 /* Make it durable (blocking: run it off the event loop). 0 or -1. */
 int queue_commit(struct qfile *q);
 /* fsync the active/ directory once for many commits (group commit). */

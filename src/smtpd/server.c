@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "dns/peername.h"
+#include "milter/milter.h"
 #include "policy/policy.h"
 #include "policy/restrict.h"
 #include "table/pgsql.h"
@@ -415,8 +416,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     const char *which = deadline_expired(&c->dl, now);
     if (which && !session_waiting(c->sess)) {
         log_sinfo(session_id(c->sess), "%s deadline exceeded (%s)", which,
-                 *which == 's' ? "smtpd_session_deadline"
-                               : "smtpd_timeout with smtpd_per_request_deadline");
+                  *which == 's' ? "smtpd_session_deadline"
+                                : "smtpd_timeout with smtpd_per_request_deadline");
         conn_timed_out(c);
         return;
     }
@@ -796,6 +797,7 @@ int server_run(struct listener *ls, int nls, struct tls_server *tls)
     policy_set_base(W.base);
     peername_set_base(W.base);
     pgsql_set_base(W.base);
+    milter_set_base(W.base);
     if (W.base == NULL || commit_start(W.base, conf_str(P_QUEUE_DIRECTORY)) < 0) {
         log_err(NULL, "cannot start the event loop or the commit thread");
         return 2;

@@ -13,6 +13,7 @@
 #include "addr/addrclass.h"
 #include "addr/expand.h"
 #include "addr/rewrite.h"
+#include "milter/milter.h"
 #include "conf/conf.h"
 #include "policy/restrict.h"
 #include "queue/commit.h"
@@ -90,6 +91,19 @@ struct smtp_session {
     char *redo_arg;
     enum sstate redo_state;
     int lookups_pending;
+    /* mail filters (milter/milter.h): a phase's answer comes later */
+    struct milter_set *milters;
+    struct milter_session minfo;
+    char minfo_port[8], minfo_bits[16], minfo_daemon[80];
+    struct milter_result mres;
+    void (*milter_after)(struct smtp_session *, const struct milter_result *);
+    enum sstate milter_state;
+    int milter_pending;
+    char milter_refusal[512]; /* a filter refused the connection: every command hears it */
+    struct expansion queued;   /* the envelope as queued, for the filters' changes */
+    char queued_sender[MAX_ADDR];
+    time_t queued_arrival;
+    int have_queued;
     unsigned long messages;
 };
 
@@ -170,6 +184,11 @@ static void reset_transaction(struct smtp_session *s)
         queue_abort(s->qf);
         s->qf = NULL;
     }
+    if (s->have_queued)
+        expansion_free(&s->queued);
+    s->have_queued = 0;
+    s->minfo.queue_id = "";
+    milter_abort(s->milters);
     if (s->state & (ST_MAIL | ST_RCPT | ST_DATA))
         s->state = ST_HELO;
 }
@@ -214,6 +233,76 @@ static void reject(struct smtp_session *s, const char *stage, const char *rcpt,
     va_end(ap);
     log_reject(s, stage, text, rcpt);
     reply(s, "%s", text);
+}
+
+/* ---- mail filters (milter/milter.h) ------------------------------------ */
+
+typedef void (*milter_after_fn)(struct smtp_session *, const struct milter_result *);
+
+static void milter_answered(void *arg, const struct milter_result *r)
+{
+    struct smtp_session *s = arg;
+    s->milter_pending = 0;
+    if (s->state != ST_POLICY)
+        return; /* the session ended meanwhile */
+    s->state = s->milter_state;
+    s->mres = *r;
+    s->milter_after(s, &s->mres);
+    if (!s->released && s->state != ST_CLOSED && !session_waiting(s))
+        s->io->resume(s->ctx);
+}
+
+/* after(s, r) runs now when the filters answered at once, else when they
+ * answer (input waits meanwhile, as for a policy server). */
+static void milter_then(struct smtp_session *s, int now, milter_after_fn after)
+{
+    if (now) {
+        after(s, &s->mres);
+        return;
+    }
+    s->milter_after = after;
+    s->milter_state = s->state;
+    s->state = ST_POLICY;
+    s->milter_pending = 1;
+}
+
+/* A filter's reject or tempfail becomes the reply, logged as Postfix logs
+ * it ("milter-reject"). 1 when the command was refused. */
+static int milter_refused(struct smtp_session *s, const char *cmd,
+                          const struct milter_result *r, const char *rcpt)
+{
+    if (r->verdict != MV_REJECT && r->verdict != MV_TEMPFAIL)
+        return 0;
+    log_sinfo(s->sid, "NOQUEUE: milter-reject: %s from %s[%s]: %s; from=<%s>%s%s%s proto=%s "
+              "helo=<%s>", cmd, s->client.name, s->client.addr_text, r->reply, s->sender,
+              rcpt ? " to=<" : "", rcpt ? rcpt : "", rcpt ? ">" : "", proto_name(s), s->helo);
+    reply(s, "%s", r->reply);
+    if (strncmp(r->reply, "421", 3) == 0)
+        close_session(s);
+    return 1;
+}
+
+/* What the filters are told about the session (Sendmail's macros). */
+static void milter_describe(struct smtp_session *s)
+{
+    struct milter_session *m = &s->minfo;
+    snprintf(s->minfo_port, sizeof s->minfo_port, "%d", s->client.port);
+    snprintf(s->minfo_daemon, sizeof s->minfo_daemon, "%s", s->client.server_addr_text);
+    *m = (struct milter_session){
+        .client_name = s->client.name, .client_addr = s->client.addr_text,
+        .client_port = s->minfo_port, .family = s->client.addr.ss_family, .helo = s->helo,
+        .daemon_name = myhostname(), .daemon_addr = s->minfo_daemon,
+        .myhostname = myhostname(), .queue_id = ""};
+    if (s->tls_active) {
+        snprintf(s->minfo_bits, sizeof s->minfo_bits, "%d", s->tls.bits);
+        m->tls_version = s->tls.protocol;
+        m->cipher = s->tls.cipher;
+        m->cipher_bits = s->minfo_bits;
+        if (s->tls.trust.trusted) { /* as Postfix: verified certificates only */
+            m->cert_subject = s->tls.trust.subject_cn;
+            m->cert_issuer = s->tls.trust.issuer_cn;
+        }
+    }
 }
 
 /* ---- address parsing -------------------------------------------------- */
@@ -328,6 +417,21 @@ static int printable_ascii(const char *p)
     return 1;
 }
 
+static void greeted(struct smtp_session *s, const struct milter_result *r)
+{
+    if (r && (r->verdict == MV_REJECT || r->verdict == MV_TEMPFAIL)) {
+        /* As Postfix: a filter that refuses the connection or the HELO
+         * refuses every command of the session that follows. */
+        str_copy(s->milter_refusal, r->reply, sizeof s->milter_refusal);
+        milter_refused(s, "CONNECT", r, NULL);
+        return;
+    }
+    if (s->esmtp)
+        send_ehlo(s);
+    else
+        reply(s, "250 %s", myhostname());
+}
+
 static void greet(struct smtp_session *s, const char *arg, int esmtp)
 {
     if (*arg == '\0' || !printable_ascii(arg) || strlen(arg) >= sizeof s->helo) {
@@ -338,10 +442,13 @@ static void greet(struct smtp_session *s, const char *arg, int esmtp)
     str_copy(s->helo, arg, sizeof s->helo);
     s->esmtp = esmtp;
     s->state = ST_HELO;
-    if (esmtp)
-        send_ehlo(s);
-    else
-        reply(s, "250 %s", myhostname());
+    if (s->milters) { /* the filters hear of the connection and the HELO now */
+        milter_describe(s);
+        int now = milter_helo(s->milters, &s->mres, milter_answered, s);
+        milter_then(s, now, greeted);
+        return;
+    }
+    greeted(s, NULL);
 }
 
 static void cmd_ehlo(struct smtp_session *s, const char *arg) { greet(s, arg, 1); }
@@ -455,8 +562,26 @@ static int await_tables(struct smtp_session *s)
     return 1;
 }
 
+static void mail_filtered(struct smtp_session *s, const struct milter_result *r)
+{
+    if (r && milter_refused(s, "MAIL", r, NULL)) {
+        s->sender[0] = '\0';
+        s->smtputf8 = s->eightbit = 0;
+        s->declared_size = 0;
+        milter_abort(s->milters);
+        return;
+    }
+    s->discard |= r && r->verdict == MV_DISCARD;
+    s->state = ST_MAIL;
+    reply(s, "250 2.1.0 Ok");
+}
+
 static void cmd_mail(struct smtp_session *s, const char *arg)
 {
+    if (s->milter_refusal[0]) {
+        reply(s, "%s", s->milter_refusal);
+        return;
+    }
     if (tls_required(s) && !s->tls_active) {
         reject(s, "MAIL", NULL, "530 5.7.0 Must issue a STARTTLS command first");
         return;
@@ -487,8 +612,12 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
         return;
     }
     str_copy(s->sender, addr, sizeof s->sender);
-    s->state = ST_MAIL;
-    reply(s, "250 2.1.0 Ok");
+    if (s->milters) {
+        int now = milter_mail(s->milters, addr, &s->mres, milter_answered, s);
+        milter_then(s, now, mail_filtered);
+        return;
+    }
+    mail_filtered(s, NULL);
 }
 
 /* A local recipient that local delivery could not store is refused now,
@@ -517,6 +646,8 @@ static int is_header_line(const char *h)
     return 1;
 }
 
+static void rcpt_filtered(struct smtp_session *s, const struct milter_result *r);
+
 static void rcpt_decided(struct smtp_session *s, const struct restrict_result *res)
 {
     const char *rcpt = s->pending_rcpt;
@@ -524,6 +655,24 @@ static void rcpt_decided(struct smtp_session *s, const struct restrict_result *r
         reject(s, "RCPT", rcpt, "%s", res->reply);
         return;
     }
+    if (s->milters) { /* the filters hear of recipients the restrictions accepted */
+        int now = milter_rcpt(s->milters, rcpt, &s->mres, milter_answered, s);
+        milter_then(s, now, rcpt_filtered);
+        return;
+    }
+    rcpt_filtered(s, NULL);
+}
+
+static void rcpt_filtered(struct smtp_session *s, const struct milter_result *r)
+{
+    const char *rcpt = s->pending_rcpt;
+    const struct restrict_result *res = &s->rres; /* what the restrictions said */
+    if (r && milter_refused(s, "RCPT", r, rcpt))
+        return;
+    s->discard |= (r && r->verdict == MV_DISCARD) || res->action == RA_DISCARD;
+    s->hold |= res->action == RA_HOLD;
+    if (res->prepend[0] && s->prepend[0] == '\0' && is_header_line(res->prepend))
+        str_copy(s->prepend, res->prepend, sizeof s->prepend);
     char **n = realloc(s->rcpts, sizeof(char *) * (size_t)(s->nrcpt + 1));
     char *copy = strdup(rcpt);
     if (n)
@@ -534,10 +683,6 @@ static void rcpt_decided(struct smtp_session *s, const struct restrict_result *r
         return;
     }
     s->rcpts[s->nrcpt++] = copy;
-    s->hold |= res->action == RA_HOLD;
-    s->discard |= res->action == RA_DISCARD;
-    if (res->prepend[0] && s->prepend[0] == '\0' && is_header_line(res->prepend))
-        str_copy(s->prepend, res->prepend, sizeof s->prepend);
     s->state = ST_RCPT;
     reply(s, "250 2.1.5 Ok");
 }
@@ -724,7 +869,14 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         .eightbit = s->eightbit,
     };
     s->qf = queue_create(conf_str(P_QUEUE_DIRECTORY), &env);
-    expansion_free(&x);
+    if (s->milters && s->qf) { /* kept: the filters may change the envelope */
+        s->queued = x;
+        s->have_queued = 1;
+        s->queued_arrival = env.arrival;
+        str_copy(s->queued_sender, sender, sizeof s->queued_sender);
+        s->minfo.queue_id = queue_file_id(s->qf);
+    } else
+        expansion_free(&x);
     if (s->qf == NULL) {
         log_swarn(s->sid, "cannot create queue file in %s: %m", conf_str(P_QUEUE_DIRECTORY));
         reply(s, "451 4.3.0 Error: queue file write error");
@@ -872,7 +1024,7 @@ static int bare_newline_rejected(void)
 static void refuse_bare_newline(struct smtp_session *s, const char *what)
 {
     log_sinfo(s->sid, "bare %s received from %s[%s]; disconnecting", what, s->client.name,
-             s->client.addr_text);
+              s->client.addr_text);
     reply(s, "550 5.5.2 Error: bare %s received", what);
     close_session(s);
 }
@@ -914,7 +1066,7 @@ static void commit_done(void *arg, int ok)
     if (ok) {
         s->messages++;
         log_sinfo(s->sid, "%s: from=<%s>, size=%zu, nrcpt=%d (queue %s)", id, s->sender,
-                 s->dr.size, s->nrcpt, s->hold ? "hold" : "active");
+                  s->dr.size, s->nrcpt, s->hold ? "hold" : "active");
         queue_notify(conf_str(P_QUEUE_DIRECTORY), id);
         reply(s, "250 2.0.0 Ok: queued as %s", id);
         queue_close(s->qf);
@@ -933,6 +1085,83 @@ static void commit_done(void *arg, int ok)
         s->state = ST_HELO;
         s->io->resume(s->ctx);
     }
+}
+
+static void commit_message(struct smtp_session *s)
+{
+    s->state = ST_COMMIT;
+    s->commit_pending = 1;
+    commit_submit(s->qf, commit_done, s);
+}
+
+/* The end of a transaction that keypost did not accept. */
+static void end_refused(struct smtp_session *s, const char *text)
+{
+    s->state = ST_HELO;
+    reset_transaction(s);
+    reply(s, "%s", text);
+    if (strncmp(text, "421", 3) == 0)
+        close_session(s);
+}
+
+/* The envelope as queued at DATA (for the filters' changes). */
+static struct envelope queued_envelope(struct smtp_session *s, char *client, size_t len)
+{
+    snprintf(client, len, "%s[%s]", s->client.name, s->client.addr_text);
+    return (struct envelope){
+        .arrival = s->queued_arrival, .sender = s->queued_sender, .rcpts = s->queued.addrs,
+        .orig_rcpts = s->queued.origs, .nrcpt = s->queued.n, .client = client,
+        .helo = s->helo, .proto = (char *)proto_name(s), .hold = s->hold,
+        .smtputf8 = s->smtputf8, .eightbit = s->eightbit};
+}
+
+/* The filters' changes written into the queue file, under the same id. */
+static int apply_filter_changes(struct smtp_session *s)
+{
+    char client[400], err[300];
+    struct envelope env = queued_envelope(s, client, sizeof client);
+    struct qfile *rep = milter_apply(s->milters, s->qf, &env, err, sizeof err);
+    if (rep && queue_replace(s->qf, rep) == 0) {
+        s->qf = rep;
+        return 0;
+    }
+    log_swarn(s->sid, "%s: cannot apply the filters' changes: %s", queue_file_id(s->qf),
+              rep ? "cannot replace the queue file" : err);
+    queue_abort(rep);
+    return -1;
+}
+
+static void message_filtered(struct smtp_session *s, const struct milter_result *r)
+{
+    const char *id = queue_file_id(s->qf);
+    if (r->verdict == MV_DISCARD) {
+        log_sinfo(s->sid, "%s: milter-discard: END-OF-MESSAGE from %s[%s]: milter triggers "
+                  "DISCARD action; from=<%s> proto=%s helo=<%s>", id, s->client.name,
+                  s->client.addr_text, s->sender, proto_name(s), s->helo);
+        char text[100];
+        snprintf(text, sizeof text, "250 2.0.0 Ok: discarded as %s", id);
+        end_refused(s, text);
+        return;
+    }
+    if (r->verdict != MV_CONTINUE) {
+        log_sinfo(s->sid, "%s: milter-reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> "
+                  "proto=%s helo=<%s>", id, s->client.name, s->client.addr_text, r->reply,
+                  s->sender, proto_name(s), s->helo);
+        end_refused(s, r->reply);
+        return;
+    }
+    if (milter_changed(s->milters) && apply_filter_changes(s) < 0) {
+        end_refused(s, "451 4.3.0 Error: queue file write error");
+        return;
+    }
+    if (r->quarantine) {
+        queue_set_hold(s->qf);
+        log_sinfo(s->sid, "%s: milter-hold: END-OF-MESSAGE from %s[%s]: milter triggers HOLD "
+                  "action (%s); from=<%s> proto=%s helo=<%s>", queue_file_id(s->qf),
+                  s->client.name, s->client.addr_text, r->reason, s->sender, proto_name(s),
+                  s->helo);
+    }
+    commit_message(s);
 }
 
 static void finish_message(struct smtp_session *s)
@@ -959,20 +1188,29 @@ static void finish_message(struct smtp_session *s)
     }
     if (s->dr.bare_lf || s->dr.bare_cr)
         log_sinfo(s->sid, "%s: bare %s normalized to <CR><LF> in message from %s[%s]", id,
-                 s->dr.bare_lf && s->dr.bare_cr ? "<LF> and <CR>" : s->dr.bare_lf ? "<LF>"
+                  s->dr.bare_lf && s->dr.bare_cr ? "<LF> and <CR>" : s->dr.bare_lf ? "<LF>"
                                                                               : "<CR>",
-                 s->client.name, s->client.addr_text);
+                  s->client.name, s->client.addr_text);
     if (s->discard) {
         log_sinfo(s->sid, "%s: discard: END-OF-MESSAGE from %s[%s]: an access rule said DISCARD; "
-                 "from=<%s>", id, s->client.name, s->client.addr_text, s->sender);
+                  "from=<%s>", id, s->client.name, s->client.addr_text, s->sender);
         reply(s, "250 2.0.0 Ok: discarded as %s", id);
         s->state = ST_HELO;
         reset_transaction(s);
         return;
     }
-    s->state = ST_COMMIT;
-    s->commit_pending = 1;
-    commit_submit(s->qf, commit_done, s);
+    if (s->milters) {
+        int fd = queue_message_fd(s->qf);
+        if (fd < 0) {
+            log_swarn(s->sid, "%s: cannot read the message back for the filters", id);
+            end_refused(s, "451 4.3.0 Error: queue file write error");
+            return;
+        }
+        int now = milter_message(s->milters, fd, &s->mres, milter_answered, s);
+        milter_then(s, now, message_filtered);
+        return;
+    }
+    commit_message(s);
 }
 
 /* ---- input ------------------------------------------------------------ */
@@ -1055,13 +1293,18 @@ const char *session_id(const struct smtp_session *s)
 void session_start(struct smtp_session *s, const char *refusal)
 {
     log_sinfo(s->sid, "connect from %s[%s]:%d", s->client.name, s->client.addr_text,
-             s->client.port);
+              s->client.port);
     if (refusal) {
         log_swarn(s->sid, "refusing %s[%s]: %s", s->client.name, s->client.addr_text, refusal);
         reply(s, "421 4.7.0 %s Error: %s", myhostname(), refusal);
         close_session(s);
         return;
     }
+    /* The filters are connected now, so that they are ready by HELO. */
+    milter_describe(s);
+    s->milters = milter_open(&s->minfo);
+    if (s->milters)
+        milter_set_log_id(s->milters, s->sid);
     if (s->client.kind == LISTEN_SMTPS)
         return; /* the banner follows the handshake */
     reply(s, "220 %s", conf_str(P_SMTPD_BANNER));
@@ -1104,7 +1347,7 @@ void session_timeout(struct smtp_session *s)
 {
     const char *after = s->state == ST_DATA ? "DATA" : s->last_cmd;
     log_sinfo(s->sid, "timeout after %s from %s[%s]", after, s->client.name,
-             s->client.addr_text);
+              s->client.addr_text);
     reply(s, "421 4.4.2 %s Error: timeout exceeded", myhostname());
     if (s->state == ST_DATA)
         reset_transaction(s);
@@ -1123,7 +1366,7 @@ void session_shutdown(struct smtp_session *s)
 
 int session_waiting(const struct smtp_session *s)
 {
-    return s->commit_pending || s->policy_pending || s->lookups_pending;
+    return s->commit_pending || s->policy_pending || s->lookups_pending || s->milter_pending;
 }
 
 int session_between_requests(const struct smtp_session *s)
@@ -1156,10 +1399,11 @@ void session_release(struct smtp_session *s)
     free(s->redo_arg);
     if (s->state == ST_DATA && s->qf)
         log_sinfo(s->sid, "%s: lost connection after DATA from %s[%s]; message discarded",
-                 queue_file_id(s->qf), s->client.name, s->client.addr_text);
+                  queue_file_id(s->qf), s->client.name, s->client.addr_text);
     reset_transaction(s);
+    milter_close(s->milters); /* a phase in flight is abandoned */
     log_sinfo(s->sid, "disconnect from %s[%s] messages=%lu errors=%d", s->client.name,
-             s->client.addr_text, s->messages, s->errors);
+              s->client.addr_text, s->messages, s->errors);
     buf_free(&s->line);
     free(s);
 }
