@@ -80,7 +80,8 @@ for i in $(seq 50); do
     sleep 0.1
 done
 say "the log (maillog)"
-sed 's/^[^ ]* [^ ]* //' maillog
+# Postfix's form: "Nov 30 11:51:10 HOST keypost/smtpd[PID]: text"; show from the role on
+sed 's/^[A-Z][a-z][a-z] [ 0-9][0-9] [0-9:]* [^ ]* //' maillog
 say "delivered: $(ls mail/example.org/alice/new/*)"
 cat mail/example.org/alice/new/*
 kill "$SERVER"

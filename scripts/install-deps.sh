@@ -5,7 +5,8 @@ set -eu
 
 PACKAGES="gcc make pkg-config libevent-dev libssl-dev libcmocka-dev openssl
   python3 python3-pytest swaks clang libunbound-dev unbound liblmdb-dev libpq-dev postgresql postgrey libidn12 libclang-rt-14-dev dovecot-lmtpd postfix procps iproute2
-  man-db groff-base ldnsutils dns-root-data util-linux opendkim opendkim-tools rspamd python3-dkim"
+  man-db groff-base ldnsutils dns-root-data util-linux opendkim opendkim-tools rspamd python3-dkim
+  pflogsumm fail2ban logrotate"
 
 missing=""
 for p in $PACKAGES; do
@@ -23,7 +24,7 @@ if [ -n "$missing" ]; then
     # Postfix is installed only as a peer for the tests and benchmarks:
     # no configuration, never started by the package.
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    # Keep the packages' services (Postfix, Dovecot) from starting: the tests
+    # Keep the packages' services (Postfix, Dovecot, fail2ban) from starting: the tests
     # start their own instances on loopback ports.
     own_policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then

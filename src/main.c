@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "conf/conf.h"
 #include "master/master.h"
+#include "util/proctitle.h"
 
 #define DEFAULT_CONFIG "/etc/keypost/keypost.cf"
 
@@ -70,6 +71,7 @@ static int cmd_serve(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    proctitle_init(argc, argv); /* first: later code may keep argv pointers */
     if (argc < 2)
         return usage();
     const char *cmd = argv[1];

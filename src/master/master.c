@@ -16,6 +16,7 @@
 #include "addr/rewrite.h"
 #include "deliver/mailboxd.h"
 #include "deliver/virtual.h"
+#include "master/logwriter.h"
 #include "milter/milter.h"
 #include "master/ownercheck.h"
 #include "policy/restrict.h"
@@ -31,9 +32,11 @@
 #include "util/fsutil.h"
 #include "util/log.h"
 #include "util/privs.h"
+#include "util/proctitle.h"
 #include "util/strutil.h"
 
-enum role { ROLE_SMTPD, ROLE_QMGR, ROLE_MAILBOX };
+/* ROLE_LOG, the log writer, outlives reloads and stops last. */
+enum role { ROLE_SMTPD, ROLE_QMGR, ROLE_MAILBOX, ROLE_LOG };
 
 struct child {
     pid_t pid;          /* 0 while it waits to be started again */
@@ -62,8 +65,10 @@ static struct {
     int nls;
     struct tls_server *tls;
     int mailbox_fd;     /* the mailbox helper's socket (root only), else -1 */
+    /* as at start: a reload does not move the log nor rename its lines */
+    char maillog_file[1024], syslog_name[64], syslog_facility[16];
     int uid, gid;
-    volatile sig_atomic_t got_term, got_hup, got_chld;
+    volatile sig_atomic_t got_term, got_hup, got_chld, got_usr1;
 } M = {.mailbox_fd = -1};
 
 static void warn_ccert_settings(void)
@@ -111,6 +116,13 @@ static void check_domain_names(struct conf_errors *errs)
     }
 }
 
+static void check_syslog_name(struct conf_errors *errs)
+{
+    if (!log_name_ok(conf_str(P_SYSLOG_NAME)))
+        conf_error(errs, "%s: bad value for syslog_name: \"%s\" (expected 1 to 32 letters, "
+                   "digits, '.', '_' or '-')", conf_origin(P_SYSLOG_NAME), conf_str(P_SYSLOG_NAME));
+}
+
 /* Everything but binding: parameters, restrictions, tables, keys. */
 static int load_all(const char *path, struct conf_errors *errs, struct tls_server **tls)
 {
@@ -122,6 +134,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     addrclass_init(errs);
     rewrite_init(errs);
     check_domain_names(errs);
+    check_syslog_name(errs);
     restrict_init(errs);
     listen_check(errs);
     route_init(errs);
@@ -183,9 +196,24 @@ static int fd_limit(int raise, char *err, size_t len)
 
 /* ---- children ---------------------------------------------------------- */
 
+static const char *role_name(enum role role);
+
 static void child_main(enum role role)
 {
     char err[256];
+    proctitle_set("%s", role_name(role));
+    if (role == ROLE_LOG) {
+        /* It needs nothing of the master's but the file, and no rights. */
+        listen_close(M.ls, M.nls);
+        if (M.mailbox_fd >= 0)
+            close(M.mailbox_fd);
+        if (privs_drop(M.uid, M.gid, err, sizeof err) < 0) {
+            log_err(NULL, "%s", err);
+            _exit(2);
+        }
+        logwriter_run();
+    }
+    logwriter_attach();
     signal(SIGHUP, SIG_IGN);
     signal(SIGTERM, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
@@ -215,7 +243,13 @@ static void child_main(enum role role)
 
 static const char *role_name(enum role role)
 {
-    return role == ROLE_QMGR ? "qmgr" : role == ROLE_MAILBOX ? "mailbox helper" : "smtpd";
+    switch (role) {
+    case ROLE_QMGR: return "qmgr";
+    case ROLE_MAILBOX: return "mailbox helper";
+    case ROLE_LOG: return "postlogd";
+    case ROLE_SMTPD: return "smtpd";
+    }
+    return "smtpd";
 }
 
 static long long now_ms(void)
@@ -371,6 +405,48 @@ static long long next_restart_in(void)
     return next > now ? next - now : 0;
 }
 
+/* ---- log rotation ---------------------------------------------------- */
+
+/* After logrotate renamed maillog_file: the master opens the new file (as
+ * root) for its own lines and hands it to the log writer, which carries
+ * every other process's. */
+static void reopen_log(void)
+{
+    if (!log_to_file())
+        return;
+    if (log_reopen() < 0) {
+        log_warn(NULL, "cannot reopen maillog_file %s: %m; still writing to the old file",
+                 M.maillog_file);
+        return;
+    }
+    if (logwriter_send_file() < 0)
+        log_warn(NULL, "cannot hand the reopened maillog_file to the log writer: %m");
+    /* Once this line is in the new file, every later line is too: the
+     * writer has answered that it writes there. */
+    log_info(NULL, "maillog_file reopened");
+}
+
+/* The log goes on as it started; the log writer keeps its file. */
+static void warn_log_settings_kept(void)
+{
+    if (strcmp(conf_str(P_MAILLOG_FILE), M.maillog_file) != 0)
+        log_warn(NULL, "reload: maillog_file changed; the log stays %s until keypost is "
+                 "restarted", *M.maillog_file ? M.maillog_file : "syslog");
+    if (strcmp(conf_str(P_SYSLOG_NAME), M.syslog_name) != 0 ||
+        strcmp(conf_str(P_SYSLOG_FACILITY), M.syslog_facility) != 0)
+        log_warn(NULL, "reload: syslog_name and syslog_facility stay %s and %s until keypost "
+                 "is restarted", M.syslog_name, M.syslog_facility);
+}
+
+/* The log writer is not replaced by a reload: it joins the new generation
+ * so that it is restarted if it dies, and is not told to retire. */
+static void keep_log_writer(void)
+{
+    for (int i = 0; i < M.nkids; i++)
+        if (M.kids[i].role == ROLE_LOG)
+            M.kids[i].generation = M.generation;
+}
+
 /* ---- reload ------------------------------------------------------------ */
 
 static void wait_for_old_qmgr(void)
@@ -434,10 +510,13 @@ static void reload(void)
     tls_server_free(M.tls);
     M.tls = tls;
     M.generation++;
+    keep_log_writer();
     drop_waiting(M.generation);
     wait_for_old_qmgr();
     spawn_generation();
     signal_children(SIGUSR1, M.generation);
+    warn_log_settings_kept();
+    reopen_log(); /* SIGHUP also serves logrotate, as it does for many daemons */
     log_info(NULL, "reload: configuration, certificates and tables re-read");
 }
 
@@ -451,6 +530,8 @@ static void on_signal(int sig)
         M.got_hup = 1;
     else if (sig == SIGCHLD)
         M.got_chld = 1;
+    else if (sig == SIGUSR1)
+        M.got_usr1 = 1;
 }
 
 /* Leftovers in tmp/ were never acknowledged: remove them, as mail_owner
@@ -514,15 +595,21 @@ static void install_handlers(void)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     sigaction(SIGCHLD, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 
-static void shutdown_all(void)
+static int running_besides_log(void)
 {
-    drop_waiting(M.generation + 1);
-    log_info(NULL, "stopping: %d processes", M.nkids);
-    signal_children(SIGTERM, M.generation + 1);
-    while (M.nkids > 0) {
+    int n = 0;
+    for (int i = 0; i < M.nkids; i++)
+        n += M.kids[i].role != ROLE_LOG;
+    return n;
+}
+
+static void wait_children(int (*count)(void))
+{
+    while (count() > 0) {
         pid_t pid = wait(NULL);
         if (pid < 0 && errno != EINTR)
             break;
@@ -530,6 +617,24 @@ static void shutdown_all(void)
         if (i >= 0)
             remove_child(i);
     }
+}
+
+static int running(void)
+{
+    return M.nkids;
+}
+
+/* The log writer stops last, so that it writes the others' last lines. */
+static void shutdown_all(void)
+{
+    drop_waiting(M.generation + 1);
+    log_info(NULL, "stopping: %d processes", M.nkids);
+    for (int i = 0; i < M.nkids; i++)
+        if (M.kids[i].pid > 0 && M.kids[i].role != ROLE_LOG)
+            kill(M.kids[i].pid, SIGTERM);
+    wait_children(running_besides_log);
+    signal_children(SIGTERM, M.generation + 1);
+    wait_children(running);
     log_info(NULL, "stopped");
 }
 
@@ -560,9 +665,17 @@ static int setup(const char *path)
     if (n)
         return 1;
     log_set_hostname(conf_str(P_MYHOSTNAME));
-    if (log_open_file(conf_str(P_MAILLOG_FILE)) < 0) {
+    log_set_syslog(conf_str(P_SYSLOG_NAME), conf_str(P_SYSLOG_FACILITY)); /* both checked */
+    if (log_open(conf_str(P_MAILLOG_FILE)) < 0) {
         fprintf(stderr, "keypost: cannot open maillog_file %s: %s\n",
                 conf_str(P_MAILLOG_FILE), strerror(errno));
+        return 2;
+    }
+    str_copy(M.maillog_file, conf_str(P_MAILLOG_FILE), sizeof M.maillog_file);
+    str_copy(M.syslog_name, conf_str(P_SYSLOG_NAME), sizeof M.syslog_name);
+    str_copy(M.syslog_facility, conf_str(P_SYSLOG_FACILITY), sizeof M.syslog_facility);
+    if (log_to_file() && logwriter_prepare() < 0) {
+        fprintf(stderr, "keypost: cannot make the log pipe: %s\n", strerror(errno));
         return 2;
     }
     struct conf_errors *warnings = conf_warnings();
@@ -590,6 +703,10 @@ int master_serve(const char *path)
 {
     M.config = path;
     log_set_role("master");
+    char suffix[1100];
+    snprintf(suffix, sizeof suffix, "-c %s", path);
+    proctitle_suffix(suffix);
+    proctitle_set("master");
     int r = setup(path);
     if (r)
         return r;
@@ -600,7 +717,10 @@ int master_serve(const char *path)
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGHUP);
     sigaddset(&block, SIGCHLD);
+    sigaddset(&block, SIGUSR1);
     sigprocmask(SIG_BLOCK, &block, &old);
+    if (logwriter_enabled())
+        spawn(ROLE_LOG);
     spawn_generation();
     log_info(NULL, "started: %d listeners, %ld smtpd workers, queue %s", M.nls, worker_count(),
              conf_str(P_QUEUE_DIRECTORY));
@@ -615,6 +735,10 @@ int master_serve(const char *path)
         if (M.got_hup) {
             M.got_hup = 0;
             reload();
+        }
+        if (M.got_usr1) {
+            M.got_usr1 = 0;
+            reopen_log();
         }
         if (!M.got_term)
             restart_due();

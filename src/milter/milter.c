@@ -132,8 +132,8 @@ static void set_reply(struct milter_result *r, enum milter_verdict v, const char
 void milter_fail(struct filter *f, const char *why)
 {
     struct milter_set *set = f->set;
-    log_warn(set->log_id, "milter %s: %s; default_action=%s", f->def->target, why,
-             conf_str(P_MILTER_DEFAULT_ACTION));
+    log_session(LOG_LVL_WARN, set->log_id, "milter %s: %s; default_action=%s", f->def->target,
+                why, conf_str(P_MILTER_DEFAULT_ACTION)); /* log_id: the session's */
     if (f->bev)
         bufferevent_free(f->bev);
     f->bev = NULL;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/proctitle.h"
 
 #define AGENT_MAX_USES 1000
 #define REQUEST_MAX 4096
@@ -65,9 +66,17 @@ static int read_request(int fd, char *buf, size_t len)
     return -1;
 }
 
-static void agent_main(int fd)
+/* Between requests an agent is a "deliver" process; a request names it for
+ * its transport meanwhile (see qmgr_deliver_job). */
+static void agent_idle(void)
 {
     log_set_role("deliver");
+    proctitle_set("deliver");
+}
+
+static void agent_main(int fd)
+{
+    agent_idle();
     signal(SIGTERM, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
@@ -78,6 +87,7 @@ static void agent_main(int fd)
          * request is sent to an agent that will not read it. */
         int last = uses >= AGENT_MAX_USES;
         int n = snprintf(answer, sizeof answer, "%d%s\n", P.work(req), last ? " last" : "");
+        agent_idle();
         if (write(fd, answer, (size_t)n) != n || last)
             break;
     }

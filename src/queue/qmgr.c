@@ -25,6 +25,7 @@
 #include "tls/tls_client.h"
 #include "util/buf.h"
 #include "util/log.h"
+#include "util/proctitle.h"
 #include "util/strutil.h"
 
 #define QMGR_STOP_GRACE 15 /* seconds for running deliveries after SIGTERM */
@@ -228,6 +229,28 @@ static void deliver_local(const char *qdir, const struct route *route, struct lo
     }
 }
 
+/* Postfix's names for the delivery services, which its log tools expect
+ * in "postfix/smtp[PID]: QID: to=<...>" lines. */
+static const char *transport_service(enum transport t)
+{
+    switch (t) {
+    case TR_SMTP: return "smtp";
+    case TR_LMTP: return "lmtp";
+    case TR_MAILDIR: return "local";
+    case TR_DISCARD: return "discard";
+    case TR_VIRTUAL: return "virtual";
+    case TR_ERROR: return "error";
+    }
+    return "error";
+}
+
+/* The agent takes the transport's name in the log and in ps. */
+static void name_agent(enum transport t)
+{
+    log_set_role(transport_service(t));
+    proctitle_set("deliver %s", transport_service(t));
+}
+
 void qmgr_deliver_job(const char *qdir, const char *key, char **ids, const int *finish, int n)
 {
     struct loaded *msgs = calloc((size_t)n + 1, sizeof *msgs);
@@ -243,6 +266,8 @@ void qmgr_deliver_job(const char *qdir, const char *key, char **ids, const int *
         }
         loaded++;
     }
+    if (have_route)
+        name_agent(route.transport);
     if (have_route && route.transport == TR_SMTP)
         deliver_smtp(qdir, &route, msgs, loaded);
     else if (have_route)

@@ -363,7 +363,7 @@ static void log_tls_failure(struct conn *c)
     }
     if (!*why)
         tls_error_string(why, sizeof why);
-    log_info(session_id(c->sess), "TLS handshake failed: %s", *why ? why : "connection closed");
+    log_sinfo(session_id(c->sess), "TLS handshake failed: %s", *why ? why : "connection closed");
 }
 
 /* A time limit passed: during a handshake, or while the 421 is flushed,
@@ -378,7 +378,7 @@ static void conn_timed_out(struct conn *c)
     }
     if (c->handshaking || c->timed_out) {
         if (c->handshaking)
-            log_info(session_id(c->sess), "timeout during TLS handshake");
+            log_sinfo(session_id(c->sess), "timeout during TLS handshake");
         conn_free(c);
         return;
     }
@@ -415,9 +415,9 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
         deadline_request_wait(&c->dl, now); /* our own wait is not the client's */
     const char *which = deadline_expired(&c->dl, now);
     if (which && !session_waiting(c->sess)) {
-        log_info(session_id(c->sess), "%s deadline exceeded (%s)", which,
-                 *which == 's' ? "smtpd_session_deadline"
-                               : "smtpd_timeout with smtpd_per_request_deadline");
+        log_sinfo(session_id(c->sess), "%s deadline exceeded (%s)", which,
+                  *which == 's' ? "smtpd_session_deadline"
+                                : "smtpd_timeout with smtpd_per_request_deadline");
         conn_timed_out(c);
         return;
     }

@@ -51,6 +51,7 @@ struct smtp_session {
     void *ctx;
     struct session_client client;
     char sid[20];
+    char last_cmd[16]; /* for "... after RCPT from ...", as Postfix logs */
     enum sstate state;
     struct buf line;
     int line_too_long;
@@ -149,8 +150,10 @@ static void reply(struct smtp_session *s, const char *fmt, ...)
     if (line[0] == '4' || line[0] == '5') {
         s->errors++;
         if (s->errors >= conf_long(P_SMTPD_HARD_ERROR_LIMIT) && s->state != ST_CLOSED) {
-            log_info(s->sid, "too many errors from %s[%s]", s->client.name,
-                     s->client.addr_text);
+            /* Without the session id: fail2ban's postfix-many-errors
+                 * filter wants the line to end with the client. */
+            log_info(NULL, "too many errors after %s from %s[%s]", s->last_cmd,
+                     s->client.name, s->client.addr_text);
             char bye[300];
             int m = snprintf(bye, sizeof bye, "421 4.7.0 %s Error: too many errors\r\n",
                              myhostname());
@@ -200,12 +203,37 @@ static const char *proto_name(const struct smtp_session *s)
     return s->tls_active ? "ESMTPS" : "ESMTP";
 }
 
-static void log_reject(struct smtp_session *s, const char *cmd, const char *text,
+/* A refused command in Postfix's shape, which pflogsumm and fail2ban read:
+ * "NOQUEUE: reject: RCPT from HOST[ADDR]: REPLY; from=<S> to=<R> proto=P
+ * helo=<H>" (the queue id instead of NOQUEUE once there is one; from= once
+ * a sender was accepted, to= at RCPT, helo= once given, as Postfix). */
+static void log_reject(struct smtp_session *s, const char *stage, const char *text,
                        const char *rcpt)
 {
-    log_info(s->sid, "NOQUEUE: reject: %s from %s[%s]: %s; from=<%s>%s%s%s proto=%s helo=<%s>",
-             cmd, s->client.name, s->client.addr_text, text, s->sender, rcpt ? " to=<" : "",
-             rcpt ? rcpt : "", rcpt ? ">" : "", proto_name(s), s->helo);
+    int has_sender = strcmp(stage, "RCPT") == 0 || strcmp(stage, "DATA") == 0 ||
+                     strcmp(stage, "END-OF-MESSAGE") == 0;
+    log_sinfo(s->sid, "%s: reject: %s from %s[%s]: %s;%s%s%s%s%s%s proto=%s%s%s%s",
+              s->qf ? queue_file_id(s->qf) : "NOQUEUE", stage, s->client.name,
+              s->client.addr_text, text, has_sender ? " from=<" : "",
+              has_sender ? s->sender : "", has_sender ? ">" : "", rcpt ? " to=<" : "",
+              rcpt ? rcpt : "", rcpt ? ">" : "", proto_name(s), s->helo[0] ? " helo=<" : "",
+              s->helo, s->helo[0] ? ">" : "");
+}
+
+static void reject(struct smtp_session *s, const char *stage, const char *rcpt,
+                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Refuse: the reply, and the log line that says so. */
+static void reject(struct smtp_session *s, const char *stage, const char *rcpt,
+                   const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    log_reject(s, stage, text, rcpt);
+    reply(s, "%s", text);
 }
 
 /* ---- mail filters (milter/milter.h) ------------------------------------ */
@@ -246,9 +274,9 @@ static int milter_refused(struct smtp_session *s, const char *cmd,
 {
     if (r->verdict != MV_REJECT && r->verdict != MV_TEMPFAIL)
         return 0;
-    log_info(s->sid, "NOQUEUE: milter-reject: %s from %s[%s]: %s; from=<%s>%s%s%s proto=%s "
-             "helo=<%s>", cmd, s->client.name, s->client.addr_text, r->reply, s->sender,
-             rcpt ? " to=<" : "", rcpt ? rcpt : "", rcpt ? ">" : "", proto_name(s), s->helo);
+    log_sinfo(s->sid, "NOQUEUE: milter-reject: %s from %s[%s]: %s; from=<%s>%s%s%s proto=%s "
+              "helo=<%s>", cmd, s->client.name, s->client.addr_text, r->reply, s->sender,
+              rcpt ? " to=<" : "", rcpt ? rcpt : "", rcpt ? ">" : "", proto_name(s), s->helo);
     reply(s, "%s", r->reply);
     if (strncmp(r->reply, "421", 3) == 0)
         close_session(s);
@@ -358,7 +386,9 @@ static int check_address_text(struct smtp_session *s, const char *addr, int smtp
             return -1;
         }
         if (!smtputf8) {
-            reply(s, "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
+            int at_mail = what[0] == 's';
+            reject(s, at_mail ? "MAIL" : "RCPT", at_mail ? NULL : addr,
+                   "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
             return -1;
         }
     }
@@ -449,7 +479,7 @@ static int mail_params(struct smtp_session *s, char *params)
                 return -1;
             }
             if (v > conf_long(P_MESSAGE_SIZE_LIMIT)) {
-                reply(s, "552 5.3.4 Message size exceeds fixed limit");
+                reject(s, "MAIL", NULL, "552 5.3.4 Message size exceeds fixed limit");
                 return -1;
             }
             s->declared_size = v;
@@ -554,7 +584,7 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
         return;
     }
     if (tls_required(s) && !s->tls_active) {
-        reply(s, "530 5.7.0 Must issue a STARTTLS command first");
+        reject(s, "MAIL", NULL, "530 5.7.0 Must issue a STARTTLS command first");
         return;
     }
     char addr[MAX_ADDR];
@@ -623,8 +653,7 @@ static void rcpt_decided(struct smtp_session *s, const struct restrict_result *r
 {
     const char *rcpt = s->pending_rcpt;
     if (res->action == RA_REJECT || res->action == RA_DEFER) {
-        log_reject(s, "RCPT", res->reply, rcpt);
-        reply(s, "%s", res->reply);
+        reject(s, "RCPT", rcpt, "%s", res->reply);
         return;
     }
     if (s->milters) { /* the filters hear of recipients the restrictions accepted */
@@ -732,12 +761,12 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg)
     if (await_tables(s))
         return;
     if (!mailbox_ok) {
-        log_reject(s, "RCPT", "550 5.1.1 unusable mailbox name", addr);
-        reply(s, "550 5.1.1 <%s>: Recipient address rejected: unusable mailbox name", addr);
+        reject(s, "RCPT", addr, "550 5.1.1 <%s>: Recipient address rejected: unusable mailbox name",
+               addr);
         return;
     }
     if (s->nrcpt >= conf_long(P_SMTPD_RECIPIENT_LIMIT)) {
-        reply(s, "452 4.5.3 Error: too many recipients");
+        reject(s, "RCPT", addr, "452 4.5.3 Error: too many recipients");
         return;
     }
     apply_restrictions(s, addr);
@@ -821,9 +850,8 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         return;
     }
     if (bad < 0) {
-        log_warn(s->sid, "reject: DATA from %s[%s]: %s; from=<%s> proto=%s", s->client.name,
-                 s->client.addr_text, err, s->sender, proto_name(s));
-        reply(s, "451 4.3.0 Error: %s; message not accepted, try again later", err);
+        reject(s, "DATA", NULL, "451 4.3.0 Error: %s; message not accepted, try again later",
+               err);
         return;
     }
     char client[400];
@@ -851,11 +879,11 @@ static void cmd_data(struct smtp_session *s, const char *arg)
     } else
         expansion_free(&x);
     if (s->qf == NULL) {
-        log_warn(s->sid, "cannot create queue file in %s: %m", conf_str(P_QUEUE_DIRECTORY));
+        log_swarn(s->sid, "cannot create queue file in %s: %m", conf_str(P_QUEUE_DIRECTORY));
         reply(s, "451 4.3.0 Error: queue file write error");
         return;
     }
-    log_info(s->sid, "%s: client=%s", queue_file_id(s->qf), client);
+    log_sinfo(s->sid, "%s: client=%s", queue_file_id(s->qf), client);
     write_received(s);
     data_reader_init(&s->dr, (size_t)conf_long(P_MESSAGE_SIZE_LIMIT), emit_data, s);
     s->state = ST_DATA;
@@ -968,10 +996,12 @@ static void dispatch(struct smtp_session *s, char *line)
         *sp = '\0';
         arg = str_trim(sp + 1);
     }
+    str_copy(s->last_cmd, "UNKNOWN", sizeof s->last_cmd);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         const struct command *c = &commands[i];
         if (strcasecmp(line, c->verb) != 0)
             continue;
+        str_copy(s->last_cmd, c->verb, sizeof s->last_cmd);
         if (s->state & c->states) {
             table_memo_clear(s->memo); /* a new decision: fresh answers */
             run_command(s, c, arg);
@@ -994,8 +1024,8 @@ static int bare_newline_rejected(void)
  * client that mixes line ends cannot be trusted to agree on what follows. */
 static void refuse_bare_newline(struct smtp_session *s, const char *what)
 {
-    log_info(s->sid, "bare %s received from %s[%s]; disconnecting", what, s->client.name,
-             s->client.addr_text);
+    log_sinfo(s->sid, "bare %s received from %s[%s]; disconnecting", what, s->client.name,
+              s->client.addr_text);
     reply(s, "550 5.5.2 Error: bare %s received", what);
     close_session(s);
 }
@@ -1036,13 +1066,13 @@ static void commit_done(void *arg, int ok)
     const char *id = queue_file_id(s->qf);
     if (ok) {
         s->messages++;
-        log_info(s->sid, "%s: from=<%s>, size=%zu, nrcpt=%d (queue %s)", id, s->sender,
-                 s->dr.size, s->nrcpt, s->hold ? "hold" : "active");
+        log_sinfo(s->sid, "%s: from=<%s>, size=%zu, nrcpt=%d (queue %s)", id, s->sender,
+                  s->dr.size, s->nrcpt, s->hold ? "hold" : "active");
         queue_notify(conf_str(P_QUEUE_DIRECTORY), id);
         reply(s, "250 2.0.0 Ok: queued as %s", id);
         queue_close(s->qf);
     } else {
-        log_warn(s->sid, "%s: queue file commit failed", id);
+        log_swarn(s->sid, "%s: queue file commit failed", id);
         reply(s, "451 4.3.0 Error: queue file write error");
         queue_abort(s->qf);
     }
@@ -1096,8 +1126,8 @@ static int apply_filter_changes(struct smtp_session *s)
         s->qf = rep;
         return 0;
     }
-    log_warn(s->sid, "%s: cannot apply the filters' changes: %s", queue_file_id(s->qf),
-             rep ? "cannot replace the queue file" : err);
+    log_swarn(s->sid, "%s: cannot apply the filters' changes: %s", queue_file_id(s->qf),
+              rep ? "cannot replace the queue file" : err);
     queue_abort(rep);
     return -1;
 }
@@ -1106,18 +1136,18 @@ static void message_filtered(struct smtp_session *s, const struct milter_result 
 {
     const char *id = queue_file_id(s->qf);
     if (r->verdict == MV_DISCARD) {
-        log_info(s->sid, "%s: milter-discard: END-OF-MESSAGE from %s[%s]: milter triggers "
-                 "DISCARD action; from=<%s> proto=%s helo=<%s>", id, s->client.name,
-                 s->client.addr_text, s->sender, proto_name(s), s->helo);
+        log_sinfo(s->sid, "%s: milter-discard: END-OF-MESSAGE from %s[%s]: milter triggers "
+                  "DISCARD action; from=<%s> proto=%s helo=<%s>", id, s->client.name,
+                  s->client.addr_text, s->sender, proto_name(s), s->helo);
         char text[100];
         snprintf(text, sizeof text, "250 2.0.0 Ok: discarded as %s", id);
         end_refused(s, text);
         return;
     }
     if (r->verdict != MV_CONTINUE) {
-        log_info(s->sid, "%s: milter-reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> "
-                 "proto=%s helo=<%s>", id, s->client.name, s->client.addr_text, r->reply,
-                 s->sender, proto_name(s), s->helo);
+        log_sinfo(s->sid, "%s: milter-reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> "
+                  "proto=%s helo=<%s>", id, s->client.name, s->client.addr_text, r->reply,
+                  s->sender, proto_name(s), s->helo);
         end_refused(s, r->reply);
         return;
     }
@@ -1127,10 +1157,10 @@ static void message_filtered(struct smtp_session *s, const struct milter_result 
     }
     if (r->quarantine) {
         queue_set_hold(s->qf);
-        log_info(s->sid, "%s: milter-hold: END-OF-MESSAGE from %s[%s]: milter triggers HOLD "
-                 "action (%s); from=<%s> proto=%s helo=<%s>", queue_file_id(s->qf),
-                 s->client.name, s->client.addr_text, r->reason, s->sender, proto_name(s),
-                 s->helo);
+        log_sinfo(s->sid, "%s: milter-hold: END-OF-MESSAGE from %s[%s]: milter triggers HOLD "
+                  "action (%s); from=<%s> proto=%s helo=<%s>", queue_file_id(s->qf),
+                  s->client.name, s->client.addr_text, r->reason, s->sender, proto_name(s),
+                  s->helo);
     }
     commit_message(s);
 }
@@ -1223,7 +1253,7 @@ static int canonical_headers(struct smtp_session *s)
         r = -2;
     if (result == 0 && r < 0) {
         const char *id = queue_file_id(s->qf);
-        log_warn(s->sid, "%s: %s", id, r == -1 ? "canonical address lookup failed for a header"
+        log_swarn(s->sid, "%s: %s", id, r == -1 ? "canonical address lookup failed for a header"
                                               : "cannot rewrite the message headers");
         end_refused(s, "451 4.3.0 Error: temporary failure; message not accepted, try again "
                        "later");
@@ -1242,7 +1272,7 @@ static void message_received(struct smtp_session *s)
     if (s->milters) {
         int fd = queue_message_fd(s->qf);
         if (fd < 0) {
-            log_warn(s->sid, "%s: cannot read the message back for the filters",
+            log_swarn(s->sid, "%s: cannot read the message back for the filters",
                      queue_file_id(s->qf));
             end_refused(s, "451 4.3.0 Error: queue file write error");
             return;
@@ -1261,29 +1291,29 @@ static void finish_message(struct smtp_session *s)
     if (s->dr.too_big)
         err = "552 5.3.4 Error: message file too big";
     else if ((s->dr.bare_lf || s->dr.bare_cr) && bare_newline_rejected()) {
-        log_info(s->sid, "%s: reject: END-OF-MESSAGE from %s[%s]: bare newline; from=<%s> "
-                 "proto=%s", id, s->client.name, s->client.addr_text, s->sender, proto_name(s));
+        log_reject(s, "END-OF-MESSAGE",
+                   s->dr.bare_lf ? "550 5.5.2 Error: bare <LF> received"
+                                 : "550 5.5.2 Error: bare <CR> received", NULL);
         reset_transaction(s);
         refuse_bare_newline(s, s->dr.bare_lf ? "<LF>" : "<CR>");
         return;
     } else if (s->dr.write_error)
         err = "451 4.3.0 Error: queue file write error";
     if (err) {
-        log_info(s->sid, "%s: reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> proto=%s",
-                 id, s->client.name, s->client.addr_text, err, s->sender, proto_name(s));
+        log_reject(s, "END-OF-MESSAGE", err, NULL);
         s->state = ST_HELO;
         reset_transaction(s);
         reply(s, "%s", err);
         return;
     }
     if (s->dr.bare_lf || s->dr.bare_cr)
-        log_info(s->sid, "%s: bare %s normalized to <CR><LF> in message from %s[%s]", id,
-                 s->dr.bare_lf && s->dr.bare_cr ? "<LF> and <CR>" : s->dr.bare_lf ? "<LF>"
+        log_sinfo(s->sid, "%s: bare %s normalized to <CR><LF> in message from %s[%s]", id,
+                  s->dr.bare_lf && s->dr.bare_cr ? "<LF> and <CR>" : s->dr.bare_lf ? "<LF>"
                                                                               : "<CR>",
-                 s->client.name, s->client.addr_text);
+                  s->client.name, s->client.addr_text);
     if (s->discard) {
-        log_info(s->sid, "%s: discard: END-OF-MESSAGE from %s[%s]: an access rule said DISCARD; "
-                 "from=<%s>", id, s->client.name, s->client.addr_text, s->sender);
+        log_sinfo(s->sid, "%s: discard: END-OF-MESSAGE from %s[%s]: an access rule said DISCARD; "
+                  "from=<%s>", id, s->client.name, s->client.addr_text, s->sender);
         reply(s, "250 2.0.0 Ok: discarded as %s", id);
         s->state = ST_HELO;
         reset_transaction(s);
@@ -1355,6 +1385,7 @@ struct smtp_session *session_new(const struct session_io *io, void *ctx,
     s->ctx = ctx;
     s->client = *client;
     s->state = ST_CONNECT;
+    str_copy(s->last_cmd, "CONNECT", sizeof s->last_cmd);
     s->tls_active = client->kind == LISTEN_SMTPS;
     /* Room for the line end, which is stripped after the length check. */
     buf_init(&s->line, (size_t)conf_long(P_LINE_LENGTH_LIMIT) + 1);
@@ -1370,10 +1401,10 @@ const char *session_id(const struct smtp_session *s)
 
 void session_start(struct smtp_session *s, const char *refusal)
 {
-    log_info(s->sid, "connect from %s[%s]:%d", s->client.name, s->client.addr_text,
-             s->client.port);
+    log_sinfo(s->sid, "connect from %s[%s]:%d", s->client.name, s->client.addr_text,
+              s->client.port);
     if (refusal) {
-        log_warn(s->sid, "refusing %s[%s]: %s", s->client.name, s->client.addr_text, refusal);
+        log_swarn(s->sid, "refusing %s[%s]: %s", s->client.name, s->client.addr_text, refusal);
         reply(s, "421 4.7.0 %s Error: %s", myhostname(), refusal);
         close_session(s);
         return;
@@ -1399,9 +1430,7 @@ static void require_client_cert(struct smtp_session *s)
     else if (!s->tls.trust.trusted)
         why = "Client certificate not trusted";
     if (why) {
-        log_info(s->sid, "reject: client certificate required from %s[%s]: %s",
-                 s->client.name, s->client.addr_text, why);
-        reply(s, "421 4.7.1 %s Error: %s", myhostname(), why);
+        reject(s, "CONNECT", NULL, "421 4.7.1 %s Error: %s", myhostname(), why);
         close_session(s);
     }
 }
@@ -1425,9 +1454,9 @@ void session_tls_established(struct smtp_session *s, const struct tls_peer *peer
 
 void session_timeout(struct smtp_session *s)
 {
-    const char *after = s->state == ST_DATA ? "DATA" : "command";
-    log_info(s->sid, "timeout after %s from %s[%s]", after, s->client.name,
-             s->client.addr_text);
+    const char *after = s->state == ST_DATA ? "DATA" : s->last_cmd;
+    log_sinfo(s->sid, "timeout after %s from %s[%s]", after, s->client.name,
+              s->client.addr_text);
     reply(s, "421 4.4.2 %s Error: timeout exceeded", myhostname());
     if (s->state == ST_DATA)
         reset_transaction(s);
@@ -1478,12 +1507,12 @@ void session_release(struct smtp_session *s)
     table_memo_free(s->memo); /* cancels lookups in flight */
     free(s->redo_arg);
     if (s->state == ST_DATA && s->qf)
-        log_info(s->sid, "%s: lost connection after DATA from %s[%s]; message discarded",
-                 queue_file_id(s->qf), s->client.name, s->client.addr_text);
+        log_sinfo(s->sid, "%s: lost connection after DATA from %s[%s]; message discarded",
+                  queue_file_id(s->qf), s->client.name, s->client.addr_text);
     reset_transaction(s);
     milter_close(s->milters); /* a phase in flight is abandoned */
-    log_info(s->sid, "disconnect from %s[%s] messages=%lu errors=%d", s->client.name,
-             s->client.addr_text, s->messages, s->errors);
+    log_sinfo(s->sid, "disconnect from %s[%s] messages=%lu errors=%d", s->client.name,
+              s->client.addr_text, s->messages, s->errors);
     buf_free(&s->line);
     free(s);
 }

@@ -431,30 +431,30 @@ const char *tls_peer_label(const struct tls_peer *peer)
 void tls_log_peer(const char *sid, const char *host, const char *addr,
                   const struct tls_peer *peer)
 {
-    log_info(sid, "%s TLS connection established from %s[%s]: %s with cipher %s (%d/%d bits)",
-             tls_peer_label(peer), host, addr, peer->protocol, peer->cipher, peer->bits,
-             peer->alg_bits);
+    log_sinfo(sid, "%s TLS connection established from %s[%s]: %s with cipher %s (%d/%d bits)",
+              tls_peer_label(peer), host, addr, peer->protocol, peer->cipher, peer->bits,
+              peer->alg_bits);
     const struct trust_result *t = &peer->trust;
     if (!t->has_cert) {
-        log_info(sid, "ccert: status=none via=none");
+        log_sinfo(sid, "ccert: status=none via=none");
         return;
     }
-    log_info(sid,
-             "ccert: status=%s via=%s chain=%s subject_cn=\"%s\" issuer_cn=\"%s\" "
-             "cert_fingerprint=%s pubkey_fingerprint=%s days_left=%ld%s%s%s",
-             t->trusted ? "trusted" : "untrusted", trust_via_name(t->via),
-             t->chain_ok ? "ok" : "failed", t->subject_cn, t->issuer_cn, t->cert_fp,
-             t->pubkey_fp, t->days_left, t->chain_ok ? "" : " reason=\"",
-             t->chain_ok ? "" : t->reason, t->chain_ok ? "" : "\"");
+    log_sinfo(sid,
+              "ccert: status=%s via=%s chain=%s subject_cn=\"%s\" issuer_cn=\"%s\" "
+              "cert_fingerprint=%s pubkey_fingerprint=%s days_left=%ld%s%s%s",
+              t->trusted ? "trusted" : "untrusted", trust_via_name(t->via),
+              t->chain_ok ? "ok" : "failed", t->subject_cn, t->issuer_cn, t->cert_fp,
+              t->pubkey_fp, t->days_left, t->chain_ok ? "" : " reason=\"",
+              t->chain_ok ? "" : t->reason, t->chain_ok ? "" : "\"");
     if (t->via == VIA_CERT_PIN)
-        log_warn(sid, "%s is pinned by its certificate digest, which changes at every "
-                 "renewal: pin its public key instead: %s", t->subject_cn, t->pubkey_fp);
+        log_swarn(sid, "%s is pinned by its certificate digest, which changes at every "
+                  "renewal: pin its public key instead: %s", t->subject_cn, t->pubkey_fp);
     if (t->via == VIA_CERT_PIN || t->via == VIA_PUBKEY_PIN) {
         if (t->days_left < 0)
-            log_warn(sid, "pinned client certificate of %s expired %ld days ago",
-                     t->subject_cn, -t->days_left);
+            log_swarn(sid, "pinned client certificate of %s expired %ld days ago",
+                      t->subject_cn, -t->days_left);
         else if (t->days_left < 14)
-            log_warn(sid, "pinned client certificate of %s expires in %ld days",
-                     t->subject_cn, t->days_left);
+            log_swarn(sid, "pinned client certificate of %s expires in %ld days",
+                      t->subject_cn, t->days_left);
     }
 }

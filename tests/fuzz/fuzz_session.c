@@ -134,7 +134,7 @@ static void init_once(void)
     if (done)
         return;
     done = 1;
-    log_open_file("/dev/null");
+    log_open("/dev/null");
     snprintf(qdir, sizeof qdir, "%s", "/tmp/kp-fuzz-session-XXXXXX");
     if (mkdtemp(qdir) == NULL)
         die("mkdtemp failed");

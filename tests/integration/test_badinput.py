@@ -521,7 +521,7 @@ def test_timeout_idle_command(server):
     rest = c.rest_until_close(timeout=8)
     assert 1.5 <= time.time() - t0 < 6
     c.close()
-    kp.wait_log(r"timeout after command from unknown\[127\.0\.0\.1\]")
+    kp.wait_log(r"timeout after EHLO from unknown\[127\.0\.0\.1\]")
     assert re.match(rb"^421 4\.4\.2 mx\.keypost\.test Error: timeout exceeded\r\n$", rest), rest
 
 
@@ -762,7 +762,7 @@ def test_hard_error_limit(server):
     assert [code for code, _ in got] == [250, 502, 502, 502, 502, 502, 421], got
     assert c.rest_until_close() == b""
     c.close()
-    kp.wait_log(r"too many errors from unknown\[127\.0\.0\.1\]")
+    kp.wait_log(r"(?m): too many errors after UNKNOWN from unknown\[127\.0\.0\.1\]$")
     settle(kp, "sentinel@example.org")
     assert kp.delivered("late@example.org") == []
 

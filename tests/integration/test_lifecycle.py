@@ -106,14 +106,24 @@ def holds_socket(pid, inode):
     return False
 
 
+def title(pid):
+    """What ps shows for pid: keypost names each process by its role."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode()
+    except OSError:
+        return ""
+
+
 def roles(kp):
     """(qmgr pids, smtpd pids) among the master's children: the queue manager
-    is the child that holds QUEUE/qmgr.sock bound; the rest are smtpd."""
+    is the child that holds QUEUE/qmgr.sock bound; smtpd workers are named so
+    (the log writer, "keypost: postlogd", is neither)."""
     master = kp.proc.pid
     inode = unix_socket_inode(os.path.join(kp.queue, "qmgr.sock"))
     kids = children(master)
     qmgr = [p for p in kids if inode and holds_socket(p, inode)]
-    smtpd = [p for p in kids if p not in qmgr]
+    smtpd = [p for p in kids if p not in qmgr and title(p).startswith("keypost: smtpd ")]
     return qmgr, smtpd
 
 
@@ -142,7 +152,11 @@ def processes_of(kp):
             state, _ = _stat(p)
         except (OSError, ValueError, IndexError):
             continue
-        if kp.config.encode() in cmd.split(b"\0") and state != "Z":
+        # "keypost: ROLE -c CONFIG" (or the unchanged command line of a
+        # process that has not set its title yet)
+        words = cmd.split(b"\0")
+        mine = kp.config.encode() in words or words[0].endswith(b" -c " + kp.config.encode())
+        if mine and state != "Z":
             out.append(p)
     return out
 
@@ -748,7 +762,7 @@ def test_worker_processes_and_concurrent_sessions(make_server):
                           for f in files)
         assert subjects == sorted(f"{i}.{k}" for k in range(per_session))
     # Only the two smtpd workers took connections.
-    connects = re.findall(r"keypost/smtpd\[(\d+)\]: S[0-9A-F]+: connect from", kp.log())
+    connects = re.findall(r"keypost/smtpd\[(\d+)\]: connect from", kp.log())
     assert {int(p) for p in connects} <= set(smtpd), (connects, smtpd)
     assert len(connects) in (n, n + 1)  # n sessions, and the probe of Keypost.start()
     wait_until(lambda: not queue_ids(kp, "active"), 10, what="an empty queue")

@@ -133,8 +133,8 @@ def test_unreadable_state_file_keeps_the_message_waiting(make_server):
     os.chmod(state, 0o000)
     attempts = kp.log().count(f"{qid}: to=<alice@example.org>")
     assert qcli(kp, "flush").returncode == 0
-    kp.wait_log(re.escape(qid) + r": warning: cannot read the state file .*: Permission denied; "
-                r"the message waits")
+    kp.wait_log(r"warning: " + re.escape(qid) + r": cannot read the state file .*: "
+                r"Permission denied; the message waits")
     import time
     time.sleep(1)
     assert kp.log().count(f"{qid}: to=<alice@example.org>") == attempts

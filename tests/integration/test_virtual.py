@@ -89,7 +89,8 @@ def test_mailboxes_belong_to_their_users(make_server, tmpbase, vbase):
         r = read_as(uid, VMAIL, files[0])
         assert r.returncode == 0 and "Subject: to the boxes" in r.stdout, r.stderr
         assert "Delivered-To: %s@virt.test" % box in r.stdout
-    kp.wait_log(r"to=<alice@virt\.test>, relay=virtual, .*status=sent \(delivered to maildir")
+    kp.wait_log(r"keypost/virtual\[\d+\]: \w+: to=<alice@virt\.test>, relay=virtual, "
+                r".*status=sent \(delivered to maildir")
     # Unknown users are refused at RCPT, and nothing is made for them.
     with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=20) as s:
         s.ehlo("client.test")

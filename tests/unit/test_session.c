@@ -980,7 +980,7 @@ static void test_hold_and_discard(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    log_open_file("/dev/null");
+    log_open("/dev/null");
     snprintf(qdir, sizeof qdir, "%s", "/tmp/kp-test-session-XXXXXX");
     if (mkdtemp(qdir) == NULL)
         return -1;
