@@ -17,6 +17,8 @@
 #include "deliver/mailboxd.h"
 #include "deliver/virtual.h"
 #include "master/ownercheck.h"
+#include "metrics/httpd.h"
+#include "metrics/metrics.h"
 #include "policy/restrict.h"
 #include "queue/qmgr.h"
 #include "queue/queue.h"
@@ -32,7 +34,7 @@
 #include "util/privs.h"
 #include "util/strutil.h"
 
-enum role { ROLE_SMTPD, ROLE_QMGR, ROLE_MAILBOX };
+enum role { ROLE_SMTPD, ROLE_QMGR, ROLE_MAILBOX, ROLE_METRICS };
 
 struct child {
     pid_t pid;          /* 0 while it waits to be started again */
@@ -61,9 +63,10 @@ static struct {
     int nls;
     struct tls_server *tls;
     int mailbox_fd;     /* the mailbox helper's socket (root only), else -1 */
+    int metrics_fd;     /* metrics_listen's socket, else -1 */
     int uid, gid;
     volatile sig_atomic_t got_term, got_hup, got_chld;
-} M = {.mailbox_fd = -1};
+} M = {.mailbox_fd = -1, .metrics_fd = -1};
 
 static void warn_ccert_settings(void)
 {
@@ -123,6 +126,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     check_domain_names(errs);
     restrict_init(errs);
     listen_check(errs);
+    metrics_listen_check(errs);
     route_init(errs);
     virtual_init(errs);
     warn_ccert_settings();
@@ -190,6 +194,8 @@ static void child_main(enum role role)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    if (role != ROLE_METRICS && M.metrics_fd >= 0)
+        close(M.metrics_fd); /* only the metrics process answers there */
     if (role == ROLE_MAILBOX) {
         /* Root, for one job only: no listener, no other process's work. */
         listen_close(M.ls, M.nls);
@@ -200,6 +206,10 @@ static void child_main(enum role role)
     if (privs_drop(M.uid, M.gid, err, sizeof err) < 0) {
         log_err(NULL, "%s", err);
         _exit(2);
+    }
+    if (role == ROLE_METRICS) {
+        listen_close(M.ls, M.nls);
+        metrics_httpd_run(M.metrics_fd, conf_str(P_QUEUE_DIRECTORY));
     }
     if (role == ROLE_QMGR) {
         /* The queue manager and its delivery agents never accept. */
@@ -213,7 +223,8 @@ static void child_main(enum role role)
 
 static const char *role_name(enum role role)
 {
-    return role == ROLE_QMGR ? "qmgr" : role == ROLE_MAILBOX ? "mailbox helper" : "smtpd";
+    return role == ROLE_QMGR ? "qmgr" : role == ROLE_MAILBOX ? "mailbox helper"
+                                    : role == ROLE_METRICS ? "metrics" : "smtpd";
 }
 
 static long long now_ms(void)
@@ -282,6 +293,8 @@ static void spawn_generation(void)
 {
     start_mailbox_helper();
     spawn(ROLE_QMGR);
+    if (M.metrics_fd >= 0)
+        spawn(ROLE_METRICS);
     for (long i = 0; i < worker_count(); i++)
         spawn(ROLE_SMTPD);
 }
@@ -547,6 +560,27 @@ static int preflight(void)
     return n ? -1 : 0;
 }
 
+/* The shared counters (metrics.h), named listeners, and the endpoint. */
+static int setup_metrics(void)
+{
+    char err[512];
+    if (metrics_create(conf_str(P_QUEUE_DIRECTORY), M.uid, M.gid, err, sizeof err) < 0) {
+        log_err(NULL, "%s", err);
+        return 2;
+    }
+    for (int i = 0; i < M.nls; i++)
+        metrics_set_listener(i, M.ls[i].fd, M.ls[i].text,
+                             M.ls[i].kind == LISTEN_SMTPS        ? MK_SMTPS
+                             : M.ls[i].kind == LISTEN_SUBMISSION ? MK_SUBMISSION
+                                                                 : MK_SMTPD);
+    M.metrics_fd = metrics_listen_open(err, sizeof err);
+    if (M.metrics_fd == -2) {
+        log_err(NULL, "%s", err);
+        return 2;
+    }
+    return 0;
+}
+
 static int setup(const char *path)
 {
     struct conf_errors errs = {0};
@@ -581,7 +615,7 @@ static int setup(const char *path)
         log_err(NULL, "cannot create the shared connection table");
         return 2;
     }
-    return 0;
+    return setup_metrics();
 }
 
 int master_serve(const char *path)

@@ -22,6 +22,7 @@
 #include "policy/restrict.h"
 #include "table/pgsql.h"
 #include "queue/commit.h"
+#include "metrics/metrics.h"
 #include "smtpd/anvil.h"
 #include "smtpd/deadline.h"
 #include "smtpd/fdreserve.h"
@@ -135,6 +136,7 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     W.nconns--;
+    metrics_session_end();
     peername_cancel(c->lookup);
     if (c->eof_watch)
         event_free(c->eof_watch);
@@ -349,6 +351,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 
 static void log_tls_failure(struct conn *c)
 {
+    metrics_tls_handshake(0, 0);
     char why[512] = "";
     size_t o = 0;
     unsigned long e;
@@ -672,6 +675,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         W.conns->prev = c;
     W.conns = c;
     W.nconns++;
+    metrics_connection(evconnlistener_get_fd(l));
     char why[128];
     const char *refusal = admission(c, why, sizeof why);
     if (refusal != NULL || start_lookup(c) < 0)

@@ -14,6 +14,7 @@
 #include "addr/expand.h"
 #include "addr/rewrite.h"
 #include "conf/conf.h"
+#include "metrics/metrics.h"
 #include "policy/restrict.h"
 #include "queue/commit.h"
 #include "queue/notify.h"
@@ -183,6 +184,7 @@ static const char *proto_name(const struct smtp_session *s)
 static void log_reject(struct smtp_session *s, const char *cmd, const char *text,
                        const char *rcpt)
 {
+    metrics_reject(metrics_stage_of(cmd));
     log_info(s->sid, "NOQUEUE: reject: %s from %s[%s]: %s; from=<%s>%s%s%s proto=%s helo=<%s>",
              cmd, s->client.name, s->client.addr_text, text, s->sender, rcpt ? " to=<" : "",
              rcpt ? rcpt : "", rcpt ? ">" : "", proto_name(s), s->helo);
@@ -675,6 +677,7 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         return;
     }
     if (bad < 0) {
+        metrics_reject(MS_DATA);
         log_warn(s->sid, "reject: DATA from %s[%s]: %s; from=<%s> proto=%s", s->client.name,
                  s->client.addr_text, err, s->sender, proto_name(s));
         reply(s, "451 4.3.0 Error: %s; message not accepted, try again later", err);
@@ -883,6 +886,7 @@ static void commit_done(void *arg, int ok)
     const char *id = queue_file_id(s->qf);
     if (ok) {
         s->messages++;
+        metrics_accepted();
         log_info(s->sid, "%s: from=<%s>, size=%zu, nrcpt=%d (queue %s)", id, s->sender,
                  s->dr.size, s->nrcpt, s->hold ? "hold" : "active");
         queue_notify(conf_str(P_QUEUE_DIRECTORY), id);
@@ -912,6 +916,7 @@ static void finish_message(struct smtp_session *s)
     if (s->dr.too_big)
         err = "552 5.3.4 Error: message file too big";
     else if ((s->dr.bare_lf || s->dr.bare_cr) && bare_newline_rejected()) {
+        metrics_reject(MS_END_OF_MESSAGE);
         log_info(s->sid, "%s: reject: END-OF-MESSAGE from %s[%s]: bare newline; from=<%s> "
                  "proto=%s", id, s->client.name, s->client.addr_text, s->sender, proto_name(s));
         reset_transaction(s);
@@ -920,6 +925,7 @@ static void finish_message(struct smtp_session *s)
     } else if (s->dr.write_error)
         err = "451 4.3.0 Error: queue file write error";
     if (err) {
+        metrics_reject(MS_END_OF_MESSAGE);
         log_info(s->sid, "%s: reject: END-OF-MESSAGE from %s[%s]: %s; from=<%s> proto=%s",
                  id, s->client.name, s->client.addr_text, err, s->sender, proto_name(s));
         s->state = ST_HELO;
@@ -1026,6 +1032,7 @@ void session_start(struct smtp_session *s, const char *refusal)
     log_info(s->sid, "connect from %s[%s]:%d", s->client.name, s->client.addr_text,
              s->client.port);
     if (refusal) {
+        metrics_reject(MS_CONNECT);
         log_warn(s->sid, "refusing %s[%s]: %s", s->client.name, s->client.addr_text, refusal);
         reply(s, "421 4.7.0 %s Error: %s", myhostname(), refusal);
         close_session(s);
@@ -1047,6 +1054,7 @@ static void require_client_cert(struct smtp_session *s)
     else if (!s->tls.trust.trusted)
         why = "Client certificate not trusted";
     if (why) {
+        metrics_reject(MS_STARTTLS);
         log_info(s->sid, "reject: client certificate required from %s[%s]: %s",
                  s->client.name, s->client.addr_text, why);
         reply(s, "421 4.7.1 %s Error: %s", myhostname(), why);
