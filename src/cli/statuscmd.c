@@ -27,7 +27,6 @@
 #include "metrics/metrics.h"
 #include "queue/census.h"
 #include "tls/certinfo.h"
-#include "util/strutil.h"
 
 static void iso_time(time_t t, char *out, size_t len)
 {
@@ -111,23 +110,23 @@ static int print_cert(const char *param, const char *path, time_t now)
     return 0;
 }
 
+struct cert_walk {
+    time_t now;
+    int status;
+};
+
+static void cert_line(const char *param, const char *path, void *arg)
+{
+    struct cert_walk *w = arg;
+    if (print_cert(param, path, w->now))
+        w->status = 2;
+}
+
 static int print_certs(time_t now)
 {
-    int r = 0;
-    static const enum conf_param single[] = {P_SMTPD_TLS_CERT_FILE, P_SMTP_TLS_CERT_FILE};
-    static const enum conf_param lists[] = {P_SMTPD_TLS_CHAIN_FILES, P_SMTP_TLS_CHAIN_FILES};
-    for (int i = 0; i < 2; i++) {
-        if (*conf_str(single[i]) && print_cert(conf_name(single[i]), conf_str(single[i]), now))
-            r = 2;
-        char *files = strdup(conf_str(lists[i]));
-        char *item[16];
-        int n = files ? str_split_list(files, item, 16) : 0;
-        for (int k = 0; k < n; k++)
-            if (print_cert(conf_name(lists[i]), item[k], now))
-                r = 2;
-        free(files);
-    }
-    return r;
+    struct cert_walk w = {now, 0};
+    metrics_each_certificate(cert_line, &w);
+    return w.status;
 }
 
 int cli_status(int argc, char **argv)

@@ -444,6 +444,8 @@ static void reload(void)
         log_err(NULL, "reload: %s", err);
     tls_server_free(M.tls);
     M.tls = tls;
+    metrics_note_certificates();
+    metrics_listen_reload_check();
     M.generation++;
     drop_waiting(M.generation);
     wait_for_old_qmgr();
@@ -573,6 +575,7 @@ static int setup_metrics(void)
                              M.ls[i].kind == LISTEN_SMTPS        ? MK_SMTPS
                              : M.ls[i].kind == LISTEN_SUBMISSION ? MK_SUBMISSION
                                                                  : MK_SMTPD);
+    metrics_note_certificates();
     M.metrics_fd = metrics_listen_open(err, sizeof err);
     if (M.metrics_fd == -2) {
         log_err(NULL, "%s", err);

@@ -18,6 +18,7 @@
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/netaddr.h"
+#include "util/strutil.h"
 
 #define REQUEST_MAX 8192
 #define REQUEST_SECONDS 5       /* a scraper that sends nothing is dropped */
@@ -58,9 +59,19 @@ void metrics_listen_check(struct conf_errors *errs)
                    conf_origin(P_METRICS_LISTEN), v);
 }
 
+static char bound[128]; /* what metrics_listen was when the socket was made */
+
+void metrics_listen_reload_check(void)
+{
+    if (strcmp(bound, conf_str(P_METRICS_LISTEN)) != 0)
+        log_warn(NULL, "reload: metrics_listen changed from \"%s\" to \"%s\"; the change "
+                 "takes effect when keypost is restarted", bound, conf_str(P_METRICS_LISTEN));
+}
+
 int metrics_listen_open(char *err, size_t errlen)
 {
     const char *v = conf_str(P_METRICS_LISTEN);
+    str_copy(bound, v, sizeof bound);
     if (*v == '\0')
         return -1;
     struct sockaddr_storage ss;

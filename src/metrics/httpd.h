@@ -17,6 +17,9 @@ void metrics_listen_check(struct conf_errors *errs);
 /* Bind and listen on metrics_listen: the descriptor, -1 when it is empty,
  * -2 with err filled when it cannot be bound. */
 int metrics_listen_open(char *err, size_t len);
+/* After a reload: a warning when metrics_listen is no longer what was bound
+ * at start (the socket stays; a restart moves it). */
+void metrics_listen_reload_check(void);
 /* Serve scrapes on fd until killed (SIGTERM, or SIGUSR1 on reload). */
 __attribute__((noreturn)) void metrics_httpd_run(int fd, const char *qdir);
 

@@ -55,6 +55,14 @@ struct metrics_slot {
     _Atomic uint64_t w[MR_COUNT];
 };
 
+/* keypost's own certificates, noted by the master at start and reload. */
+#define METRICS_MAX_CERTS 16
+struct metrics_cert {
+    char param[32];
+    char path[224];
+    int64_t not_after;       /* epoch seconds; 0: unreadable */
+};
+
 struct metrics_area {
     char magic[8];
     uint32_t size;               /* sizeof(struct metrics_area), checked by readers */
@@ -75,6 +83,8 @@ struct metrics_area {
     struct metrics_hist delivery_seconds;
     struct metrics_slot per_second[METRICS_SLOTS];
     struct metrics_slot per_minute[METRICS_SLOTS];
+    uint32_t ncerts;
+    struct metrics_cert certs[METRICS_MAX_CERTS];
 };
 
 /* ---- in the master ---- */
@@ -84,6 +94,14 @@ int metrics_create(const char *qdir, int uid, int gid, char *err, size_t len);
 /* Name listener i ("127.0.0.1:25"), whose socket is fd in every process,
  * for the connection counter's label. */
 void metrics_set_listener(int i, int fd, const char *text, enum metrics_listener_kind kind);
+
+/* Note the expiry of every configured certificate (smtpd_tls_cert_file,
+ * smtpd_tls_chain_files, smtp_tls_cert_file, smtp_tls_chain_files), in the
+ * master, which can read them, at start and after each reload. */
+void metrics_note_certificates(void);
+/* Call fn for each configured certificate file, in that order. */
+void metrics_each_certificate(void (*fn)(const char *param, const char *path, void *arg),
+                              void *arg);
 
 /* ---- in any process: each is a few atomic adds, or nothing unmapped ---- */
 void metrics_connection(int listen_fd);     /* a connection was accepted there */

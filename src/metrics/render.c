@@ -207,10 +207,29 @@ static int render_queue(struct buf *b, const struct queue_census *q, time_t now)
     return r;
 }
 
+static int render_certs(struct buf *b, const struct metrics_area *a)
+{
+    int r = prom_family(b, "keypost_tls_certificate_not_after_seconds", "gauge",
+                        "When each configured certificate of keypost expires (0: unreadable).");
+    for (uint32_t i = 0; i < a->ncerts && i < METRICS_MAX_CERTS; i++) {
+        char param[sizeof a->certs[i].param + 1], path[sizeof a->certs[i].path + 1];
+        memcpy(param, a->certs[i].param, sizeof a->certs[i].param);
+        param[sizeof a->certs[i].param] = '\0';
+        memcpy(path, a->certs[i].path, sizeof a->certs[i].path);
+        path[sizeof a->certs[i].path] = '\0';
+        const char *labels[] = {"parameter", param, "file", path, NULL};
+        char text[32];
+        snprintf(text, sizeof text, "%lld", (long long)a->certs[i].not_after);
+        r |= prom_sample(b, "keypost_tls_certificate_not_after_seconds", labels, text);
+    }
+    return r;
+}
+
 int metrics_render(struct buf *b, const struct metrics_area *a, const struct queue_census *q,
                    time_t now)
 {
-    int r = render_sessions(b, a) | render_tls(b, a) | render_messages(b, a);
+    int r = render_sessions(b, a) | render_tls(b, a) | render_certs(b, a) |
+            render_messages(b, a);
     if (q)
         r |= render_queue(b, q, now);
     r |= prom_family(b, "keypost_queue_readable", "gauge",

@@ -7,6 +7,7 @@ must tell the same story, and the certificates' expiry openssl reports."""
 import calendar
 import os
 import re
+import signal
 import smtplib
 import socket
 import ssl
@@ -335,6 +336,13 @@ def test_metrics_and_status(server, pki, peers):
             int(f["days_left"]) == (not_after - int(time.time()) + 2) // 86400
         assert "expired" not in f
 
+    # The endpoint carries the same expiry dates (the master reads the files).
+    exp = {lab["parameter"]: (lab["file"], v) for n, lab, v in
+           after["keypost_tls_certificate_not_after_seconds"]["samples"]}
+    assert exp == {"smtpd_tls_cert_file": (pki.path("mx.keypost.test", "crt"),
+                                           openssl_not_after(pki.path("mx.keypost.test", "crt"))),
+                   "smtp_tls_cert_file": (peers["out"][0], openssl_not_after(peers["out"][0]))}
+
     # A message put on hold moves from deferred to hold, in both views.
     kp.cli("queue", "-c", kp.config, "hold", qid)
     again = scrape(kp)
@@ -366,6 +374,41 @@ def test_endpoint_answers_only_get_metrics(server):
         assert value(fams, "keypost_messages_accepted_total") == 0
     finally:
         idle.close()
+
+
+def test_reload_keeps_counters(server):
+    """SIGHUP replaces the metrics process with the other children; the
+    counters live in the master's mapping and go on; a changed
+    metrics_listen waits for a restart, with a warning."""
+    kp = server
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=10) as s:
+        s.sendmail(SENDER, ["alice@example.org"], msg("before reload"))
+    kp.wait_delivered("alice@example.org")
+    first = scrape(kp)
+    kp.params["metrics_listen"] = f"127.0.0.1:{free_port()}"
+    kp.write_config()
+    kp.signal(signal.SIGHUP)
+    kp.wait_log(r"reload: configuration, certificates and tables re-read")
+    kp.wait_log(r'metrics_listen changed from "127\.0\.0\.1:\d+" to "127\.0\.0\.1:\d+"; '
+                r"the change takes effect when keypost is restarted")
+    deadline = time.time() + 10
+    while True:
+        try:
+            second = scrape(kp)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            assert time.time() < deadline, kp.log()
+            time.sleep(0.1)
+    assert value(second, "keypost_start_time_seconds") == \
+        value(first, "keypost_start_time_seconds")
+    assert value(second, "keypost_messages_accepted_total") == 1
+    assert value(second, "keypost_deliveries_total", status="sent") == 1
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=10) as s:
+        s.sendmail(SENDER, ["bob@example.org"], msg("after reload"))
+    kp.wait_delivered("bob@example.org")
+    third = scrape(kp)
+    assert value(third, "keypost_messages_accepted_total") == 2
+    assert value(third, "keypost_deliveries_total", status="sent") == 2
 
 
 def test_status_when_stopped(server):
