@@ -3,12 +3,12 @@
  * configured certificates. One "name: key=value ..." line per subject, for
  * people and for scripts:
  *
- *   status: running pid=PID since=TIME
- *   sessions: open=N
- *   queue: incoming=N active=N deferred=N hold=N
- *   oldest: age=SECONDSs arrival=TIME          (or "oldest: none")
+ *   status: running pid=PID since=TIME      (or "not running (why)", "unknown (why)")
+ *   sessions: open=N                          (these three only when running)
  *   last_minute: sent=N deferred=N bounced=N rejected=N
  *   last_hour: sent=N deferred=N bounced=N rejected=N
+ *   queue: incoming=N active=N deferred=N hold=N
+ *   oldest: age=SECONDSs arrival=TIME          (or "oldest: none")
  *   certificate: PARAM=PATH not_after=TIME days_left=N subject="..."
  *
  * Exit 0; 2 when keypost is not running (the queue and certificates are
@@ -40,8 +40,13 @@ static const struct metrics_area *live_area(const char *qdir)
 {
     const struct metrics_area *a = metrics_open(qdir);
     if (a == NULL) {
-        printf("status: not running (%s/%s: %s)\n", qdir, METRICS_FILE,
-               errno == EBADMSG ? "not a keypost metrics file" : strerror(errno));
+        int e = errno;
+        if (e == EACCES || e == EPERM)
+            printf("status: unknown (%s/%s: permission denied; run as root or mail_owner)\n",
+                   qdir, METRICS_FILE);
+        else
+            printf("status: not running (%s/%s: %s)\n", qdir, METRICS_FILE,
+                   e == EBADMSG ? "not a keypost metrics file" : strerror(e));
         return NULL;
     }
     /* The file outlives the master: make sure its process still runs. */
