@@ -411,6 +411,15 @@ def test_reload_keeps_counters(server):
     assert value(third, "keypost_deliveries_total", status="sent") == 2
 
 
+def test_status_without_permission(server):
+    """A user who may read neither the counters nor the queue hears so."""
+    r = subprocess.run([KEYPOST, "status", "-c", server.config], capture_output=True, text=True,
+                       user="nobody")
+    assert r.returncode == 2
+    assert "status: unknown (" in r.stdout and "permission denied" in r.stdout, r.stdout
+    assert "permission denied" in r.stderr, r.stderr
+
+
 def test_status_when_stopped(server):
     kp = server
     assert kp.stop() == 0
