@@ -64,8 +64,7 @@ static const struct metrics_area *live_area(const char *qdir)
 
 static void print_live(const struct metrics_area *a, time_t now)
 {
-    int64_t open = atomic_load(&a->sessions_open);
-    printf("sessions: open=%lld\n", (long long)(open > 0 ? open : 0));
+    printf("sessions: open=%lld\n", (long long)metrics_sessions_open(a));
     static const struct {
         const char *name;
         int seconds;

@@ -344,6 +344,7 @@ static void reap(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        metrics_process_gone(pid);
         int i = find_child(pid);
         if (i < 0)
             continue;

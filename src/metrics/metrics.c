@@ -19,6 +19,7 @@ const double metrics_delivery_bounds[METRICS_DELIVERY_BUCKETS] = {
     0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400};
 
 static struct metrics_area *A; /* this process's mapping, or NULL */
+static _Atomic int64_t *my_sessions; /* this process's slot, claimed on first use */
 
 #define RELAXED memory_order_relaxed
 #define ADD(field, n) atomic_fetch_add_explicit(&(field), (n), RELAXED)
@@ -73,6 +74,7 @@ int metrics_init_anonymous(void)
     if (A)
         munmap(A, sizeof *A);
     A = p;
+    my_sessions = NULL;
     stamp(A);
     return 0;
 }
@@ -135,11 +137,46 @@ static void hist_add(struct metrics_hist *h, const double *bounds, int n, double
     ADD(h->sum_us, (uint64_t)(seconds * 1e6 + 0.5));
 }
 
+static _Atomic int64_t *session_slot(void)
+{
+    if (my_sessions)
+        return my_sessions;
+    int32_t pid = (int32_t)getpid();
+    for (int i = 0; i < METRICS_MAX_PROCS; i++) {
+        int32_t free_slot = 0;
+        if (atomic_compare_exchange_strong(&A->sessions[i].pid, &free_slot, pid)) {
+            atomic_store(&A->sessions[i].open, 0);
+            return my_sessions = &A->sessions[i].open;
+        }
+    }
+    return &A->sessions_spill;
+}
+
+void metrics_process_gone(pid_t pid)
+{
+    if (A == NULL)
+        return;
+    for (int i = 0; i < METRICS_MAX_PROCS; i++)
+        if (atomic_load(&A->sessions[i].pid) == (int32_t)pid) {
+            atomic_store(&A->sessions[i].open, 0);
+            atomic_store(&A->sessions[i].pid, 0);
+        }
+}
+
+int64_t metrics_sessions_open(const struct metrics_area *a)
+{
+    int64_t n = atomic_load_explicit(&a->sessions_spill, RELAXED);
+    for (int i = 0; i < METRICS_MAX_PROCS; i++)
+        if (atomic_load_explicit(&a->sessions[i].pid, RELAXED))
+            n += atomic_load_explicit(&a->sessions[i].open, RELAXED);
+    return n > 0 ? n : 0;
+}
+
 void metrics_connection(int listen_fd)
 {
     if (A == NULL)
         return;
-    ADD(A->sessions_open, 1);
+    ADD(*session_slot(), 1);
     for (uint32_t i = 0; i < A->nlisteners; i++)
         if (A->listener_fd[i] == listen_fd) {
             ADD(A->connections[i], 1);
@@ -150,7 +187,7 @@ void metrics_connection(int listen_fd)
 void metrics_session_end(void)
 {
     if (A)
-        atomic_fetch_sub_explicit(&A->sessions_open, 1, RELAXED);
+        atomic_fetch_sub_explicit(session_slot(), 1, RELAXED);
 }
 
 void metrics_tls_handshake(int ok, double seconds)

@@ -22,6 +22,7 @@
 #define METRICS_FILE "metrics"   /* in queue_directory */
 #define METRICS_MAX_LISTENERS 32
 #define METRICS_LISTENER_LEN 80
+#define METRICS_MAX_PROCS 512
 
 enum metrics_listener_kind { MK_SMTPD, MK_SUBMISSION, MK_SMTPS };
 
@@ -72,7 +73,14 @@ struct metrics_area {
     char listener_name[METRICS_MAX_LISTENERS][METRICS_LISTENER_LEN];
     uint32_t listener_kind[METRICS_MAX_LISTENERS];
     int32_t listener_fd[METRICS_MAX_LISTENERS];
-    _Atomic int64_t sessions_open;
+    /* Sessions open, per smtpd process: the master clears the slot of a
+     * process that ended, so a crashed worker's sessions do not stay
+     * counted. "spill" takes the rest if every slot is taken. */
+    struct {
+        _Atomic int32_t pid;
+        _Atomic int64_t open;
+    } sessions[METRICS_MAX_PROCS];
+    _Atomic int64_t sessions_spill;
     _Atomic uint64_t connections[METRICS_MAX_LISTENERS];
     _Atomic uint64_t tls_handshakes_ok, tls_handshakes_failed;
     struct metrics_hist tls_seconds;
@@ -103,6 +111,9 @@ void metrics_note_certificates(void);
 void metrics_each_certificate(void (*fn)(const char *param, const char *path, void *arg),
                               void *arg);
 
+/* A child process ended (in the master, when it reaps it). */
+void metrics_process_gone(pid_t pid);
+
 /* ---- in any process: each is a few atomic adds, or nothing unmapped ---- */
 void metrics_connection(int listen_fd);     /* a connection was accepted there */
 void metrics_session_end(void);             /* ... and is gone */
@@ -125,6 +136,8 @@ const struct metrics_area *metrics_area(void);
  * the per-minute slots, which cover 59 to 60 whole minutes). */
 uint64_t metrics_recent(const struct metrics_area *a, enum metrics_recent k, int seconds,
                         time_t now);
+/* Sessions open now, in all processes. */
+int64_t metrics_sessions_open(const struct metrics_area *a);
 /* A consistent-enough copy of a histogram: counts per bucket, total, sum. */
 uint64_t metrics_hist_read(const struct metrics_hist *h, int nbuckets, uint64_t *counts,
                            double *sum);

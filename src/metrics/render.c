@@ -114,8 +114,7 @@ static int render_sessions(struct buf *b, const struct metrics_area *a)
     snprintf(text, sizeof text, "%lld", (long long)a->started);
     r |= prom_sample(b, "keypost_start_time_seconds", NULL, text);
     r |= prom_family(b, "keypost_smtpd_sessions", "gauge", "SMTP sessions open now.");
-    int64_t open = LOAD(a->sessions_open);
-    snprintf(text, sizeof text, "%lld", (long long)(open > 0 ? open : 0));
+    snprintf(text, sizeof text, "%lld", (long long)metrics_sessions_open(a));
     r |= prom_sample(b, "keypost_smtpd_sessions", NULL, text);
     r |= prom_family(b, "keypost_smtpd_connections_total", "counter",
                      "Connections accepted, by listener.");

@@ -411,6 +411,25 @@ def test_reload_keeps_counters(server):
     assert value(third, "keypost_deliveries_total", status="sent") == 2
 
 
+def test_crashed_worker_sessions_not_counted(server):
+    """The sessions of a worker that dies are no longer counted as open."""
+    kp = server
+    held = socket.create_connection(("127.0.0.1", kp.smtp_port), timeout=10)
+    try:
+        assert held.recv(512).startswith(b"220 ")
+        port = held.getsockname()[1]
+        pid = int(kp.wait_log(rf"smtpd\[(\d+)\]: S[0-9A-F]+: connect from "
+                              rf"unknown\[127\.0\.0\.1\]:{port}\b").group(1))
+        assert value(scrape(kp), "keypost_smtpd_sessions") == 1
+        os.kill(pid, signal.SIGKILL)
+        kp.wait_log(rf"smtpd process {pid} was killed by signal 9")
+        assert value(scrape(kp), "keypost_smtpd_sessions") == 0
+        _, st = status(kp)
+        assert st["sessions"] == ["open=0"]
+    finally:
+        held.close()
+
+
 def test_status_without_permission(server):
     """A user who may read neither the counters nor the queue hears so."""
     r = subprocess.run([KEYPOST, "status", "-c", server.config], capture_output=True, text=True,

@@ -85,7 +85,9 @@ static void test_area_counts(void **state)
     metrics_connection(99); /* not a listener: a session, no connection label */
     metrics_session_end();
     assert_int_equal(a->connections[0], 2);
-    assert_int_equal(a->sessions_open, 2);
+    assert_int_equal(metrics_sessions_open(a), 2);
+    metrics_process_gone(getpid()); /* as the master does for a dead worker */
+    assert_int_equal(metrics_sessions_open(a), 0);
     metrics_reject(metrics_stage_of("RCPT"));
     metrics_reject(metrics_stage_of("ehlo"));
     metrics_reject(metrics_stage_of("nonsense"));
