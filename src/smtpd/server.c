@@ -137,6 +137,8 @@ static void conn_free(struct conn *c)
         c->next->prev = c->prev;
     W.nconns--;
     metrics_session_end();
+    if (c->handshaking)
+        metrics_tls_handshake(0, 0); /* failed, timed out or abandoned */
     peername_cancel(c->lookup);
     if (c->eof_watch)
         event_free(c->eof_watch);
@@ -351,7 +353,6 @@ static void on_write(struct bufferevent *bev, void *arg)
 
 static void log_tls_failure(struct conn *c)
 {
-    metrics_tls_handshake(0, 0);
     char why[512] = "";
     size_t o = 0;
     unsigned long e;

@@ -362,6 +362,25 @@ def test_endpoint_answers_only_get_metrics(server):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 405
+    # A handshake that fails (not TLS at all) and one abandoned half-way.
+    for junk in (b"GET / HTTP/1.0\r\n\r\n", None):
+        with socket.create_connection(("127.0.0.1", kp.smtp_port), timeout=10) as raw:
+            raw.recv(512)
+            raw.sendall(b"STARTTLS\r\n")
+            assert raw.recv(512).startswith(b"220 ")
+            if junk:
+                raw.sendall(junk)
+                try:
+                    raw.recv(512)  # an alert, or a reset
+                except ConnectionError:
+                    pass
+    deadline = time.time() + 10
+    while value(scrape(kp), "keypost_tls_handshakes_total", result="failed") < 2:
+        assert time.time() < deadline, kp.log()
+        time.sleep(0.1)
+    fams = scrape(kp)
+    assert value(fams, "keypost_tls_handshakes_total", result="failed") == 2
+    assert value(fams, "keypost_tls_handshakes_total", result="ok") == 0
     # A client that connects and sends nothing does not stop the next scrape
     # for longer than the request timeout; smtpd does not notice at all.
     idle = socket.create_connection(("127.0.0.1", kp.metrics_port), timeout=10)
