@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from kptest import KEYPOST, PKI, free_port, make_tmpdir
+from kptest import KEYPOST, PKI, Keypost, free_port, make_tmpdir
 
 SENDER = ""  # the null sender: a bounce sends no report, so counts stay exact
 
@@ -478,6 +478,24 @@ def test_status_reports_unreadable_certificate(tmpbase):
     assert f'certificate: smtp_tls_cert_file={tmpbase}/missing.pem error="' in r.stdout
     assert "No such file or directory" in r.stdout
     assert "status: not running" in r.stdout
+
+
+def test_metrics_port_taken_refuses_start(tmpbase):
+    """A metrics_listen that cannot be bound stops keypost at start, with the
+    reason, rather than running without the numbers someone asked for."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = taken.getsockname()[1]
+        kp = Keypost(tmpbase, metrics_listen=f"127.0.0.1:{port}")
+        with pytest.raises(RuntimeError):
+            kp.start()
+        assert kp.proc.wait(timeout=10) == 2
+        assert f"metrics_listen: cannot listen on 127.0.0.1:{port}: Address already in use" \
+            in kp.output(), kp.output()
+    finally:
+        taken.close()
 
 
 @pytest.mark.parametrize("addr,allow,error", [
