@@ -23,6 +23,7 @@ static int usage(void)
             "       keypost fingerprint [-d DIGEST] FILE.pem\n"
             "       keypost fingerprint --tlsa FILE.pem  its \"3 1 1\" TLSA record\n"
             "       keypost queue [-c FILE] list|flush|delete ID|hold ID|release ID\n"
+            "       keypost status [-c FILE]       sessions, queue, recent deliveries, certificates\n"
             "       keypost map FILE...           build FILE.lmdb for lmdb:FILE tables\n"
             "       keypost map -q KEY TYPE:TABLE print the value of KEY (exit 1: none, 2: table failed)\n"
             "       keypost map -q - TYPE:TABLE   look up each line of stdin, print KEY<TAB>VALUE\n");
@@ -87,6 +88,8 @@ int main(int argc, char **argv)
         return cli_fingerprint(argc, argv);
     if (strcmp(cmd, "queue") == 0)
         return cli_queue(argc, argv);
+    if (strcmp(cmd, "status") == 0)
+        return cli_status(argc, argv);
     if (strcmp(cmd, "map") == 0)
         return cli_map(argc, argv);
     return usage();

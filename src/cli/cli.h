@@ -19,5 +19,8 @@ int cli_conf(int argc, char **argv);
 /* The PARAMETERS section of keypost.cf(5), in man(7) roff, grouped as
  * params.def groups them. 0, or -1 when out cannot be written. */
 int cli_conf_man(FILE *out);
+/* keypost status [-c FILE]: sessions, queue by state, the oldest message,
+ * recent deliveries and rejects, certificate expiry (statuscmd.c). */
+int cli_status(int argc, char **argv);
 
 #endif

@@ -19,6 +19,8 @@
 #include "master/logwriter.h"
 #include "milter/milter.h"
 #include "master/ownercheck.h"
+#include "metrics/httpd.h"
+#include "metrics/metrics.h"
 #include "policy/restrict.h"
 #include "queue/qmgr.h"
 #include "queue/queue.h"
@@ -36,7 +38,7 @@
 #include "util/strutil.h"
 
 /* ROLE_LOG, the log writer, outlives reloads and stops last. */
-enum role { ROLE_SMTPD, ROLE_QMGR, ROLE_MAILBOX, ROLE_LOG };
+enum role { ROLE_SMTPD, ROLE_QMGR, ROLE_MAILBOX, ROLE_LOG, ROLE_METRICS };
 
 struct child {
     pid_t pid;          /* 0 while it waits to be started again */
@@ -67,9 +69,10 @@ static struct {
     int mailbox_fd;     /* the mailbox helper's socket (root only), else -1 */
     /* as at start: a reload does not move the log nor rename its lines */
     char maillog_file[1024], syslog_name[64], syslog_facility[16];
+    int metrics_fd;     /* metrics_listen's socket, else -1 */
     int uid, gid;
     volatile sig_atomic_t got_term, got_hup, got_chld, got_usr1;
-} M = {.mailbox_fd = -1};
+} M = {.mailbox_fd = -1, .metrics_fd = -1};
 
 static void warn_ccert_settings(void)
 {
@@ -137,6 +140,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     check_syslog_name(errs);
     restrict_init(errs);
     listen_check(errs);
+    metrics_listen_check(errs);
     route_init(errs);
     virtual_init(errs);
     milter_init(errs);
@@ -207,6 +211,8 @@ static void child_main(enum role role)
         listen_close(M.ls, M.nls);
         if (M.mailbox_fd >= 0)
             close(M.mailbox_fd);
+        if (M.metrics_fd >= 0)
+            close(M.metrics_fd);
         if (privs_drop(M.uid, M.gid, err, sizeof err) < 0) {
             log_err(NULL, "%s", err);
             _exit(2);
@@ -220,6 +226,8 @@ static void child_main(enum role role)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    if (role != ROLE_METRICS && M.metrics_fd >= 0)
+        close(M.metrics_fd); /* only the metrics process answers there */
     if (role == ROLE_MAILBOX) {
         /* Root, for one job only: no listener, no other process's work. */
         listen_close(M.ls, M.nls);
@@ -230,6 +238,10 @@ static void child_main(enum role role)
     if (privs_drop(M.uid, M.gid, err, sizeof err) < 0) {
         log_err(NULL, "%s", err);
         _exit(2);
+    }
+    if (role == ROLE_METRICS) {
+        listen_close(M.ls, M.nls);
+        metrics_httpd_run(M.metrics_fd, conf_str(P_QUEUE_DIRECTORY));
     }
     if (role == ROLE_QMGR) {
         /* The queue manager and its delivery agents never accept. */
@@ -247,6 +259,7 @@ static const char *role_name(enum role role)
     case ROLE_QMGR: return "qmgr";
     case ROLE_MAILBOX: return "mailbox helper";
     case ROLE_LOG: return "postlogd";
+    case ROLE_METRICS: return "metrics";
     case ROLE_SMTPD: return "smtpd";
     }
     return "smtpd";
@@ -318,6 +331,8 @@ static void spawn_generation(void)
 {
     start_mailbox_helper();
     spawn(ROLE_QMGR);
+    if (M.metrics_fd >= 0)
+        spawn(ROLE_METRICS);
     for (long i = 0; i < worker_count(); i++)
         spawn(ROLE_SMTPD);
 }
@@ -367,6 +382,7 @@ static void reap(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        metrics_process_gone(pid);
         int i = find_child(pid);
         if (i < 0)
             continue;
@@ -509,6 +525,8 @@ static void reload(void)
         log_err(NULL, "reload: %s", err);
     tls_server_free(M.tls);
     M.tls = tls;
+    metrics_note_certificates();
+    metrics_listen_reload_check();
     M.generation++;
     keep_log_writer();
     drop_waiting(M.generation);
@@ -654,6 +672,28 @@ static int preflight(void)
     return n ? -1 : 0;
 }
 
+/* The shared counters (metrics.h), named listeners, and the endpoint. */
+static int setup_metrics(void)
+{
+    char err[512];
+    if (metrics_create(conf_str(P_QUEUE_DIRECTORY), M.uid, M.gid, err, sizeof err) < 0) {
+        log_err(NULL, "%s", err);
+        return 2;
+    }
+    for (int i = 0; i < M.nls; i++)
+        metrics_set_listener(i, M.ls[i].fd, M.ls[i].text,
+                             M.ls[i].kind == LISTEN_SMTPS        ? MK_SMTPS
+                             : M.ls[i].kind == LISTEN_SUBMISSION ? MK_SUBMISSION
+                                                                 : MK_SMTPD);
+    metrics_note_certificates();
+    M.metrics_fd = metrics_listen_open(err, sizeof err);
+    if (M.metrics_fd == -2) {
+        log_err(NULL, "%s", err);
+        return 2;
+    }
+    return 0;
+}
+
 static int setup(const char *path)
 {
     struct conf_errors errs = {0};
@@ -696,7 +736,7 @@ static int setup(const char *path)
         log_err(NULL, "cannot create the shared connection table");
         return 2;
     }
-    return 0;
+    return setup_metrics();
 }
 
 int master_serve(const char *path)

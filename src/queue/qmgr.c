@@ -17,8 +17,10 @@
 #include "deliver/maildir.h"
 #include "deliver/virtual.h"
 #include "deliver/smtp.h"
+#include "metrics/metrics.h"
 #include "queue/agent.h"
 #include "queue/bounce.h"
+#include "queue/census.h"
 #include "queue/notify.h"
 #include "queue/queue.h"
 #include "queue/route.h"
@@ -59,6 +61,9 @@ static void log_result(const struct envelope *env, int rcpt, const struct dresul
 {
     const char *orig = envelope_orig_rcpt(env, rcpt);
     int aliased = strcmp(orig, env->rcpts[rcpt]) != 0;
+    metrics_delivery(r->status == D_SENT ? MD_SENT : r->status == D_BOUNCED ? MD_BOUNCED
+                                                                             : MD_DEFERRED,
+                     queue_id_age(env->id));
     log_info(env->id, "to=<%s>, %s%s%srelay=%s, delay=%.0f, status=%s (%s)", env->rcpts[rcpt],
              aliased ? "orig_to=<" : "", aliased ? orig : "", aliased ? ">, " : "", r->relay,
              difftime(time(NULL), env->arrival), dstatus_name(r->status), r->text);

@@ -23,6 +23,7 @@
 #include "policy/restrict.h"
 #include "table/pgsql.h"
 #include "queue/commit.h"
+#include "metrics/metrics.h"
 #include "smtpd/anvil.h"
 #include "smtpd/deadline.h"
 #include "smtpd/fdreserve.h"
@@ -136,6 +137,9 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     W.nconns--;
+    metrics_session_end();
+    if (c->handshaking)
+        metrics_tls_handshake(0, 0); /* failed, timed out or abandoned */
     peername_cancel(c->lookup);
     if (c->eof_watch)
         event_free(c->eof_watch);
@@ -673,6 +677,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         W.conns->prev = c;
     W.conns = c;
     W.nconns++;
+    metrics_connection(evconnlistener_get_fd(l));
     char why[128];
     const char *refusal = admission(c, why, sizeof why);
     if (refusal != NULL || start_lookup(c) < 0)

@@ -16,6 +16,7 @@
 #include "addr/rewrite.h"
 #include "milter/milter.h"
 #include "conf/conf.h"
+#include "metrics/metrics.h"
 #include "policy/restrict.h"
 #include "queue/commit.h"
 #include "queue/notify.h"
@@ -210,6 +211,7 @@ static const char *proto_name(const struct smtp_session *s)
 static void log_reject(struct smtp_session *s, const char *stage, const char *text,
                        const char *rcpt)
 {
+    metrics_reject(metrics_stage_of(stage));
     int has_sender = strcmp(stage, "RCPT") == 0 || strcmp(stage, "DATA") == 0 ||
                      strcmp(stage, "END-OF-MESSAGE") == 0;
     log_sinfo(s->sid, "%s: reject: %s from %s[%s]: %s;%s%s%s%s%s%s proto=%s%s%s%s",
@@ -274,6 +276,7 @@ static int milter_refused(struct smtp_session *s, const char *cmd,
 {
     if (r->verdict != MV_REJECT && r->verdict != MV_TEMPFAIL)
         return 0;
+    metrics_reject(metrics_stage_of(cmd));
     log_sinfo(s->sid, "NOQUEUE: milter-reject: %s from %s[%s]: %s; from=<%s>%s%s%s proto=%s "
               "helo=<%s>", cmd, s->client.name, s->client.addr_text, r->reply, s->sender,
               rcpt ? " to=<" : "", rcpt ? rcpt : "", rcpt ? ">" : "", proto_name(s), s->helo);
@@ -1066,6 +1069,7 @@ static void commit_done(void *arg, int ok)
     const char *id = queue_file_id(s->qf);
     if (ok) {
         s->messages++;
+        metrics_accepted();
         log_sinfo(s->sid, "%s: from=<%s>, size=%zu, nrcpt=%d (queue %s)", id, s->sender,
                   s->dr.size, s->nrcpt, s->hold ? "hold" : "active");
         queue_notify(conf_str(P_QUEUE_DIRECTORY), id);

@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
+#include "metrics/metrics.h"
 #include "table/table.h"
 #include "tls/tlsopt.h"
 #include "util/log.h"
@@ -403,12 +405,20 @@ void tls_server_free(struct tls_server *ts)
     free(ts);
 }
 
+static double monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 SSL *tls_server_session(struct tls_server *ts, struct tls_peer *peer)
 {
     SSL *ssl = SSL_new(ts->ctx);
     if (ssl == NULL)
         return NULL;
     memset(peer, 0, sizeof *peer);
+    peer->started = monotonic_seconds();
     SSL_set_ex_data(ssl, peer_ex_index, peer);
     return ssl;
 }
@@ -419,6 +429,8 @@ void tls_peer_finish(SSL *ssl, struct tls_peer *peer)
     const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
     str_copy(peer->cipher, c ? SSL_CIPHER_get_name(c) : "unknown", sizeof peer->cipher);
     peer->bits = c ? SSL_CIPHER_get_bits(c, &peer->alg_bits) : 0;
+    metrics_tls_handshake(1, monotonic_seconds() - peer->started);
+    metrics_trust(peer->trust.via, peer->trust.has_cert, peer->trust.trusted);
 }
 
 const char *tls_peer_label(const struct tls_peer *peer)

@@ -20,6 +20,7 @@ struct tls_peer {
     int bits;
     int alg_bits;
     struct trust_result trust;
+    double started;  /* monotonic seconds when the handshake began (metrics) */
 };
 
 /* Build the server context from the configuration; errors go to errs with
