@@ -451,3 +451,26 @@ def test_certbot_hook_reloads_only_for_keypost_certificates(tmpbase):
     assert run("/etc/letsencrypt/live/mx.example.com") == [
         f"keypost check -c {conf}", "systemctl is-active --quiet keypost",
         "systemctl reload keypost"]
+
+
+# ---- the documentation names the installed paths ------------------------------
+
+def test_readme_and_manual_name_the_paths_install_uses(destdir):
+    install(destdir, "SENDMAIL_LINKS=yes")
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    section = readme.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^    (/\S+)", section, re.M)
+    assert len(listed) >= 8, listed
+    for path in listed:
+        assert os.path.lexists(destdir + path), path
+    for path in re.findall(r"`(/usr/s?bin/\w+)`", section):
+        assert os.path.lexists(destdir + path), path
+    page = open(os.path.join(ROOT, "man/keypost.8")).read()
+    files = page.split("\n.SH FILES\n", 1)[1].split("\n.SH ", 1)[0]
+    named = re.findall(r"^\.I (/\S+)$", files, re.M)
+    for path in named:
+        if path.startswith(("/etc/keypost", "/var/spool", "/lib/systemd")):
+            assert os.path.lexists(destdir + path), path
+    unit = open(os.path.join(destdir, UNIT)).read()
+    assert "/lib/systemd/system/keypost.service" in named
+    assert "ReadWritePaths=/var/spool/keypost" in unit and "/var/spool/keypost" in named
