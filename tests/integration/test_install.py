@@ -4,6 +4,7 @@ checked by systemd-analyze and its ExecStart line run with the unit's
 capability bounding set and NoNewPrivileges (setpriv), with NOTIFY_SOCKET on
 a datagram socket of the test: READY=1 when the port accepts, RELOADING=1
 and READY=1 around a SIGHUP reload, STOPPING=1 on SIGTERM."""
+import glob
 import os
 import pwd
 import re
@@ -24,6 +25,7 @@ BUILD = os.path.dirname(os.path.abspath(KEYPOST))
 UNIT = "lib/systemd/system/keypost.service"
 SPOOL = "var/spool/keypost"
 QUEUE_SUBDIRS = ["tmp", "active", "hold", "state"]
+VMAIL_UID = 5000
 
 # Every file and directory `make install DESTDIR=...` makes (PREFIX=/usr):
 # path -> (kind, mode).
@@ -343,8 +345,19 @@ def test_unit_command_notifies_ready_reload_and_stop(destdir, abstract):
     # from the bounding set, as on a real server.
     addr = f"127.{os.getpid() % 200 + 20}.{int(time.time()) % 250 + 1}.25"
     conf = os.path.join(destdir, "etc/keypost/keypost.cf")
+    # A virtual mailbox too: the helper that keeps root writes it as its
+    # owner (setfsuid) within the same bounding set.
+    vmail = os.path.join(base, "vmail")
+    os.mkdir(vmail)
+    os.chown(vmail, VMAIL_UID, VMAIL_UID)
+    os.chmod(vmail, 0o770)
+    boxes = os.path.join(base, "vmailbox")
+    with open(boxes, "w") as f:
+        f.write("carol@virt.test virt.test/carol/\n")
     kp = Keypost(base, queue_directory=os.path.join(destdir, SPOOL),
-                 smtpd_listen=f"{addr}:25")
+                 smtpd_listen=f"{addr}:25", virtual_mailbox_domains="virt.test",
+                 virtual_mailbox_base=vmail, virtual_mailbox_maps=f"texthash:{boxes}",
+                 virtual_uid_maps=f"static:{VMAIL_UID}", virtual_gid_maps=f"static:{VMAIL_UID}")
     kp.config = conf
     kp.queue = os.path.join(destdir, SPOOL)
     kp.write_config()
@@ -368,8 +381,12 @@ def test_unit_command_notifies_ready_reload_and_stop(destdir, abstract):
             st = os.stat(os.path.join(destdir, SPOOL, d))
             assert st.st_uid == owner and stat.S_IMODE(st.st_mode) == 0o700, d
         with smtplib.SMTP(addr, 25, timeout=10) as s:
-            s.sendmail("bob@remote.test", ["alice@example.org"], "Subject: t\r\n\r\nhi\r\n")
+            s.sendmail("bob@remote.test", ["alice@example.org", "carol@virt.test"],
+                       "Subject: t\r\n\r\nhi\r\n")
         kp.wait_delivered("alice@example.org")
+        kp.wait_log(r"to=<carol@virt.test>.*status=sent")
+        [box] = glob.glob(os.path.join(vmail, "virt.test/carol/new/*"))
+        assert os.stat(box).st_uid == VMAIL_UID
 
         before = time.monotonic_ns() // 1000
         kp.signal(signal.SIGHUP)
