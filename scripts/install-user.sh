@@ -32,6 +32,10 @@ if ! getent passwd "$user" >/dev/null; then
     # shellcheck disable=SC2086
     useradd --system $group_opt --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin "$user"
+    if ! getent passwd "$user" >/dev/null; then
+        echo "install: useradd did not create the user $user; the queue is not made" >&2
+        exit 1
+    fi
 fi
 group=$(id -gn "$user")
 echo "install -d -o $user -g $group -m 0700 $spool $*"

@@ -491,3 +491,47 @@ def test_readme_and_manual_name_the_paths_install_uses(destdir):
     unit = open(os.path.join(destdir, UNIT)).read()
     assert "/lib/systemd/system/keypost.service" in named
     assert "ReadWritePaths=/var/spool/keypost" in unit and "/var/spool/keypost" in named
+
+
+# ---- without DESTDIR: the user and the queue owner --------------------------------
+
+def paths_under(root):
+    """make variables that put every installed path below root (DESTDIR empty)."""
+    return [f"PREFIX={root}/usr", f"SYSCONFDIR={root}/etc", f"SPOOLDIR={root}/spool",
+            f"UNITDIR={root}/unit", "DESTDIR="]
+
+
+def test_install_as_root_gives_the_queue_to_the_keypost_user(destdir):
+    r = make("install", *paths_under(destdir))
+    assert "DESTDIR is set" not in r.stdout
+    owner = pwd.getpwnam("keypost")
+    for d in ["", *QUEUE_SUBDIRS]:
+        st = os.stat(os.path.join(destdir, "spool", d))
+        assert (st.st_uid, st.st_gid) == (owner.pw_uid, owner.pw_gid), d
+        assert stat.S_IMODE(st.st_mode) == 0o700, d
+    unit = open(os.path.join(destdir, "unit/keypost.service")).read()
+    assert f"ReadWritePaths={destdir}/spool -/var/mail" in unit
+    assert f"ExecStart={destdir}/usr/sbin/keypost serve -c {destdir}/etc/keypost/keypost.cf" \
+        in unit
+
+
+def test_install_creates_a_missing_user_as_a_system_account(destdir, tmpbase):
+    # A useradd that only records what it was asked: the machine's users
+    # stay as they are, and install must stop when the user is not there.
+    fake = os.path.join(tmpbase, "bin")
+    os.makedirs(fake)
+    calls = os.path.join(tmpbase, "useradd.args")
+    with open(os.path.join(fake, "useradd"), "w") as f:
+        f.write(f'#!/bin/sh\necho "$*" > {calls}\n')
+    os.chmod(os.path.join(fake, "useradd"), 0o755)
+    env = dict(os.environ, PATH=fake + ":" + os.environ["PATH"])
+    r = subprocess.run(["make", "-s", "-C", ROOT, f"BUILD={BUILD}", "install",
+                        "KEYPOST_USER=kp-no-such-user", *paths_under(destdir)],
+                       capture_output=True, text=True, env=env)
+    assert open(calls).read().split() == [
+        "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+        "--shell", "/usr/sbin/nologin", "kp-no-such-user"]
+    # The fake made no user: nothing to give the queue to, and install says so.
+    assert r.returncode != 0
+    assert "useradd did not create the user kp-no-such-user" in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(destdir, "spool"))
