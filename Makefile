@@ -30,8 +30,8 @@ $(BUILD)/libkeypost.a: $(OBJ_LIB)
 $(BUILD)/keypost: $(BUILD)/obj/main.o $(BUILD)/libkeypost.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LIBS)
 
-# The PARAMETERS section of keypost.cf(5), for the manual page to include
-# (.so), generated from src/conf/params.def.
+# The PARAMETERS section of keypost.cf(5), generated from
+# src/conf/params.def; the man rule below puts it into the page.
 man-params: $(BUILD)/keypost.cf.parameters
 
 $(BUILD)/keypost.cf.parameters: $(BUILD)/keypost

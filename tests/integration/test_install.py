@@ -400,6 +400,16 @@ def test_unit_command_notifies_ready_reload_and_stop(destdir, abstract):
         kp.wait_log(r"reload: configuration, certificates and tables re-read")
         assert greeting(addr, 25).startswith("220 ")
 
+        # A broken file: systemd hears that the reload ended, and why.
+        with open(conf, "a") as f:
+            f.write("smtpd_timeout = -5s\n")
+        kp.signal(signal.SIGHUP)
+        assert notify.next(kp).get("RELOADING") == "1"
+        ready = notify.next(kp)
+        assert ready.get("READY") == "1", ready
+        assert ready["STATUS"] == "accepting mail; reload refused, old configuration kept"
+        assert greeting(addr, 25).startswith("220 ")
+
         kp.signal(signal.SIGTERM)
         stopping = notify.next(kp)
         assert stopping.get("STOPPING") == "1", stopping
