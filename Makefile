@@ -1,6 +1,7 @@
 # keypost build. `make` builds build/keypost; `make test` installs what is
 # missing, builds and runs every test (also under ASan/UBSan); `make run`
-# runs the loopback demo.
+# runs the loopback demo; `make install` installs keypost, its unit and its
+# manual pages (see "install" below).
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
