@@ -108,7 +108,7 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/keypost $(DESTDIR)$(MANDIR)/man8/keypost.8 \
 	    $(DESTDIR)$(MANDIR)/man5/keypost.cf.5 $(DESTDIR)$(UNITDIR)/keypost.service \
 	    $(DESTDIR)$(CONFDIR)/keypost.cf.example $(DESTDIR)$(DOCDIR)/examples/certbot-deploy-hook
-	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null
+	@rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null || true
 	@scripts/install-links.sh uninstall "$(DESTDIR)" "$(SBINDIR)" "$(BINDIR)"
 	@echo "uninstall: kept $(DESTDIR)$(CONFDIR) (the configuration), $(DESTDIR)$(SPOOLDIR)" \
 	    "(the queue, with any mail still in it) and the user $(KEYPOST_USER); remove them by hand"
