@@ -35,6 +35,7 @@
 #include "util/log.h"
 #include "util/privs.h"
 #include "util/proctitle.h"
+#include "util/sdnotify.h"
 #include "util/strutil.h"
 
 /* ROLE_LOG, the log writer, outlives reloads and stops last. */
@@ -504,7 +505,7 @@ __attribute__((noreturn)) static void reload_check_child(void)
     _exit(n ? 1 : 0);
 }
 
-static void reload(void)
+static int reload(void)
 {
     struct conf_errors errs = {0};
     struct tls_server *tls = NULL;
@@ -517,7 +518,7 @@ static void reload(void)
         waitpid(pid, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         log_err(NULL, "reload refused: the configuration has errors; still running the old one");
-        return;
+        return -1;
     }
     load_all(M.config, &errs, &tls);
     conf_errors_free(&errs);
@@ -536,6 +537,7 @@ static void reload(void)
     warn_log_settings_kept();
     reopen_log(); /* SIGHUP also serves logrotate, as it does for many daemons */
     log_info(NULL, "reload: configuration, certificates and tables re-read");
+    return 0;
 }
 
 /* ---- serve ------------------------------------------------------------- */
@@ -764,6 +766,8 @@ int master_serve(const char *path)
     spawn_generation();
     log_info(NULL, "started: %d listeners, %ld smtpd workers, queue %s", M.nls, worker_count(),
              conf_str(P_QUEUE_DIRECTORY));
+    /* Bound and children started: connections are taken from here on. */
+    sdnotify_ready("accepting mail");
     while (!M.got_term) {
         int sig = wait_signal(&block);
         if (sig > 0)
@@ -774,7 +778,9 @@ int master_serve(const char *path)
         }
         if (M.got_hup) {
             M.got_hup = 0;
-            reload();
+            sdnotify_reloading();
+            sdnotify_ready(reload() == 0 ? "accepting mail; configuration reloaded"
+                                         : "accepting mail; reload refused, old configuration kept");
         }
         if (M.got_usr1) {
             M.got_usr1 = 0;
@@ -784,6 +790,7 @@ int master_serve(const char *path)
             restart_due();
     }
     sigprocmask(SIG_SETMASK, &old, NULL);
+    sdnotify_stopping();
     shutdown_all();
     return 0;
 }
