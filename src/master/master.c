@@ -26,6 +26,7 @@
 #include "smtpd/listen.h"
 #include "smtpd/server.h"
 #include "tls/tls.h"
+#include "sasl/saslsrv.h"
 #include "tls/tls_client.h"
 #include "util/fsutil.h"
 #include "util/log.h"
@@ -122,6 +123,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     rewrite_init(errs);
     check_domain_names(errs);
     restrict_init(errs);
+    saslsrv_init(errs);
     listen_check(errs);
     route_init(errs);
     virtual_init(errs);

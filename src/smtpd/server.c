@@ -22,6 +22,7 @@
 #include "policy/restrict.h"
 #include "table/pgsql.h"
 #include "queue/commit.h"
+#include "sasl/saslsrv.h"
 #include "smtpd/anvil.h"
 #include "smtpd/deadline.h"
 #include "smtpd/fdreserve.h"
@@ -794,6 +795,7 @@ int server_run(struct listener *ls, int nls, struct tls_server *tls)
     W.base = event_base_new();
     W.tls = tls;
     policy_set_base(W.base);
+    saslsrv_set_base(W.base);
     peername_set_base(W.base);
     pgsql_set_base(W.base);
     if (W.base == NULL || commit_start(W.base, conf_str(P_QUEUE_DIRECTORY)) < 0) {
