@@ -26,6 +26,7 @@
 #include "smtpd/listen.h"
 #include "smtpd/server.h"
 #include "tls/tls.h"
+#include "sasl/saslcli.h"
 #include "sasl/saslsrv.h"
 #include "tls/tls_client.h"
 #include "util/fsutil.h"
@@ -124,6 +125,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     check_domain_names(errs);
     restrict_init(errs);
     saslsrv_init(errs);
+    saslcli_init(errs);
     listen_check(errs);
     route_init(errs);
     virtual_init(errs);

@@ -496,3 +496,124 @@ def test_check_refuses_bad_sasl_settings(make_server, dovecot):
     assert r.returncode == 1
     assert 'unknown SASL security option "nosuchthing"' in r.stderr
     assert "smtpd_sasl_path: expected" in r.stderr
+
+
+# ---- the client -------------------------------------------------------------
+
+RELAY_USER = "alice"
+
+
+def postfix_relay(pki, dovecot, tls=True):
+    """Debian's Postfix as a relay host that relays only for clients that
+    log in (its smtpd asks the same Dovecot), delivering p.test itself."""
+    from postfix_peer import Postfix
+    params = dict(myhostname="relay.p.test", mydomain="p.test",
+                  mynetworks="192.0.2.0/24",
+                  smtpd_sasl_auth_enable="yes", smtpd_sasl_type="dovecot",
+                  smtpd_sasl_path=dovecot.socket,
+                  smtpd_relay_restrictions="permit_sasl_authenticated, reject",
+                  smtpd_recipient_restrictions="permit_sasl_authenticated, reject")
+    if tls:
+        params.update(smtpd_tls_cert_file=pki.path("mx.keypost.test", "crt"),
+                      smtpd_tls_key_file=pki.path("mx.keypost.test", "key"),
+                      smtpd_tls_security_level="may", smtpd_tls_auth_only="yes")
+    else:
+        params.update(smtpd_tls_security_level="none", smtpd_tls_auth_only="no")
+    return Postfix(smtpd_port=free_port(), mailboxes=["user@p.test"], **params).start()
+
+
+@pytest.fixture
+def relay_tls(pki, dovecot):
+    pf = postfix_relay(pki, dovecot)
+    yield pf
+    pf.stop()
+
+
+@pytest.fixture
+def relay_clear(pki, dovecot):
+    pf = postfix_relay(pki, dovecot, tls=False)
+    yield pf
+    pf.stop()
+
+
+def relaying_keypost(make_server, pf, password, **params):
+    maps = table_file([f"[127.0.0.1]:{pf.port} {RELAY_USER}:{password}"])
+    p = dict(relayhost=f"[127.0.0.1]:{pf.port}", mynetworks="127.0.0.0/8",
+             smtp_sasl_auth_enable="yes", smtp_sasl_password_maps=maps,
+             smtp_tls_security_level="encrypt",
+             # Postfix's default forbids plaintext mechanisms even over TLS
+             smtp_sasl_tls_security_options="noanonymous")
+    p.update(params)
+    return make_server(**p)
+
+
+def submit(kp, rcpt, token):
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=20) as s:
+        s.sendmail("sender@example.org", [rcpt],
+                   f"Subject: {token}\r\n\r\n{token}\r\n".encode())
+    return kp.wait_log(rf"(\w+): from=<sender@example\.org>").group(1)
+
+
+def assert_password_secret(kp, password):
+    out = kp.output()
+    assert password not in out, out
+    assert b64(password.encode()) not in out
+    assert plain(RELAY_USER, password) not in out
+
+
+def test_relay_through_postfix_with_login(make_server, relay_tls):
+    pf = relay_tls
+    kp = relaying_keypost(make_server, pf, PASSWORDS[RELAY_USER])
+    qid = submit(kp, "user@p.test", "tok-sasl-relay")
+    kp.wait_log(rf"{qid}: to=<user@p\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:{pf.port}, "
+                r".*status=sent", timeout=30)
+    pf.wait_log(r"client=localhost\[127\.0\.0\.1\], sasl_method=PLAIN, sasl_username=alice",
+                kp=kp)
+    files = wait_for(pf.delivered, "nothing in Postfix's mailbox")
+    assert "tok-sasl-relay" in read(files[0])
+    assert_password_secret(kp, PASSWORDS[RELAY_USER])
+
+
+def test_wrong_password_defers(make_server, relay_tls):
+    pf = relay_tls
+    kp = relaying_keypost(make_server, pf, "not-the-password")
+    qid = submit(kp, "user@p.test", "tok-sasl-wrong")
+    m = kp.wait_log(rf"{qid}: to=<user@p\.test>, .*status=deferred \((.*)\)", timeout=30)
+    assert "SASL authentication failed; server 127.0.0.1[127.0.0.1]:" in m.group(1)
+    assert "535 5.7.8" in m.group(1), m.group(0)
+    assert_password_secret(kp, "not-the-password")
+    assert pf.delivered() == []
+
+
+def test_postfix_default_options_send_no_password(make_server, relay_tls):
+    """Postfix's defaults (noplaintext, also over TLS): no mechanism keypost
+    has may be used, so the mail waits and no password is sent."""
+    pf = relay_tls
+    kp = relaying_keypost(make_server, pf, PASSWORDS[RELAY_USER],
+                          smtp_sasl_tls_security_options="$smtp_sasl_security_options")
+    qid = submit(kp, "user@p.test", "tok-sasl-default")
+    m = kp.wait_log(rf"{qid}: to=<user@p\.test>, .*status=deferred \((.*)\)", timeout=30)
+    assert "no mechanism available (smtp_sasl_tls_security_options forbid plaintext)" in \
+        m.group(1), m.group(0)
+    assert "sasl_username" not in pf.log()
+
+
+def test_relay_without_tls_gets_no_password(make_server, relay_clear):
+    pf = relay_clear
+    kp = relaying_keypost(make_server, pf, PASSWORDS[RELAY_USER], smtp_tls_security_level="may")
+    qid = submit(kp, "user@p.test", "tok-sasl-clear")
+    m = kp.wait_log(rf"{qid}: to=<user@p\.test>, .*status=deferred \((.*)\)", timeout=30)
+    assert "no mechanism available (no TLS, smtp_sasl_security_options forbid plaintext)" in \
+        m.group(1), m.group(0)
+    assert "sasl_username" not in pf.log()
+    assert pf.delivered() == []
+
+
+def test_relay_without_tls_when_configured(make_server, relay_clear):
+    pf = relay_clear
+    kp = relaying_keypost(make_server, pf, PASSWORDS[RELAY_USER], smtp_tls_security_level="none",
+                          smtp_sasl_security_options="noanonymous")
+    qid = submit(kp, "user@p.test", "tok-sasl-clear-ok")
+    kp.wait_log(rf"{qid}: to=<user@p\.test>, .*status=sent", timeout=30)
+    pf.wait_log(r"sasl_method=PLAIN, sasl_username=alice", kp=kp)
+    assert_password_secret(kp, PASSWORDS[RELAY_USER])
