@@ -293,6 +293,11 @@ static void auth_line(struct dovecot_auth *a, char *line)
     char *rest = strchr(id, '\t');
     if (rest)
         *rest++ = '\0';
+    char *end;
+    if (strtoul(id, &end, 10) != a->id || *end != '\0') {
+        fail(a, "reply for another request");
+        return;
+    }
     char val[1024];
     if (strcmp(line, "CONT") == 0) {
         answer(a, DA_CONT, rest ? rest : "");

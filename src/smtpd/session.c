@@ -778,7 +778,7 @@ static void cmd_vrfy(struct smtp_session *s, const char *arg)
 static void cmd_help(struct smtp_session *s, const char *arg)
 {
     (void)arg;
-    reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS");
+    reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH");
 }
 
 static void cmd_starttls(struct smtp_session *s, const char *arg)

@@ -54,7 +54,7 @@ class AuthDovecot:
     """dovecot -F running only its auth service: a UNIX socket (mode 0666,
     keypost's smtpd runs unprivileged) and a TCP listener on 127.0.0.1."""
 
-    def __init__(self):
+    def __init__(self, mechanisms="plain login"):
         self.bin = need("dovecot")
         need_root("a private Dovecot instance")
         self.dir = make_tmpdir("kp-dovecot-auth-")
@@ -76,7 +76,7 @@ instance_name = kptest-{os.path.basename(self.dir)}
 protocols =
 listen = 127.0.0.1
 ssl = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 # keypost's own delay is what the tests measure
 auth_failure_delay = 0
 passdb {{
@@ -617,3 +617,29 @@ def test_relay_without_tls_when_configured(make_server, relay_clear):
     kp.wait_log(rf"{qid}: to=<user@p\.test>, .*status=sent", timeout=30)
     pf.wait_log(r"sasl_method=PLAIN, sasl_username=alice", kp=kp)
     assert_password_secret(kp, PASSWORDS[RELAY_USER])
+
+
+def test_login_mechanism_to_keypost(make_server, pki):
+    """keypost relaying through another keypost whose Dovecot offers LOGIN
+    only: the client uses LOGIN."""
+    dv = AuthDovecot(mechanisms="login").start()
+    try:
+        rx = make_server(mydestination="p.test", smtpd_sasl_auth_enable="yes",
+                         smtpd_sasl_path=dv.socket, mynetworks="192.0.2.0/24",
+                         smtpd_relay_restrictions="permit_sasl_authenticated, reject")
+        with smtplib.SMTP("127.0.0.1", rx.smtp_port, timeout=10) as s:
+            s.starttls(context=tls_ctx())
+            s.ehlo("client.test")
+            assert s.esmtp_features["auth"].strip() == "LOGIN"
+            s.mail("x@example.org")
+            assert s.rcpt("user@p.test")[0] == 554  # not logged in
+        pf = type("Peer", (), {"port": rx.smtp_port})
+        kp = relaying_keypost(make_server, pf, PASSWORDS[RELAY_USER])
+        qid = submit(kp, "user@p.test", "tok-sasl-login")
+        kp.wait_log(rf"{qid}: to=<user@p\.test>, .*status=sent", timeout=30)
+        rx.wait_log(r"client=unknown\[127\.0\.0\.1\], sasl_method=LOGIN, sasl_username=alice")
+        assert "tok-sasl-login" in open(rx.wait_delivered("user@p.test")[0]).read()
+        assert_password_secret(kp, PASSWORDS[RELAY_USER])
+        assert_password_secret(rx, PASSWORDS[RELAY_USER])
+    finally:
+        dv.stop()
