@@ -101,6 +101,7 @@ struct smtp_session {
     char sasl_username[256];
     char sasl_mech[32];          /* of the exchange in progress */
     char sasl_reason[256];       /* of a failure waiting for its delay */
+    char sasl_sender[MAX_ADDR];  /* MAIL's AUTH= of an authenticated client */
     struct dovecot_auth *sasl;
     struct saslsrv_timer *sasl_timer;
     int sasl_pending;            /* Dovecot or the delay timer will call back */
@@ -177,6 +178,7 @@ static void reset_transaction(struct smtp_session *s)
     s->discard = 0;
     s->declared_size = 0;
     s->prepend[0] = '\0';
+    s->sasl_sender[0] = '\0';
     if (s->qf) {
         queue_abort(s->qf);
         s->qf = NULL;
@@ -351,7 +353,36 @@ static int tls_required(const struct smtp_session *s)
            strcmp(conf_str(P_SMTPD_TLS_SECURITY_LEVEL), "encrypt") == 0;
 }
 
-/* MAIL parameters: SIZE, BODY, SMTPUTF8. Returns 0 or -1 (replied). */
+/* SASL: MAIL's AUTH=xtext (RFC 4954 section 5). Kept only from a client
+ * that logged in (from others it means nothing: "<>"). 0 or -1 (replied). */
+static int mail_auth_param(struct smtp_session *s, const char *val)
+{
+    char out[MAX_ADDR];
+    size_t o = 0;
+    for (const char *p = val; *p; p++) {
+        unsigned v;
+        if ((unsigned char)*p < 33 || (unsigned char)*p > 126 || *p == '=' || o + 1 >= sizeof out)
+            break;
+        if (*p == '+') {
+            if (sscanf(p + 1, "%2X", &v) != 1 || !isxdigit((unsigned char)p[1]) ||
+                !isxdigit((unsigned char)p[2]) || v < 33 || v > 126)
+                break;
+            out[o++] = (char)v;
+            p += 2;
+        } else
+            out[o++] = *p;
+        if (p[1] == '\0') {
+            out[o] = '\0';
+            if (s->sasl_username[0] && strcmp(out, "<>") != 0)
+                str_copy(s->sasl_sender, out, sizeof s->sasl_sender);
+            return 0;
+        }
+    }
+    reply(s, "501 5.5.4 Bad AUTH parameter syntax");
+    return -1;
+}
+
+/* MAIL parameters: SIZE, BODY, SMTPUTF8, AUTH. Returns 0 or -1 (replied). */
 static int mail_params(struct smtp_session *s, char *params)
 {
     /* ESMTP parameters are separated by spaces only; each one is checked
@@ -381,6 +412,9 @@ static int mail_params(struct smtp_session *s, char *params)
             s->eightbit = str_ieq(val, "8BITMIME");
         } else if (str_ieq(item, "SMTPUTF8") && !eq) {
             s->smtputf8 = 1;
+        } else if (str_ieq(item, "AUTH") && eq && conf_bool(P_SMTPD_SASL_AUTH_ENABLE)) {
+            if (mail_auth_param(s, val) < 0)
+                return -1;
         } else {
             reply(s, "555 5.5.4 Unsupported option: %s", item);
             return -1;
@@ -579,7 +613,7 @@ static void apply_restrictions(struct smtp_session *s, const char *rcpt)
         .memo = s->memo,
         .sasl_method = s->sasl_method,
         .sasl_username = s->sasl_username,
-        .sasl_sender = "",
+        .sasl_sender = s->sasl_sender,
     };
     if (restrict_start(&s->reval, &s->rctx, &s->rres, policy_done, s)) {
         rcpt_decided(s, &s->rres);
@@ -736,8 +770,9 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         return;
     }
     if (s->sasl_username[0]) /* as Postfix */
-        log_info(s->sid, "%s: client=%s, sasl_method=%s, sasl_username=%s", queue_file_id(s->qf),
-                 client, s->sasl_method, s->sasl_username);
+        log_info(s->sid, "%s: client=%s, sasl_method=%s, sasl_username=%s%s%s",
+                 queue_file_id(s->qf), client, s->sasl_method, s->sasl_username,
+                 s->sasl_sender[0] ? ", sasl_sender=" : "", s->sasl_sender);
     else
         log_info(s->sid, "%s: client=%s", queue_file_id(s->qf), client);
     write_received(s);

@@ -429,18 +429,27 @@ def test_policy_attributes(make_server, dovecot):
     kp = sasl_server(make_server, dovecot,
                      smtpd_recipient_restrictions=f"check_policy_service inet:127.0.0.1:{pol.port}")
     with submission(kp) as s:
-        s.mail("x@example.org")
+        # AUTH= from a client that did not log in means nothing
+        assert s.mail("x@example.org", ["AUTH=x+40example.org"])[0] == 250
         assert s.rcpt(LOCAL)[0] == 250
         s.rset()
         assert s.docmd("AUTH", "PLAIN " + plain("alice", PASSWORDS["alice"]))[0] == 235
         s.mail("alice@example.org")
         assert s.rcpt(LOCAL)[0] == 250
-    assert len(pol.requests) == 2
-    before, after = pol.requests
+        s.rset()
+        assert s.mail("alice@example.org", ["AUTH=list+2Bowner+40example.org"])[0] == 250
+        assert s.rcpt(LOCAL)[0] == 250
+        s.rset()
+        code, msg = s.mail("alice@example.org", ["AUTH=bad+ZZ"])
+        assert code == 501 and b"Bad AUTH parameter syntax" in msg
+    assert len(pol.requests) == 3
+    before, after, with_sender = pol.requests
     assert before["sasl_method"] == "" and before["sasl_username"] == ""
+    assert before["sasl_sender"] == ""
     assert after["sasl_method"] == "PLAIN" and after["sasl_username"] == "alice"
     assert after["sasl_sender"] == ""
     assert after["protocol_name"] == "ESMTPSA"
+    assert with_sender["sasl_sender"] == "list+owner@example.org"
 
 
 @pytest.fixture
