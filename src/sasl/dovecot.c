@@ -29,6 +29,8 @@ struct dovecot_auth {
     int ready;            /* DONE seen */
     int probe;            /* only refreshes the mechanism list */
     int finished;         /* the answer is given (or queued) */
+    int client_turn;      /* after CONT: the SMTP client answers, Dovecot waits */
+    char broken[128];     /* Dovecot went away during the client's turn */
     char *auth_line;      /* sent after DONE */
     enum dovecot_answer answer;
     char *text;
@@ -131,6 +133,12 @@ static void answer(struct dovecot_auth *a, enum dovecot_answer ans, const char *
     }
     if (ans != DA_CONT)
         a->finished = 1;
+    else if (a->bev) {
+        /* The SMTP client may take its time (the session's own timeout
+         * bounds it); Dovecot's silence is not a fault meanwhile. */
+        a->client_turn = 1;
+        bufferevent_set_timeouts(a->bev, NULL, NULL);
+    }
     a->answer = ans;
     free(a->text);
     a->text = strdup(text);
@@ -150,7 +158,12 @@ static void fail(struct dovecot_auth *a, const char *why)
         bufferevent_free(a->bev);
         a->bev = NULL;
     }
-    answer(a, DA_TEMPFAIL, why);
+    /* During the client's turn nobody asked: the failure is the answer
+     * to the client's next response. */
+    if (a->client_turn && !a->probe)
+        str_copy(a->broken, why, sizeof a->broken);
+    else
+        answer(a, DA_TEMPFAIL, why);
 }
 
 int dovecot_mechanisms_wait(void (*fn)(void *), void *arg)
@@ -407,8 +420,15 @@ struct dovecot_auth *dovecot_auth_start(const char *mech, const char *initial,
 
 void dovecot_auth_continue(struct dovecot_auth *a, const char *response)
 {
-    if (a->bev == NULL || a->finished)
+    if (a->finished)
         return;
+    a->client_turn = 0;
+    if (a->bev == NULL) {
+        answer(a, DA_TEMPFAIL, a->broken[0] ? a->broken : "connection lost");
+        return;
+    }
+    struct timeval tv = {DOVECOT_TIMEOUT, 0};
+    bufferevent_set_timeouts(a->bev, &tv, &tv);
     struct evbuffer *out = bufferevent_get_output(a->bev);
     evbuffer_add_printf(out, "CONT\t%lu\t%s\n", a->id, response);
 }

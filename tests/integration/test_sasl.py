@@ -652,3 +652,15 @@ def test_login_mechanism_to_keypost(make_server, pki):
         assert_password_secret(rx, PASSWORDS[RELAY_USER])
     finally:
         dv.stop()
+
+
+def test_dovecot_gone_during_the_clients_turn(make_server, dovecot):
+    kp = sasl_server(make_server, dovecot)
+    with submission(kp) as s:
+        code, msg = s.docmd("AUTH", "LOGIN")
+        assert code == 334
+        dovecot.stop()
+        kp.wait_log(r"SASL: dovecot auth server .*: connection closed")
+        code, msg = s.docmd(b64(b"alice"))  # answered now, not while the client typed
+        assert code == 454 and b"4.7.0 Temporary authentication failure" in msg, msg
+        assert s.noop()[0] == 250
