@@ -545,8 +545,9 @@ def relay_clear(pki, dovecot):
     pf.stop()
 
 
-def relaying_keypost(make_server, pf, password, **params):
-    maps = table_file([f"[127.0.0.1]:{pf.port} {RELAY_USER}:{password}"])
+def relaying_keypost(make_server, pf, password, key="[127.0.0.1]:{port}", **params):
+    maps = table_file(["[127.0.0.1]:1 nobody:wrong",  # another port's login
+                       key.format(port=pf.port) + f" {RELAY_USER}:{password}"])
     p = dict(relayhost=f"[127.0.0.1]:{pf.port}", mynetworks="127.0.0.0/8",
              smtp_sasl_auth_enable="yes", smtp_sasl_password_maps=maps,
              smtp_tls_security_level="encrypt",
@@ -570,9 +571,10 @@ def assert_password_secret(kp, password):
     assert plain(RELAY_USER, password) not in out
 
 
-def test_relay_through_postfix_with_login(make_server, relay_tls):
+@pytest.mark.parametrize("key", ["[127.0.0.1]:{port}", "[127.0.0.1]"])
+def test_relay_through_postfix_with_login(make_server, relay_tls, key):
     pf = relay_tls
-    kp = relaying_keypost(make_server, pf, PASSWORDS[RELAY_USER])
+    kp = relaying_keypost(make_server, pf, PASSWORDS[RELAY_USER], key=key)
     qid = submit(kp, "user@p.test", "tok-sasl-relay")
     kp.wait_log(rf"{qid}: to=<user@p\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:{pf.port}, "
                 r".*status=sent", timeout=30)
@@ -664,3 +666,13 @@ def test_dovecot_gone_during_the_clients_turn(make_server, dovecot):
         code, msg = s.docmd(b64(b"alice"))  # answered now, not while the client typed
         assert code == 454 and b"4.7.0 Temporary authentication failure" in msg, msg
         assert s.noop()[0] == 250
+
+
+def test_auth_command_rate_limit(make_server, dovecot):
+    kp = sasl_server(make_server, dovecot, smtpd_client_auth_rate_limit="2")
+    with submission(kp) as s:
+        assert s.docmd("AUTH", "PLAIN " + plain("alice", "wrong"))[0] == 535
+        assert s.docmd("AUTH", "PLAIN " + plain("alice", "wrong"))[0] == 535
+        code, msg = s.docmd("AUTH", "PLAIN " + plain("alice", PASSWORDS["alice"]))
+        assert code == 450 and b"4.7.1 Error: too many AUTH commands from 127.0.0.1" in msg
+    kp.wait_log(r"AUTH command rate limit exceeded: 2 from unknown\[127\.0\.0\.1\]")
