@@ -10,6 +10,7 @@
 #include "conf/conf.h"
 #include "deliver/smtpio.h"
 #include "dns/dns.h"
+#include "sasl/saslcli.h"
 #include "tls/dane.h"
 #include "tls/tls_client.h"
 #include "util/buf.h"
@@ -24,6 +25,7 @@ struct conn_state {
     char host[DNS_NAME_MAX];
     char relay[200];        /* "host[addr]:port" for the logs */
     int pipelining, size, eightbit, smtputf8, starttls;
+    char auth[256];         /* the EHLO AUTH mechanisms (SASL), "" when none */
 };
 
 struct batch {
@@ -87,11 +89,18 @@ static void relay_name(struct conn_state *c, const struct sockaddr_storage *ss, 
 static void parse_ehlo(struct conn_state *c, const char *lines)
 {
     c->pipelining = c->size = c->eightbit = c->smtputf8 = c->starttls = 0;
+    c->auth[0] = '\0';
     for (const char *l = lines; *l;) {
         const char *nl = strchr(l, '\n');
         size_t n = nl ? (size_t)(nl - l) : strlen(l);
         char word[32];
         str_first_word(l, word, sizeof word);
+        /* SASL: "AUTH PLAIN LOGIN" (or the old "AUTH=PLAIN LOGIN") */
+        if (str_iprefix(word, "AUTH") && (word[4] == '\0' || word[4] == '=') &&
+            n > 5 && n - 5 < sizeof c->auth) {
+            memcpy(c->auth, l + 5, n - 5);
+            c->auth[n - 5] = '\0';
+        }
         c->pipelining |= str_ieq(word, "PIPELINING");
         c->size |= str_ieq(word, "SIZE");
         c->eightbit |= str_ieq(word, "8BITMIME");
@@ -217,6 +226,21 @@ static int secure(struct batch *b, struct conn_state *c, const struct tls_policy
     return 0;
 }
 
+/* SASL (sasl/saslcli.h): after EHLO and STARTTLS, before any mail. */
+static int sasl_login(const struct batch *b, struct conn_state *c, char *why, size_t len)
+{
+    struct saslcli_target t = {
+        .nexthop = b->route->nexthop,
+        .port = b->route->port,
+        .bracketed = !b->route->mx,
+        .host = c->host,
+        .relay = c->relay,
+        .mechs = c->auth,
+        .tls = c->io.ssl != NULL,
+    };
+    return saslcli_login(&c->io, &t, why, len);
+}
+
 /* Connect to one address and get to the point of sending mail. Returns 0
  * on success, else a reply-like reason in why (first digit 4 or 5). */
 static int open_session(struct batch *b, struct conn_state *c,
@@ -255,6 +279,10 @@ static int open_session(struct batch *b, struct conn_state *c,
             return -1;
         }
         int s = plaintext_retry ? 0 : secure(b, c, &p, why, len);
+        if (s == 0 && sasl_login(b, c, why, len) < 0) { /* smtp_sasl_* */
+            smtpio_close(&c->io);
+            return -1;
+        }
         if (s == 0)
             return 0;
         smtpio_close(&c->io);

@@ -30,6 +30,8 @@
 #include "smtpd/listen.h"
 #include "smtpd/server.h"
 #include "tls/tls.h"
+#include "sasl/saslcli.h"
+#include "sasl/saslsrv.h"
 #include "tls/tls_client.h"
 #include "util/fsutil.h"
 #include "util/log.h"
@@ -140,6 +142,8 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     check_domain_names(errs);
     check_syslog_name(errs);
     restrict_init(errs);
+    saslsrv_init(errs);
+    saslcli_init(errs);
     listen_check(errs);
     metrics_listen_check(errs);
     route_init(errs);

@@ -12,6 +12,7 @@
 #include "addr/addrclass.h"
 #include "policy/policy.h"
 #include "table/table.h"
+#include "table/tablelist.h"
 #include "table/tablememo.h"
 #include "tls/tls.h"
 #include "util/buf.h"
@@ -24,7 +25,9 @@ enum rkind {
     R_PERMIT_TLS_CLIENTCERTS, R_PERMIT_TLS_ALL_CLIENTCERTS, R_CHECK_CCERT_ACCESS,
     R_CHECK_POLICY_SERVICE, R_CHECK_CLIENT_ACCESS, R_CHECK_HELO_ACCESS,
     R_CHECK_SENDER_ACCESS, R_CHECK_RECIPIENT_ACCESS, R_REJECT_UNKNOWN_CLIENT_HOSTNAME,
-    R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME
+    R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME,
+    R_PERMIT_SASL_AUTHENTICATED, R_REJECT_SENDER_LOGIN_MISMATCH,
+    R_REJECT_AUTH_SENDER_LOGIN_MISMATCH, R_REJECT_UNAUTH_SENDER_LOGIN_MISMATCH
 };
 
 enum { ORDER_CERT = 1, ORDER_PUBKEY = 2 };
@@ -59,6 +62,7 @@ struct netlist {
 
 static struct netlist mynetworks, limit_exceptions;
 static struct table *relay_pins;
+static struct table_list sender_logins; /* smtpd_sender_login_maps */
 
 static const struct { const char *name; enum rkind kind; } simple_names[] = {
     {"permit", R_PERMIT},
@@ -74,6 +78,10 @@ static const struct { const char *name; enum rkind kind; } simple_names[] = {
     {"reject_unknown_client_hostname", R_REJECT_UNKNOWN_CLIENT_HOSTNAME},
     {"reject_unknown_client", R_REJECT_UNKNOWN_CLIENT_HOSTNAME}, /* Postfix < 2.3 */
     {"reject_unknown_reverse_client_hostname", R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME},
+    {"permit_sasl_authenticated", R_PERMIT_SASL_AUTHENTICATED},
+    {"reject_sender_login_mismatch", R_REJECT_SENDER_LOGIN_MISMATCH},
+    {"reject_authenticated_sender_login_mismatch", R_REJECT_AUTH_SENDER_LOGIN_MISMATCH},
+    {"reject_unauthenticated_sender_login_mismatch", R_REJECT_UNAUTH_SENDER_LOGIN_MISMATCH},
 };
 
 /* "{ texthash:/x, search_order = cert_fingerprint, pubkey_fingerprint }" */
@@ -285,6 +293,7 @@ int restrict_init(struct conf_errors *errs)
     parse_list(P_SMTPD_RECIPIENT_RESTRICTIONS, "Recipient address", &lists[L_RECIPIENT], errs);
     parse_networks(P_MYNETWORKS, &mynetworks, errs);
     parse_networks(P_SMTPD_CLIENT_EVENT_LIMIT_EXCEPTIONS, &limit_exceptions, errs);
+    table_list_open(&sender_logins, P_SMTPD_SENDER_LOGIN_MAPS, 0, errs);
     const char *pins = conf_str(P_RELAY_CLIENTCERTS);
     if (*pins) {
         char err[512];
@@ -329,6 +338,8 @@ void restrict_free(void)
     memset(&limit_exceptions, 0, sizeof limit_exceptions);
     table_free(relay_pins);
     relay_pins = NULL;
+    table_list_free(&sender_logins);
+    memset(&sender_logins, 0, sizeof sender_logins);
 }
 
 static int net_match(const struct network *n, const unsigned char *addr)
@@ -620,6 +631,62 @@ static enum restrict_action unknown_client(const char *name, int tempfail, const
     return code >= 500 ? RA_REJECT : RA_DEFER;
 }
 
+/* The owners smtpd_sender_login_maps gives the sender (the address, then
+ * "@domain", as Postfix looks them up): 1 with owners filled, 0 none, -1 a
+ * table failed. */
+static int sender_owners(const char *sender, char *owners, size_t len)
+{
+    const char *value;
+    int r = table_list_get(&sender_logins, sender, &value, NULL);
+    const char *at = strrchr(sender, '@');
+    if (r == 0 && at)
+        r = table_list_get(&sender_logins, at, &value, NULL);
+    if (r > 0)
+        str_copy(owners, value, len);
+    return r;
+}
+
+static int owns(char *owners, const char *login)
+{
+    char *items[64];
+    int n = str_split_list(owners, items, 64);
+    for (int i = 0; i < n; i++)
+        if (strcasecmp(items[i], login) == 0)
+            return 1;
+    return 0;
+}
+
+/* reject_*sender_login_mismatch, with Postfix's replies: an address that has
+ * owners needs one of them logged in; a logged-in client may use only the
+ * addresses it owns. The null sender is nobody's. */
+static enum restrict_action login_mismatch(enum rkind kind, const struct restrict_ctx *c,
+                                           struct restrict_result *out)
+{
+    const char *login = c->sasl_username && *c->sasl_username ? c->sasl_username : NULL;
+    if (*c->sender == '\0' || (kind == R_REJECT_AUTH_SENDER_LOGIN_MISMATCH && !login) ||
+        (kind == R_REJECT_UNAUTH_SENDER_LOGIN_MISMATCH && login))
+        return RA_DUNNO;
+    char owners[1024];
+    int r = sender_owners(c->sender, owners, sizeof owners);
+    if (r < 0) {
+        snprintf(out->reply, sizeof out->reply,
+                 "451 4.3.0 <%s>: Sender address rejected: Temporary lookup failure", c->sender);
+        return RA_DEFER;
+    }
+    if (login == NULL && r == 0)
+        return RA_DUNNO;
+    if (login == NULL) {
+        snprintf(out->reply, sizeof out->reply,
+                 "553 5.7.1 <%s>: Sender address rejected: not logged in", c->sender);
+        return RA_REJECT;
+    }
+    if (r > 0 && owns(owners, login))
+        return RA_DUNNO;
+    snprintf(out->reply, sizeof out->reply,
+             "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", c->sender, login);
+    return RA_REJECT;
+}
+
 static enum restrict_action eval_one(const struct restriction *r, const struct rlist *l,
                                      const struct restrict_ctx *c, struct restrict_result *out)
 {
@@ -655,6 +722,12 @@ static enum restrict_action eval_one(const struct restriction *r, const struct r
     case R_REJECT_UNKNOWN_REVERSE_CLIENT_HOSTNAME:
         return unknown_client(c->reverse_client_name, c->reverse_client_name_tempfail,
                               "reverse hostname", "4.7.1", c, out);
+    case R_PERMIT_SASL_AUTHENTICATED:
+        return c->sasl_username && *c->sasl_username ? RA_PERMIT : RA_DUNNO;
+    case R_REJECT_SENDER_LOGIN_MISMATCH:
+    case R_REJECT_AUTH_SENDER_LOGIN_MISMATCH:
+    case R_REJECT_UNAUTH_SENDER_LOGIN_MISMATCH:
+        return login_mismatch(r->kind, c, out);
     case R_CHECK_CCERT_ACCESS:
     case R_CHECK_CLIENT_ACCESS:
     case R_CHECK_HELO_ACCESS:
@@ -718,9 +791,9 @@ static void policy_request(const struct restrict_ctx *c, const struct restrictio
     add_attr(b, "instance", c->instance);
     snprintf(num, sizeof num, "%ld", c->size);
     add_attr(b, "size", c->size ? num : "0");
-    add_attr(b, "sasl_method", "");
-    add_attr(b, "sasl_username", "");
-    add_attr(b, "sasl_sender", "");
+    add_attr(b, "sasl_method", c->sasl_method);
+    add_attr(b, "sasl_username", c->sasl_username);
+    add_attr(b, "sasl_sender", c->sasl_sender);
     /* As Postfix: subject and issuer only for a verified chain. */
     char subject[3 * TRUST_NAME_LEN + 4] = "", issuer[3 * TRUST_NAME_LEN + 4] = "";
     if (tr && tr->chain_ok) {

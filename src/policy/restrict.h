@@ -12,6 +12,9 @@
  *   check_recipient_access TYPE:TABLE (access(5) actions)
  *   check_policy_service inet:ADDR:PORT | unix:/PATH | { TARGET, policy_context = X }
  *   reject_unknown_client_hostname, reject_unknown_reverse_client_hostname
+ *   permit_sasl_authenticated, reject_sender_login_mismatch,
+ *   reject_authenticated_sender_login_mismatch,
+ *   reject_unauthenticated_sender_login_mismatch (smtpd_sender_login_maps)
  * After the lists, smtpd_reject_unlisted_recipient (and _sender) check the
  * address against its class's recipient tables (addr/addrclass.h).
  * A policy service, a remote access table or a remote address table (the
@@ -55,6 +58,10 @@ struct restrict_ctx {
     long size;
     /* answers of remote address tables (table/tablememo.h); NULL: none */
     struct table_memo *memo;
+    /* SASL: "" (or NULL) when the client did not authenticate */
+    const char *sasl_method;
+    const char *sasl_username;
+    const char *sasl_sender;
 };
 
 struct restrict_result {

@@ -6,11 +6,17 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ANVIL_BUCKETS 65536
 
 static atomic_int *counts;
+struct rate {
+    atomic_long window; /* when the current window started */
+    atomic_long count;
+};
+static struct rate *rates; /* ANVIL_EVENTS * ANVIL_BUCKETS */
 static uint32_t hash_key; /* random per start: bucket collisions cannot be planned */
 
 int anvil_init(void)
@@ -22,6 +28,10 @@ int anvil_init(void)
     if (p == MAP_FAILED)
         return -1;
     counts = p;
+    p = mmap(NULL, sizeof(struct rate) * ANVIL_EVENTS * ANVIL_BUCKETS, PROT_READ | PROT_WRITE,
+             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED)
+        rates = p;
     if (getrandom(&hash_key, sizeof hash_key, 0) != sizeof hash_key)
         hash_key = (uint32_t)getpid() * 2654435761u;
     return 0;
@@ -61,4 +71,17 @@ void anvil_leave(int bucket)
 {
     if (counts && bucket >= 0)
         atomic_fetch_sub(&counts[bucket], 1);
+}
+
+long anvil_rate(const struct sockaddr_storage *addr, enum anvil_event ev, long unit, int add)
+{
+    if (rates == NULL || ev >= ANVIL_EVENTS)
+        return 0;
+    struct rate *r = &rates[(size_t)ev * ANVIL_BUCKETS + bucket_of(addr)];
+    long now = (long)time(NULL);
+    long start = atomic_load(&r->window);
+    /* The first worker to see the window over restarts it. */
+    if (now - start >= unit && atomic_compare_exchange_strong(&r->window, &start, now))
+        atomic_store(&r->count, 0);
+    return atomic_fetch_add(&r->count, add) + add;
 }

@@ -15,4 +15,11 @@ int anvil_init(void);
 int anvil_enter(const struct sockaddr_storage *addr, long limit);
 void anvil_leave(int bucket);
 
+/* Per-client event rates in fixed windows of `unit` seconds, shared the
+ * same way (a window restarts when it is over; a collision can only count
+ * too much). Counts add events (0 only reads) and returns the client's
+ * count in the current window, or 0 without a table. */
+enum anvil_event { ANVIL_AUTH_COMMAND, ANVIL_AUTH_FAILURE, ANVIL_EVENTS };
+long anvil_rate(const struct sockaddr_storage *addr, enum anvil_event ev, long unit, int add);
+
 #endif

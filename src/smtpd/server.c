@@ -24,6 +24,7 @@
 #include "table/pgsql.h"
 #include "queue/commit.h"
 #include "metrics/metrics.h"
+#include "sasl/saslsrv.h"
 #include "smtpd/anvil.h"
 #include "smtpd/deadline.h"
 #include "smtpd/fdreserve.h"
@@ -800,6 +801,7 @@ int server_run(struct listener *ls, int nls, struct tls_server *tls)
     W.base = event_base_new();
     W.tls = tls;
     policy_set_base(W.base);
+    saslsrv_set_base(W.base);
     peername_set_base(W.base);
     pgsql_set_base(W.base);
     milter_set_base(W.base);

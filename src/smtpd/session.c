@@ -21,6 +21,9 @@
 #include "queue/commit.h"
 #include "queue/notify.h"
 #include "queue/queue.h"
+#include "sasl/dovecot.h"
+#include "sasl/saslsrv.h"
+#include "smtpd/anvil.h"
 #include "smtpd/address.h"
 #include "smtpd/dataread.h"
 #include "table/tablememo.h"
@@ -40,6 +43,8 @@ enum sstate {
     ST_TLS = 1 << 6,     /* waiting for the TLS handshake */
     ST_CLOSED = 1 << 7,
     ST_POLICY = 1 << 8,  /* waiting for a policy server's or a table's answer */
+    ST_AUTH_WAIT = 1 << 9, /* AUTH: waiting for Dovecot's answer or the failure delay */
+    ST_AUTH_READ = 1 << 10, /* AUTH: reading the client's response to a 334 */
 };
 #define ST_ANY_COMMAND (ST_CONNECT | ST_HELO | ST_MAIL | ST_RCPT)
 
@@ -107,6 +112,16 @@ struct smtp_session {
     time_t queued_arrival;
     int have_queued;
     unsigned long messages;
+    /* SASL AUTH (RFC 4954): the login once authenticated; the exchange in
+     * progress (Dovecot's, or EXTERNAL's own) and the failure delay */
+    char sasl_method[32];
+    char sasl_username[256];
+    char sasl_mech[32];          /* of the exchange in progress */
+    char sasl_reason[256];       /* of a failure waiting for its delay */
+    char sasl_sender[MAX_ADDR];  /* MAIL's AUTH= of an authenticated client */
+    struct dovecot_auth *sasl;
+    struct saslsrv_timer *sasl_timer;
+    int sasl_pending;            /* Dovecot or the delay timer will call back */
 };
 
 static const char *myhostname(void)
@@ -182,6 +197,7 @@ static void reset_transaction(struct smtp_session *s)
     s->discard = 0;
     s->declared_size = 0;
     s->prepend[0] = '\0';
+    s->sasl_sender[0] = '\0';
     if (s->qf) {
         queue_abort(s->qf);
         s->qf = NULL;
@@ -197,11 +213,13 @@ static void reset_transaction(struct smtp_session *s)
 
 static const char *proto_name(const struct smtp_session *s)
 {
+    /* Postfix's names: an "A" when the client authenticated (ESMTPSA). */
+    int a = s->sasl_username[0] != '\0';
     if (s->smtputf8)
-        return s->tls_active ? "UTF8SMTPS" : "UTF8SMTP";
+        return s->tls_active ? (a ? "UTF8SMTPSA" : "UTF8SMTPS") : (a ? "UTF8SMTPA" : "UTF8SMTP");
     if (!s->esmtp)
         return "SMTP";
-    return s->tls_active ? "ESMTPS" : "ESMTP";
+    return s->tls_active ? (a ? "ESMTPSA" : "ESMTPS") : (a ? "ESMTPA" : "ESMTP");
 }
 
 /* A refused command in Postfix's shape, which pflogsumm and fail2ban read:
@@ -400,6 +418,8 @@ static int check_address_text(struct smtp_session *s, const char *addr, int smtp
 
 /* ---- command handlers ------------------------------------------------- */
 
+static const char *sasl_offer(struct smtp_session *s);
+
 static void send_ehlo(struct smtp_session *s)
 {
     struct buf b;
@@ -408,6 +428,9 @@ static void send_ehlo(struct smtp_session *s)
                conf_long(P_MESSAGE_SIZE_LIMIT));
     if (s->client.tls_available && !s->tls_active)
         buf_puts(&b, "250-STARTTLS\r\n");
+    const char *mechs = sasl_offer(s);
+    if (mechs && *mechs)
+        buf_printf(&b, "250-AUTH %s\r\n", mechs);
     buf_puts(&b, "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n");
     send_raw(s, b.data, b.len);
     buf_free(&b);
@@ -455,7 +478,14 @@ static void greet(struct smtp_session *s, const char *arg, int esmtp)
     greeted(s, NULL);
 }
 
-static void cmd_ehlo(struct smtp_session *s, const char *arg) { greet(s, arg, 1); }
+static int await_sasl_mechanisms(struct smtp_session *s);
+
+static void cmd_ehlo(struct smtp_session *s, const char *arg)
+{
+    if (await_sasl_mechanisms(s))
+        return;
+    greet(s, arg, 1);
+}
 static void cmd_helo(struct smtp_session *s, const char *arg) { greet(s, arg, 0); }
 
 static int tls_required(const struct smtp_session *s)
@@ -464,7 +494,36 @@ static int tls_required(const struct smtp_session *s)
            strcmp(conf_str(P_SMTPD_TLS_SECURITY_LEVEL), "encrypt") == 0;
 }
 
-/* MAIL parameters: SIZE, BODY, SMTPUTF8. Returns 0 or -1 (replied). */
+/* SASL: MAIL's AUTH=xtext (RFC 4954 section 5). Kept only from a client
+ * that logged in (from others it means nothing: "<>"). 0 or -1 (replied). */
+static int mail_auth_param(struct smtp_session *s, const char *val)
+{
+    char out[MAX_ADDR];
+    size_t o = 0;
+    for (const char *p = val; *p; p++) {
+        unsigned v;
+        if ((unsigned char)*p < 33 || (unsigned char)*p > 126 || *p == '=' || o + 1 >= sizeof out)
+            break;
+        if (*p == '+') {
+            if (sscanf(p + 1, "%2X", &v) != 1 || !isxdigit((unsigned char)p[1]) ||
+                !isxdigit((unsigned char)p[2]) || v < 33 || v > 126)
+                break;
+            out[o++] = (char)v;
+            p += 2;
+        } else
+            out[o++] = *p;
+        if (p[1] == '\0') {
+            out[o] = '\0';
+            if (s->sasl_username[0] && strcmp(out, "<>") != 0)
+                str_copy(s->sasl_sender, out, sizeof s->sasl_sender);
+            return 0;
+        }
+    }
+    reply(s, "501 5.5.4 Bad AUTH parameter syntax");
+    return -1;
+}
+
+/* MAIL parameters: SIZE, BODY, SMTPUTF8, AUTH. Returns 0 or -1 (replied). */
 static int mail_params(struct smtp_session *s, char *params)
 {
     /* ESMTP parameters are separated by spaces only; each one is checked
@@ -494,6 +553,9 @@ static int mail_params(struct smtp_session *s, char *params)
             s->eightbit = str_ieq(val, "8BITMIME");
         } else if (str_ieq(item, "SMTPUTF8") && !eq) {
             s->smtputf8 = 1;
+        } else if (str_ieq(item, "AUTH") && eq && conf_bool(P_SMTPD_SASL_AUTH_ENABLE)) {
+            if (mail_auth_param(s, val) < 0)
+                return -1;
         } else {
             reply(s, "555 5.5.4 Unsupported option: %s", item);
             return -1;
@@ -727,6 +789,9 @@ static void apply_restrictions(struct smtp_session *s, const char *rcpt)
         .recipient_count = 0, /* as Postfix: known only from DATA on */
         .size = s->declared_size,
         .memo = s->memo,
+        .sasl_method = s->sasl_method,
+        .sasl_username = s->sasl_username,
+        .sasl_sender = s->sasl_sender,
     };
     if (restrict_start(&s->reval, &s->rctx, &s->rres, policy_done, s)) {
         rcpt_decided(s, &s->rres);
@@ -794,6 +859,8 @@ static void write_received(struct smtp_session *s)
                        s->tls.trust.subject_cn, s->tls.trust.issuer_cn,
                        s->tls.trust.chain_ok ? "verified OK" : "not verified");
     }
+    if (s->sasl_username[0] && conf_bool(P_SMTPD_SASL_AUTHENTICATED_HEADER))
+        buf_printf(&b, "\t(Authenticated sender: %s)\r\n", s->sasl_username);
     buf_printf(&b, "\tby %s (keypost) with %s id %s", myhostname(), proto_name(s),
                queue_file_id(s->qf));
     if (s->nrcpt == 1)
@@ -886,7 +953,12 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         reply(s, "451 4.3.0 Error: queue file write error");
         return;
     }
-    log_sinfo(s->sid, "%s: client=%s", queue_file_id(s->qf), client);
+    if (s->sasl_username[0]) /* as Postfix */
+        log_sinfo(s->sid, "%s: client=%s, sasl_method=%s, sasl_username=%s%s%s",
+                  queue_file_id(s->qf), client, s->sasl_method, s->sasl_username,
+                  s->sasl_sender[0] ? ", sasl_sender=" : "", s->sasl_sender);
+    else
+        log_sinfo(s->sid, "%s: client=%s", queue_file_id(s->qf), client);
     write_received(s);
     data_reader_init(&s->dr, (size_t)conf_long(P_MESSAGE_SIZE_LIMIT), emit_data, s);
     s->state = ST_DATA;
@@ -925,7 +997,7 @@ static void cmd_vrfy(struct smtp_session *s, const char *arg)
 static void cmd_help(struct smtp_session *s, const char *arg)
 {
     (void)arg;
-    reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS");
+    reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH");
 }
 
 static void cmd_starttls(struct smtp_session *s, const char *arg)
@@ -947,6 +1019,292 @@ static void cmd_starttls(struct smtp_session *s, const char *arg)
     s->io->start_tls(s->ctx);
 }
 
+/* ---- SASL AUTH (RFC 4954; sasl/dovecot.h, sasl/saslsrv.h) ----------- */
+
+static void auth_done(struct smtp_session *s);
+
+/* EXTERNAL's login when the client's certificate key is listed: 1, else 0. */
+static int external_login(const struct smtp_session *s, char *login, size_t len)
+{
+    if (!s->tls_active || !s->tls.trust.has_cert)
+        return 0;
+    return saslsrv_external_login(s->tls.trust.pubkey_fp, login, len) > 0;
+}
+
+/* The mechanisms this session may use now, or NULL when AUTH is off. */
+static const char *sasl_offer(struct smtp_session *s)
+{
+    if (!conf_bool(P_SMTPD_SASL_AUTH_ENABLE) || s->sasl_username[0] ||
+        (conf_bool(P_SMTPD_TLS_AUTH_ONLY) && !s->tls_active))
+        return NULL;
+    char login[256];
+    return saslsrv_mechanisms(s->tls_active, external_login(s, login, sizeof login));
+}
+
+static void tables_answered(void *arg);
+
+/* EHLO lists Dovecot's mechanisms: while a worker has not heard them yet,
+ * EHLO is put aside as a command waiting for tables is, and runs again
+ * once the handshake is over. 1 when the command must return now. */
+static int await_sasl_mechanisms(struct smtp_session *s)
+{
+    if (!conf_bool(P_SMTPD_SASL_AUTH_ENABLE) ||
+        (conf_bool(P_SMTPD_TLS_AUTH_ONLY) && !s->tls_active))
+        return 0;
+    char *copy = strdup(s->current_arg);
+    if (copy == NULL)
+        return 0;
+    if (!dovecot_mechanisms_wait(tables_answered, s)) {
+        free(copy);
+        return 0;
+    }
+    s->redo = s->current;
+    s->redo_arg = copy;
+    s->redo_state = s->state;
+    s->state = ST_POLICY;
+    s->lookups_pending = 1;
+    return 1;
+}
+
+static int mech_offered(const char *list, const char *mech)
+{
+    char copy[1200], *items[64];
+    str_copy(copy, list ? list : "", sizeof copy);
+    int n = str_split_list(copy, items, 64);
+    for (int i = 0; i < n; i++)
+        if (strcmp(items[i], mech) == 0)
+            return 1;
+    return 0;
+}
+
+static void auth_end_exchange(struct smtp_session *s)
+{
+    dovecot_auth_free(s->sasl);
+    s->sasl = NULL;
+    s->sasl_mech[0] = '\0';
+    if (s->state & (ST_AUTH_WAIT | ST_AUTH_READ))
+        s->state = ST_HELO;
+}
+
+static void auth_success(struct smtp_session *s, const char *user)
+{
+    str_copy(s->sasl_method, s->sasl_mech, sizeof s->sasl_method);
+    str_copy(s->sasl_username, user, sizeof s->sasl_username);
+    for (char *p = s->sasl_username; *p; p++) /* it goes into headers and logs */
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    auth_end_exchange(s);
+    reply(s, "235 2.7.0 Authentication successful");
+}
+
+/* The delayed 535 (and, past smtpd_client_auth_failure_limit, the end). */
+
+/* AUTH lines carry no session id: fail2ban's postfix-sasl filter wants
+ * them to end as Postfix's do. */
+#define log_auth_warn(...) log_warn(NULL, __VA_ARGS__)
+
+static void auth_failure_reply(void *arg)
+{
+    struct smtp_session *s = arg;
+    s->sasl_timer = NULL;
+    s->sasl_pending = 0;
+    if (s->state == ST_CLOSED)
+        return;
+    auth_end_exchange(s);
+    reply(s, "535 5.7.8 Error: authentication failed: %s", s->sasl_reason);
+    long limit = conf_long(P_SMTPD_CLIENT_AUTH_FAILURE_LIMIT);
+    if (s->state != ST_CLOSED && limit > 0 &&
+        anvil_rate(&s->client.addr, ANVIL_AUTH_FAILURE, conf_long(P_ANVIL_RATE_TIME_UNIT), 0) >=
+            limit) {
+        log_auth_warn("%s[%s]: too many failed AUTH attempts; disconnecting",
+                 s->client.name, s->client.addr_text);
+        reply(s, "421 4.7.0 %s Error: too many failed AUTH attempts", myhostname());
+        close_session(s);
+    }
+    auth_done(s);
+}
+
+/* A failed login is counted for the client and answered after a delay
+ * that grows with the client's failures, without holding the worker. */
+static void auth_failure(struct smtp_session *s, const char *reason)
+{
+    log_auth_warn("%s[%s]: SASL %s authentication failed: %s", s->client.name,
+             s->client.addr_text, s->sasl_mech, *reason ? reason : "authentication failure");
+    str_copy(s->sasl_reason, *reason ? reason : "authentication failure", sizeof s->sasl_reason);
+    long n = anvil_rate(&s->client.addr, ANVIL_AUTH_FAILURE, conf_long(P_ANVIL_RATE_TIME_UNIT), 1);
+    s->state = ST_AUTH_WAIT;
+    s->sasl_pending = 1;
+    s->sasl_timer = saslsrv_timer_start(saslsrv_failure_delay(n > 0 ? n : 1), auth_failure_reply, s);
+    if (s->sasl_timer == NULL)
+        auth_failure_reply(s);
+}
+
+/* After an answer that came from the loop: take input again. */
+static void auth_done(struct smtp_session *s)
+{
+    if (!s->released && s->state != ST_CLOSED && !session_waiting(s))
+        s->io->resume(s->ctx);
+}
+
+static void dovecot_answered(void *arg, enum dovecot_answer a, const char *text)
+{
+    struct smtp_session *s = arg;
+    s->sasl_pending = 0;
+    if (s->state == ST_CLOSED) {
+        auth_end_exchange(s);
+        return;
+    }
+    if (a == DA_CONT) {
+        s->state = ST_AUTH_READ;
+        reply(s, "334 %s", text);
+    } else if (a == DA_OK) {
+        auth_success(s, text);
+    } else if (a == DA_FAIL) {
+        auth_failure(s, text);
+    } else {
+        log_auth_warn("%s[%s]: SASL %s authentication aborted: %s", s->client.name,
+                 s->client.addr_text, s->sasl_mech, text);
+        auth_end_exchange(s);
+        reply(s, "454 4.7.0 Temporary authentication failure");
+    }
+    auth_done(s);
+}
+
+/* EXTERNAL: the certificate names the login; the client may only ask for
+ * that same identity (an empty authorization identity means it). */
+static void external_step(struct smtp_session *s, const char *authzid)
+{
+    char login[256];
+    if (!external_login(s, login, sizeof login)) {
+        auth_failure(s, "no login for the client certificate");
+        return;
+    }
+    if (*authzid && strcmp(authzid, login) != 0) {
+        auth_failure(s, "authorization identity not allowed");
+        return;
+    }
+    auth_success(s, login);
+}
+
+/* Give a base64 response (never NULL) to the exchange in progress. */
+static void auth_step(struct smtp_session *s, const char *b64)
+{
+    unsigned char decoded[4096];
+    long n = saslsrv_b64_decode(b64, decoded, sizeof decoded);
+    if (n < 0) {
+        auth_end_exchange(s);
+        reply(s, "501 5.5.2 Cannot decode response");
+        return;
+    }
+    if (strcmp(s->sasl_mech, "EXTERNAL") == 0) {
+        if (memchr(decoded, '\0', (size_t)n))
+            auth_failure(s, "malformed authorization identity");
+        else
+            external_step(s, (const char *)decoded);
+        return;
+    }
+    s->state = ST_AUTH_WAIT;
+    s->sasl_pending = 1;
+    dovecot_auth_continue(s->sasl, b64);
+}
+
+/* A line read while the client answers a 334 challenge. */
+static void auth_response(struct smtp_session *s, const char *line)
+{
+    if (strcmp(line, "*") == 0) {
+        auth_end_exchange(s);
+        reply(s, "501 5.7.0 Authentication aborted");
+        return;
+    }
+    auth_step(s, line);
+}
+
+/* Refusals before any exchange starts; 1 when refused (replied). */
+static int auth_refused(struct smtp_session *s)
+{
+    if (!conf_bool(P_SMTPD_SASL_AUTH_ENABLE)) {
+        reply(s, "503 5.5.1 Error: authentication not enabled");
+        return 1;
+    }
+    if (s->sasl_username[0]) {
+        reply(s, "503 5.5.1 Error: already authenticated");
+        return 1;
+    }
+    if (conf_bool(P_SMTPD_TLS_AUTH_ONLY) && !s->tls_active) {
+        reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+        return 1;
+    }
+    long unit = conf_long(P_ANVIL_RATE_TIME_UNIT);
+    long rate = conf_long(P_SMTPD_CLIENT_AUTH_RATE_LIMIT);
+    if (rate > 0 && anvil_rate(&s->client.addr, ANVIL_AUTH_COMMAND, unit, 1) > rate &&
+        !restrict_in_limit_exceptions(&s->client.addr)) {
+        log_auth_warn("AUTH command rate limit exceeded: %ld from %s[%s]", rate,
+                 s->client.name, s->client.addr_text);
+        reply(s, "450 4.7.1 Error: too many AUTH commands from %s", s->client.addr_text);
+        return 1;
+    }
+    long limit = conf_long(P_SMTPD_CLIENT_AUTH_FAILURE_LIMIT);
+    if (limit > 0 && anvil_rate(&s->client.addr, ANVIL_AUTH_FAILURE, unit, 0) >= limit) {
+        log_auth_warn("%s[%s]: too many failed AUTH attempts; disconnecting",
+                 s->client.name, s->client.addr_text);
+        reply(s, "421 4.7.0 %s Error: too many failed AUTH attempts", myhostname());
+        close_session(s);
+        return 1;
+    }
+    return 0;
+}
+
+/* "AUTH MECHANISM [initial-response]" */
+static void cmd_auth(struct smtp_session *s, const char *arg)
+{
+    if (auth_refused(s))
+        return;
+    char mech[64];
+    const char *initial = str_first_word(arg, mech, sizeof mech);
+    for (char *p = mech; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
+    if (mech[0] == '\0' || strchr(initial, ' ')) {
+        reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+        return;
+    }
+    if (!mech_offered(sasl_offer(s), mech)) {
+        /* Dovecot not heard from yet (down): say so, not "unknown" */
+        if (strcmp(mech, "EXTERNAL") != 0 && dovecot_mechanisms(0, 0) == NULL)
+            reply(s, "454 4.7.0 Temporary authentication failure");
+        else
+            reply(s, "504 5.5.4 Unrecognized authentication type");
+        return;
+    }
+    str_copy(s->sasl_mech, mech, sizeof s->sasl_mech);
+    const char *resp = strcmp(initial, "=") == 0 ? "" : *initial ? initial : NULL;
+    unsigned char scratch[4096];
+    if (resp && saslsrv_b64_decode(resp, scratch, sizeof scratch) < 0) {
+        s->sasl_mech[0] = '\0';
+        reply(s, "501 5.5.2 Cannot decode response");
+        return;
+    }
+    if (strcmp(mech, "EXTERNAL") == 0) {
+        if (resp)
+            auth_step(s, resp);
+        else {
+            s->state = ST_AUTH_READ;
+            reply(s, "334 ");
+        }
+        return;
+    }
+    s->state = ST_AUTH_WAIT;
+    s->sasl_pending = 1;
+    s->sasl = dovecot_auth_start(mech, resp, s->client.server_addr_text, s->client.addr_text,
+                                 s->tls_active, dovecot_answered, s);
+    if (s->sasl == NULL) {
+        s->sasl_pending = 0;
+        auth_end_exchange(s);
+        reply(s, "454 4.7.0 Temporary authentication failure");
+    }
+}
+
+/* ---- end of SASL AUTH ------------------------------------------------- */
+
 struct command {
     const char *verb;
     unsigned states;        /* where it is allowed */
@@ -967,6 +1325,7 @@ static const struct command commands[] = {
     {"HELP", ST_ANY_COMMAND, NULL, cmd_help},
     {"STARTTLS", ST_CONNECT | ST_HELO, "503 5.5.1 Error: MAIL transaction in progress",
      cmd_starttls},
+    {"AUTH", ST_HELO, "503 5.5.1 Error: MAIL transaction in progress", cmd_auth},
 };
 
 static void wrong_state(struct smtp_session *s, const struct command *c)
@@ -1036,6 +1395,12 @@ static void refuse_bare_newline(struct smtp_session *s, const char *what)
 /* Check one complete command line (without its line end). */
 static void handle_line(struct smtp_session *s, char *line, size_t len, int bare_lf)
 {
+    if (s->state == ST_AUTH_READ && s->line_too_long) { /* RFC 4954's reply */
+        s->line_too_long = 0;
+        auth_end_exchange(s);
+        reply(s, "500 5.5.6 Authentication Exchange line is too long");
+        return;
+    }
     if (s->line_too_long) {
         s->line_too_long = 0;
         reply(s, "500 5.5.2 Error: line too long");
@@ -1055,7 +1420,10 @@ static void handle_line(struct smtp_session *s, char *line, size_t len, int bare
         close_session(s);
         return;
     }
-    dispatch(s, line);
+    if (s->state == ST_AUTH_READ)
+        auth_response(s, line);
+    else
+        dispatch(s, line);
 }
 
 /* ---- end of data ------------------------------------------------------ */
@@ -1362,7 +1730,7 @@ size_t session_feed(struct smtp_session *s, const char *p, size_t n)
 {
     size_t i = 0;
     while (i < n) {
-        if (s->state & (ST_COMMIT | ST_TLS | ST_CLOSED | ST_POLICY))
+        if (s->state & (ST_COMMIT | ST_TLS | ST_CLOSED | ST_POLICY | ST_AUTH_WAIT))
             break;
         if (s->state == ST_DATA)
             i += feed_data(s, p + i, n - i);
@@ -1446,6 +1814,7 @@ void session_tls_established(struct smtp_session *s, const struct tls_peer *peer
     tls_log_peer(s->sid, s->client.name, s->client.addr_text, peer);
     /* RFC 3207: forget everything learned before the handshake. */
     reset_transaction(s);
+    s->sasl_username[0] = s->sasl_method[0] = '\0';
     s->helo[0] = '\0';
     s->esmtp = 0;
     s->state = ST_CONNECT;
@@ -1479,7 +1848,8 @@ void session_shutdown(struct smtp_session *s)
 
 int session_waiting(const struct smtp_session *s)
 {
-    return s->commit_pending || s->policy_pending || s->lookups_pending || s->milter_pending;
+    return s->commit_pending || s->policy_pending || s->lookups_pending || s->milter_pending ||
+           s->sasl_pending;
 }
 
 int session_between_requests(const struct smtp_session *s)
@@ -1509,6 +1879,9 @@ void session_release(struct smtp_session *s)
         s->policy_pending = 0;
     }
     table_memo_free(s->memo); /* cancels lookups in flight */
+    dovecot_auth_free(s->sasl);
+    saslsrv_timer_cancel(s->sasl_timer);
+    dovecot_mechanisms_cancel(s);
     free(s->redo_arg);
     if (s->state == ST_DATA && s->qf)
         log_sinfo(s->sid, "%s: lost connection after DATA from %s[%s]; message discarded",

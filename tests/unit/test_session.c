@@ -977,6 +977,35 @@ static void test_hold_and_discard(void **state)
     fake_free(f);
 }
 
+/* AUTH's refusals, which need no Dovecot (no event loop here). */
+static void test_auth_refusals(void **state)
+{
+    (void)state;
+    struct fake *f = greeted();
+    expect(f, "AUTH PLAIN AGEAYg==\r\n", "503 5.5.1 Error: authentication not enabled\r\n");
+    fake_free(f);
+
+    const char *on[] = {"smtpd_sasl_auth_enable", "yes", NULL};
+    configure(on);
+    f = greeted();
+    expect(f, "AUTH PLAIN AGEAYg==\r\n",
+           "538 5.7.11 Encryption required for requested authentication mechanism\r\n");
+    fake_free(f);
+
+    const char *clear[] = {"smtpd_sasl_auth_enable", "yes", "smtpd_tls_auth_only", "no", NULL};
+    configure(clear);
+    f = greeted();
+    /* Dovecot never answered: no AUTH line, and a temporary failure */
+    feed(f, "EHLO client.test\r\n");
+    assert_null(strstr(replies(f), "AUTH"));
+    expect(f, "AUTH PLAIN AGEAYg==\r\n", "454 4.7.0 Temporary authentication failure\r\n");
+    expect(f, "AUTH EXTERNAL =\r\n", "504 5.5.4 Unrecognized authentication type\r\n");
+    expect(f, "AUTH\r\n", "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n");
+    expect(f, "MAIL FROM:<a@example.org>\r\n", "250 2.1.0 Ok\r\n");
+    expect(f, "AUTH PLAIN AGEAYg==\r\n", "503 5.5.1 Error: MAIL transaction in progress\r\n");
+    fake_free(f);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -1003,6 +1032,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_greeting),
+        T(test_auth_refusals),
         T(test_greeting_refused),
         T(test_ehlo_helo),
         T(test_ehlo_size_follows_config),
