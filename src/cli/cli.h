@@ -20,4 +20,9 @@ int cli_conf(int argc, char **argv);
  * params.def groups them. 0, or -1 when out cannot be written. */
 int cli_conf_man(FILE *out);
 
+/* sendmail [options] [recipient...], also called as mailq (-bp) and
+ * newaliases (-bi); name is the name it was called by, for messages.
+ * Returns a sysexits.h status. */
+int cli_sendmail(int argc, char **argv, const char *name);
+
 #endif

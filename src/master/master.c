@@ -24,6 +24,7 @@
 #include "smtpd/address.h"
 #include "smtpd/anvil.h"
 #include "smtpd/listen.h"
+#include "smtpd/localsubmit.h"
 #include "smtpd/server.h"
 #include "tls/tls.h"
 #include "tls/tls_client.h"
@@ -122,6 +123,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     rewrite_init(errs);
     check_domain_names(errs);
     restrict_init(errs);
+    localsubmit_init(errs);
     listen_check(errs);
     route_init(errs);
     virtual_init(errs);

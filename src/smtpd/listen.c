@@ -8,8 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include "smtpd/localsubmit.h"
 #include "util/netaddr.h"
 #include "util/strutil.h"
 
@@ -72,6 +75,51 @@ static int open_one(const char *text, enum listener_kind kind, struct listener *
     return 0;
 }
 
+/* The directory is root's and searchable by all; the socket is open to
+ * every local user (mode 0666): the kernel tells the server who connects. A
+ * stale socket from an earlier run is replaced. */
+static int open_local(const char *name, enum listener_kind kind, struct listener *l,
+                      struct conf_errors *errs)
+{
+    enum conf_param p = P_LOCAL_SOCKET_DIRECTORY;
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (localsubmit_socket_path(name, sun.sun_path, sizeof sun.sun_path) < 0) {
+        conf_error(errs, "%s: %s: \"%s\": not an absolute path short enough for a socket",
+                   conf_origin(p), conf_name(p), conf_str(p));
+        return -1;
+    }
+    if (l == NULL)
+        return 0;
+    const char *dir = conf_str(p);
+    struct stat st;
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        goto fail;
+    if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        goto fail;
+    }
+    if (lstat(sun.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(sun.sun_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(sun.sun_path, 0666) < 0 ||
+        listen(fd, 128) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        goto fail;
+    }
+    l->fd = fd;
+    l->kind = kind;
+    str_copy(l->text, name, sizeof l->text);
+    return 0;
+fail:
+    conf_error(errs, "%s: %s: cannot listen on %s: %s", conf_origin(p), conf_name(p),
+               sun.sun_path, strerror(errno));
+    return -1;
+}
+
 static int each_listener(struct listener **out, struct conf_errors *errs)
 {
     int count = 0, bad = 0;
@@ -92,6 +140,21 @@ static int each_listener(struct listener **out, struct conf_errors *errs)
                 count++;
         }
         free(copy);
+    }
+    static const struct {
+        const char *name;
+        enum listener_kind kind;
+    } locals[] = {{LOCAL_SUBMIT_SOCKET, LISTEN_LOCAL}, {LOCAL_SHOWQ_SOCKET, LISTEN_SHOWQ}};
+    for (size_t i = 0; *conf_str(P_LOCAL_SOCKET_DIRECTORY) && i < 2; i++) {
+        struct listener *slot = NULL;
+        if (out) {
+            ls = realloc(ls, sizeof *ls * (size_t)(count + 1));
+            slot = &ls[count];
+        }
+        if (open_local(locals[i].name, locals[i].kind, slot, errs) < 0)
+            bad++;
+        else
+            count++;
     }
     if (out)
         *out = ls;
