@@ -268,6 +268,8 @@ static int status_of(int code, const char *reply, const char *stage)
 {
     if (code == 0 || code / 100 == 4)
         return EX_TEMPFAIL;
+    if (code == 552) /* message size, at MAIL (SIZE=) or at the end of data */
+        return EX_DATAERR;
     if (strcmp(stage, "DATA") == 0 && (code == 552 || code == 550 || code == 554))
         return EX_DATAERR;
     if (strstr(reply, "5.7.1") || strstr(reply, "5.7.0"))
@@ -449,6 +451,12 @@ static int deliver(const struct sm_opts *o)
 
 /* ---- -bs, -bp, -bi ------------------------------------------------------------ */
 
+/* After the end of the input, how long the replies to its last commands
+ * may take (a commit's fsyncs) before the session is ended. The server
+ * reads the end of input as a lost connection, so the socket stays open
+ * meanwhile; a client that sent QUIT is closed by the server at once. */
+#define SMTP_DRAIN_SECONDS 30
+
 /* Copy between stdin/stdout and the socket until the server closes. */
 static int relay_smtp(void)
 {
@@ -458,7 +466,8 @@ static int relay_smtp(void)
     struct pollfd p[2] = {{.fd = 0, .events = POLLIN}, {.fd = fd, .events = POLLIN}};
     char b[16384];
     for (;;) {
-        if (poll(p, 2, -1) < 0 && errno != EINTR)
+        int ready = poll(p, 2, p[0].fd < 0 ? SMTP_DRAIN_SECONDS * 1000 : -1);
+        if (ready == 0 || (ready < 0 && errno != EINTR))
             break;
         if (p[1].revents) {
             ssize_t n = read(fd, b, sizeof b);
@@ -468,7 +477,6 @@ static int relay_smtp(void)
         if (p[0].revents) {
             ssize_t n = read(0, b, sizeof b);
             if (n <= 0) {
-                shutdown(fd, SHUT_WR);
                 p[0].fd = -1;
             } else if (send(fd, b, (size_t)n, MSG_NOSIGNAL) != n)
                 break;

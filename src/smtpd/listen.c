@@ -98,11 +98,22 @@ static int open_local(const char *name, enum listener_kind kind, struct listener
         errno = ENOTDIR;
         goto fail;
     }
-    if (lstat(sun.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(sun.sun_path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto fail;
+    if (lstat(sun.sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        /* Left by an earlier run, unless a running keypost answers on it. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int live = probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0;
+        if (probe >= 0)
+            close(probe);
+        if (live) {
+            close(fd);
+            errno = EADDRINUSE;
+            goto fail;
+        }
+        unlink(sun.sun_path);
+    }
     if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(sun.sun_path, 0666) < 0 ||
         listen(fd, 128) < 0) {
         int e = errno;
