@@ -520,6 +520,7 @@ static void install_handlers(void)
 static void shutdown_all(void)
 {
     drop_waiting(M.generation + 1);
+    listen_unlink_local();
     log_info(NULL, "stopping: %d processes", M.nkids);
     signal_children(SIGTERM, M.generation + 1);
     while (M.nkids > 0) {
@@ -602,8 +603,16 @@ int master_serve(const char *path)
     sigaddset(&block, SIGCHLD);
     sigprocmask(SIG_BLOCK, &block, &old);
     spawn_generation();
-    log_info(NULL, "started: %d listeners, %ld smtpd workers, queue %s", M.nls, worker_count(),
+    /* The SMTP listeners; the sendmail command's sockets get their own line. */
+    int network = 0;
+    for (int i = 0; i < M.nls; i++)
+        network += M.ls[i].kind != LISTEN_LOCAL && M.ls[i].kind != LISTEN_SHOWQ;
+    log_info(NULL, "started: %d listeners, %ld smtpd workers, queue %s", network, worker_count(),
              conf_str(P_QUEUE_DIRECTORY));
+    if (network < M.nls)
+        log_info(NULL, "local submission (sendmail, mailq) on %s/%s and %s/%s",
+                 conf_str(P_LOCAL_SOCKET_DIRECTORY), LOCAL_SUBMIT_SOCKET,
+                 conf_str(P_LOCAL_SOCKET_DIRECTORY), LOCAL_SHOWQ_SOCKET);
     while (!M.got_term) {
         int sig = wait_signal(&block);
         if (sig > 0)

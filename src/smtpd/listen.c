@@ -192,3 +192,15 @@ void listen_close(struct listener *ls, int n)
         close(ls[i].fd);
     free(ls);
 }
+
+void listen_unlink_local(void)
+{
+    static const char *const names[] = {LOCAL_SUBMIT_SOCKET, LOCAL_SHOWQ_SOCKET};
+    for (size_t i = 0; *conf_str(P_LOCAL_SOCKET_DIRECTORY) && i < 2; i++) {
+        char path[sizeof ((struct sockaddr_un *)0)->sun_path];
+        struct stat st;
+        if (localsubmit_socket_path(names[i], path, sizeof path) == 0 &&
+            lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+            unlink(path);
+    }
+}
