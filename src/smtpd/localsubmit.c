@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "addr/addrclass.h"
 #include "table/table.h"
 #include "table/tablelist.h"
 #include "util/strutil.h"
@@ -136,14 +137,25 @@ static int pattern_matches(const char *pat, const char *addr)
     return str_ieq(pat, addr);
 }
 
-int localsubmit_sender_ok(const char *login, const char *addr)
+/* As Postfix, the address extension does not count: bob+news@ is bob@. */
+static void without_extension(const char *addr, char *out, size_t len)
 {
+    const char *at = strrchr(addr, '@');
+    size_t local = at ? (size_t)(at - addr) : strlen(addr);
+    char part[512];
+    snprintf(part, sizeof part, "%.*s", (int)local, addr);
+    size_t cut = addrclass_extension_cut(part);
+    snprintf(out, len, "%.*s%s", (int)cut, addr, at ? at : "");
+}
+
+int localsubmit_sender_ok(const char *login, const char *sender)
+{
+    char addr[1024];
+    without_extension(sender, addr, sizeof addr);
     if (own_address(login, addr))
         return 1;
     const char *value = NULL;
     int r = table_list_get_local(&sender_maps, login, &value);
-    if (r == 0)
-        r = table_list_get_local(&sender_maps, "*", &value);
     if (r <= 0)
         return r;
     char *copy = strdup(value);

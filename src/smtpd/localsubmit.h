@@ -16,8 +16,9 @@
  * says about itself is believed. A user not in authorized_submit_users is
  * refused at the greeting. The envelope sender must be one the user owns:
  * its login (qualified with myorigin) or what local_login_sender_maps lists
- * for it; anything else gets 553 5.7.1, as Postfix's sender login checks
- * answer. The queue file records the submitter's uid (docs/queue-format.md)
+ * for it (an address extension does not count, as in Postfix); anything
+ * else gets 553 5.7.1, as Postfix's sender login checks answer (Postfix's
+ * postdrop refuses such a sender too, its default just allows all). The queue file records the submitter's uid (docs/queue-format.md)
  * so that showq shows a user only its own messages (root and mail_owner
  * see all). */
 #ifndef KP_LOCALSUBMIT_H

@@ -739,6 +739,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     char why[128];
     const char *local_refusal = NULL;
+    c->anvil_bucket = -1;
     if (kind == LISTEN_LOCAL)
         local_refusal = describe_local(fd, &c->client, why, sizeof why);
     else {
@@ -765,13 +766,12 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         W.conns->prev = c;
     W.conns = c;
     W.nconns++;
+    const char *refusal = local_refusal ? local_refusal : admission(c, why, sizeof why);
     if (kind == LISTEN_LOCAL) {
-        /* No name to look up, no per-address count: the kernel named the user. */
-        c->anvil_bucket = -1;
-        conn_begin(c, local_refusal);
+        /* The session limits count (as localhost's); there is no name to look up. */
+        conn_begin(c, refusal);
         return;
     }
-    const char *refusal = admission(c, why, sizeof why);
     if (refusal != NULL || start_lookup(c) < 0)
         conn_begin(c, refusal);
 }

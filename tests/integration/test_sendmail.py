@@ -99,7 +99,7 @@ EOF
 
 
 def test_f_from_untrusted_user_is_refused(make_server):
-    kp = make_server(tls=False)
+    kp = make_server(tls=False, recipient_delimiter="+")
     r = sendmail("kpsm1", kp, ["-f", "boss@example.org", "root"], b"Subject: x\n\nfake\n")
     assert r.returncode == EX_NOPERM, r
     assert b"553 5.7.1 <boss@example.org>: Sender address rejected: not owned by user kpsm1" \
@@ -111,7 +111,15 @@ def test_f_from_untrusted_user_is_refused(make_server):
     text = message(kp.wait_delivered(f"root@{MYORIGIN}")[0])
     assert text.startswith(f"Return-Path: <kpsm1@{MYORIGIN}>".encode()), text
     assert f'From: "Kay Pe" <kpsm1@{MYORIGIN}>'.encode() in text, text
-    assert len(queued_ids(kp)) == 1, kp.log()
+    # An address extension is the user's own too; the null sender is not.
+    r = sendmail("kpsm1", kp, ["-f", f"kpsm1+cron@{MYORIGIN}", "kpsm2"], b"Subject: z\n\next\n")
+    assert r.returncode == 0, r.stderr
+    text = message(kp.wait_delivered(f"kpsm2@{MYORIGIN}")[0])
+    assert text.startswith(f"Return-Path: <kpsm1+cron@{MYORIGIN}>".encode()), text
+    r = sendmail("kpsm1", kp, ["-f", "<>", "root"], b"Subject: n\n\nnull\n")
+    assert r.returncode == EX_NOPERM, r
+    assert b"553 5.7.1 <>: Sender address rejected: not owned by user kpsm1" in r.stderr, r
+    assert len(queued_ids(kp)) == 2, kp.log()
 
 
 def test_f_from_trusted_users(make_server):
