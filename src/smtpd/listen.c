@@ -75,9 +75,38 @@ static int open_one(const char *text, enum listener_kind kind, struct listener *
     return 0;
 }
 
-/* The directory is root's and searchable by all; the socket is open to
- * every local user (mode 0666): the kernel tells the server who connects. A
- * stale socket from an earlier run is replaced. */
+/* local_socket_directory: made if missing; sockets open to all are made
+ * there, so nobody but keypost's starting user may change it. */
+static int prepare_local_dir(struct conf_errors *errs)
+{
+    enum conf_param p = P_LOCAL_SOCKET_DIRECTORY;
+    const char *dir = conf_str(p);
+    struct stat st;
+    if (mkdir(dir, 0755) == 0)
+        chmod(dir, 0755); /* whatever the umask: every user must get in */
+    else if (errno != EEXIST)
+        goto fail;
+    if (lstat(dir, &st) < 0)
+        goto fail;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        goto fail;
+    }
+    if (st.st_uid != geteuid() || (st.st_mode & 022)) {
+        conf_error(errs, "%s: %s: %s must belong to the user keypost starts as and be writable "
+                   "only by it", conf_origin(p), conf_name(p), dir);
+        return -1;
+    }
+    return 0;
+fail:
+    conf_error(errs, "%s: %s: cannot make or use %s: %s", conf_origin(p), conf_name(p), dir,
+               strerror(errno));
+    return -1;
+}
+
+/* The socket is open to every local user (mode 0666): the kernel tells
+ * the server who connects. A stale socket from an earlier run is replaced,
+ * one a running keypost answers on is not. */
 static int open_local(const char *name, enum listener_kind kind, struct listener *l,
                       struct conf_errors *errs)
 {
@@ -90,14 +119,7 @@ static int open_local(const char *name, enum listener_kind kind, struct listener
     }
     if (l == NULL)
         return 0;
-    const char *dir = conf_str(p);
     struct stat st;
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-        goto fail;
-    if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        goto fail;
-    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto fail;
@@ -114,8 +136,11 @@ static int open_local(const char *name, enum listener_kind kind, struct listener
         }
         unlink(sun.sun_path);
     }
-    if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(sun.sun_path, 0666) < 0 ||
-        listen(fd, 128) < 0) {
+    /* The mode comes with bind (no chmod by name afterwards). */
+    mode_t old_mask = umask(0111);
+    int bound = bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    umask(old_mask);
+    if (bound < 0 || listen(fd, 128) < 0) {
         int e = errno;
         close(fd);
         errno = e;
@@ -156,7 +181,12 @@ static int each_listener(struct listener **out, struct conf_errors *errs)
         const char *name;
         enum listener_kind kind;
     } locals[] = {{LOCAL_SUBMIT_SOCKET, LISTEN_LOCAL}, {LOCAL_SHOWQ_SOCKET, LISTEN_SHOWQ}};
-    for (size_t i = 0; *conf_str(P_LOCAL_SOCKET_DIRECTORY) && i < 2; i++) {
+    int local = *conf_str(P_LOCAL_SOCKET_DIRECTORY) != '\0';
+    if (local && out && prepare_local_dir(errs) < 0) {
+        local = 0;
+        bad++;
+    }
+    for (size_t i = 0; local && i < 2; i++) {
         struct listener *slot = NULL;
         if (out) {
             ls = realloc(ls, sizeof *ls * (size_t)(count + 1));

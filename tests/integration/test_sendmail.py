@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from kptest import KEYPOST, free_port
+from kptest import KEYPOST, Keypost, free_port
 
 USERS = ("kpsm1", "kpsm2")
 MYORIGIN = "mx.keypost.test"
@@ -96,6 +96,32 @@ EOF
         assert b"\nSubject: nightly report\n" in text.replace(b"\r\n", b"\n"), text
         assert f"From: <kpsm1@{MYORIGIN}>".encode() in text, text
     kp.wait_log(rf"\w{{16}}: uid={uid('kpsm1')} from=<kpsm1@{MYORIGIN}>")
+    # No setuid program: a root-owned directory with sockets open to all.
+    run = os.path.join(kp.base, "run")
+    st = os.stat(run)
+    assert st.st_uid == 0 and st.st_mode & 0o777 == 0o755, oct(st.st_mode)
+    for name in ("submit", "showq"):
+        assert os.stat(os.path.join(run, name)).st_mode & 0o777 == 0o666
+    assert os.stat(KEYPOST).st_mode & 0o6000 == 0
+
+
+def test_socket_directory_others_could_change_is_refused(tmpbase):
+    """serve makes sockets open to all there: a directory another user owns
+    or may write is refused, with one clear line, and serve exits 2."""
+    kp = Keypost(tmpbase)
+    run = os.path.join(tmpbase, "run")
+    os.makedirs(run)
+    for owner, mode in ((uid("kpsm1"), 0o755), (0, 0o777)):
+        os.chown(run, owner, 0)
+        os.chmod(run, mode)
+        with pytest.raises(RuntimeError, match="keypost exited"):
+            kp.start()
+        assert kp.proc.wait() == 2
+        kp.stderr.close()
+        want = (f"local_socket_directory: {run} must belong to the user keypost starts as "
+                "and be writable only by it")
+        assert kp.output().count(want) == 1, kp.output()
+        os.unlink(kp.logfile)
 
 
 def test_f_from_untrusted_user_is_refused(make_server):
