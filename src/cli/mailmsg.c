@@ -1,7 +1,6 @@
 /* mailmsg: reading a message for the sendmail command (see mailmsg.h). */
 #include "cli/mailmsg.h"
 
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -62,13 +61,28 @@ static int add_one(struct mailmsg *m, const char *p, size_t len)
             depth++;
         else if (!quoted && c == ')' && depth > 0)
             depth--;
-        else if (depth == 0 && (quoted || !isspace((unsigned char)c)))
+        else if (depth == 0 && (quoted || (c != ' ' && c != '\t' && c != '\n')))
             addr[o++] = c;
     }
     addr[o] = '\0';
     if (o == 0)
         return 0;
-    return add_string(&m->rcpts, &m->nrcpt, addr, o);
+    if (!mailmsg_address_ok(addr)) {
+        for (size_t i = 0; i < o; i++)
+            if ((unsigned char)addr[i] < 0x20 || addr[i] == 0x7f)
+                addr[i] = '?';
+        str_copy(m->bad, addr, sizeof m->bad);
+        return MAILMSG_BAD_ADDRESS;
+    }
+    return add_string(&m->rcpts, &m->nrcpt, addr, o) < 0 ? MAILMSG_NO_MEMORY : 0;
+}
+
+int mailmsg_address_ok(const char *addr)
+{
+    for (const unsigned char *p = (const unsigned char *)addr; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return 0;
+    return 1;
 }
 
 int mailmsg_add_addresses(struct mailmsg *m, const char *v)
@@ -94,13 +108,26 @@ int mailmsg_add_addresses(struct mailmsg *m, const char *v)
         else if (!quoted && depth == 0 && !angle && c == ':')
             start = p + 1; /* "group: a, b;" */
         if (c == '\0' || (!quoted && depth == 0 && !angle && (c == ',' || c == ';'))) {
-            if (add_one(m, start, (size_t)(p - start)) < 0)
-                return -1;
+            int r = add_one(m, start, (size_t)(p - start));
+            if (r < 0)
+                return r;
             start = p + 1;
         }
         if (c == '\0')
             return 0;
     }
+}
+
+/* RFC 5322 unfolding: the CRLF of a continuation line goes. */
+static void unfold(char *v)
+{
+    char *o = v;
+    for (char *p = v; *p; p++)
+        if (!(p[0] == '\r' && p[1] == '\n'))
+            *o++ = *p;
+        else
+            p++;
+    *o = '\0';
 }
 
 /* Collect recipients from To/Cc/Bcc; 1 when the field is to be dropped. */
@@ -111,8 +138,11 @@ static int extract_field(struct mailmsg *m, const char *field, int *err)
         if (!header_is(field, names[i]))
             continue;
         char *v = strdup(field + strlen(names[i]) + 1);
-        if (v == NULL || mailmsg_add_addresses(m, v) < 0)
-            *err = MAILMSG_NO_MEMORY;
+        if (v)
+            unfold(v);
+        int r = v ? mailmsg_add_addresses(m, v) : MAILMSG_NO_MEMORY;
+        if (r < 0)
+            *err = r;
         free(v);
         return i == 2;
     }

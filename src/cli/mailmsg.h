@@ -20,9 +20,18 @@ struct mailmsg {
     int nrcpt;
     int eightbit;    /* a byte >= 0x80 somewhere */
     size_t read;     /* bytes read from the input */
+    char bad[256];   /* BAD_ADDRESS: the address, control bytes as '?' */
 };
 
-enum { MAILMSG_OK = 0, MAILMSG_TOO_BIG = -1, MAILMSG_READ_ERROR = -2, MAILMSG_NO_MEMORY = -3 };
+/* BAD_ADDRESS: a To:, Cc: or Bcc: address holds a control character (a CR,
+ * say), which no RCPT command may carry: refused, not dropped. */
+enum {
+    MAILMSG_OK = 0,
+    MAILMSG_TOO_BIG = -1,
+    MAILMSG_READ_ERROR = -2,
+    MAILMSG_NO_MEMORY = -3,
+    MAILMSG_BAD_ADDRESS = -4,
+};
 
 /* Read in until EOF (or the lone dot). More than limit bytes: TOO_BIG. */
 int mailmsg_read(FILE *in, size_t limit, int ignore_dots, int extract, struct mailmsg *m);
@@ -33,7 +42,10 @@ int mailmsg_has_header(const struct mailmsg *m, const char *name);
 int mailmsg_render(const struct mailmsg *m, const char *extra, struct buf *out);
 void mailmsg_free(struct mailmsg *m);
 /* Add the addresses of an address-list header value (RFC 5322: display
- * names, comments, groups) to m->rcpts. Exposed for unit tests. */
+ * names, comments, groups) to m->rcpts. 0, or one of the errors above.
+ * Exposed for unit tests. */
 int mailmsg_add_addresses(struct mailmsg *m, const char *value);
+/* 1 when addr can go into an SMTP command: no byte below 0x20, no DEL. */
+int mailmsg_address_ok(const char *addr);
 
 #endif

@@ -356,6 +356,9 @@ static int read_message(const struct sm_opts *o, struct mailmsg *m)
     if (r == MAILMSG_TOO_BIG)
         return fail(EX_DATAERR, "the message is larger than message_size_limit (%zu bytes); "
                     "nothing was sent", limit);
+    if (r == MAILMSG_BAD_ADDRESS)
+        return fail(EX_DATAERR, "bad address in To:, Cc: or Bcc: \"%s\" (a control "
+                    "character); nothing was sent", m->bad);
     if (r == MAILMSG_READ_ERROR)
         return fail(EX_IOERR, "cannot read the message: %s; nothing was sent", strerror(errno));
     if (r < 0)
@@ -421,8 +424,22 @@ static int submit(const struct sm_opts *o, struct mailmsg *m, const struct buf *
     return r;
 }
 
+/* Sender and recipients go into SMTP commands: no control characters. */
+static int check_arguments(const struct sm_opts *o)
+{
+    if (o->sender && !mailmsg_address_ok(o->sender))
+        return fail(EX_USAGE, "-f: the sender address holds a control character");
+    for (int i = 0; i < o->nrcpt; i++)
+        if (!mailmsg_address_ok(o->rcpts[i]) || o->rcpts[i][0] == '\0')
+            return fail(EX_USAGE, "recipient %d is empty or holds a control character", i + 1);
+    return 0;
+}
+
 static int deliver(const struct sm_opts *o)
 {
+    int bad = check_arguments(o);
+    if (bad)
+        return bad;
     char login[256], gecos[256], sender[1024];
     login_of(login, sizeof login, gecos, sizeof gecos);
     if (!*login)

@@ -310,6 +310,12 @@ def test_unknown_recipient_and_missing_recipients(make_server):
     r = sendmail("kpsm1", kp, ["-t"], b"Subject: x\n\nno To\n")
     assert r.returncode == EX_USAGE, r
     assert b"no recipients specified" in r.stderr, r.stderr
+    r = sendmail("kpsm1", kp, ["-t"], b"To: root, a\rb\nSubject: x\n\nx\n")
+    assert r.returncode == EX_DATAERR, r
+    assert b'bad address in To:, Cc: or Bcc: "a?b"' in r.stderr, r.stderr
+    r = sendmail("kpsm1", kp, ["root\r\nRCPT TO:<kpsm2>"], b"Subject: x\n\nx\n")
+    assert r.returncode == EX_USAGE, r
+    assert not re.search(r": uid=\d+ from=", kp.log()), kp.log()
 
 
 def test_unauthorized_user_is_refused(make_server):

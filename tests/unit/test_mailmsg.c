@@ -123,6 +123,23 @@ static void test_no_headers(void **state)
     buf_free(&out);
 }
 
+static void test_control_character_in_address(void **state)
+{
+    (void)state;
+    const char text[] = "To: ok@x.test, a\rb@x.test\n\nbody\n";
+    struct mailmsg m;
+    struct buf out;
+    assert_int_equal(read_render(text, sizeof text - 1, 1000, 0, 1, &m, &out),
+                     MAILMSG_BAD_ADDRESS);
+    assert_string_equal(m.bad, "a?b@x.test");
+    mailmsg_free(&m);
+    buf_free(&out);
+    /* Without -t the header is just text. */
+    assert_int_equal(read_render(text, sizeof text - 1, 1000, 0, 0, &m, &out), 0);
+    mailmsg_free(&m);
+    buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +149,7 @@ int main(void)
         cmocka_unit_test(test_bare_cr_and_8bit),
         cmocka_unit_test(test_too_big),
         cmocka_unit_test(test_no_headers),
+        cmocka_unit_test(test_control_character_in_address),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
