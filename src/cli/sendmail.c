@@ -454,7 +454,11 @@ static int deliver(const struct sm_opts *o)
     buf_init(&extra, 8192);
     buf_init(&data, (size_t)conf_long(P_MESSAGE_SIZE_LIMIT) * 3 + 65536);
     if (r == 0) {
-        missing_headers(&m, sender, o->fullname ? o->fullname : gecos, &extra);
+        /* With the null sender, From: names the user itself. */
+        char self[1024];
+        struct sm_opts mine = {.sender = NULL};
+        envelope_sender(&mine, login, self, sizeof self);
+        missing_headers(&m, *sender ? sender : self, o->fullname ? o->fullname : gecos, &extra);
         if (mailmsg_render(&m, buf_str(&extra), &data) < 0)
             r = fail(EX_SOFTWARE, "out of memory; nothing was sent");
     }

@@ -158,6 +158,11 @@ def test_f_from_trusted_users(make_server):
     assert r.returncode == 0, r.stderr
     r = sendmail("kpsm2", kp, ["-f", "ops@other.test", "root"], b"Subject: c\n\nno\n")
     assert r.returncode == EX_NOPERM, r
+    r = sendmail(None, kp, ["-f", "<>", "-F", "Ops", "kpsm1"], b"Subject: d\n\nnull sender\n")
+    assert r.returncode == 0, r.stderr
+    text = message(kp.wait_delivered(f"kpsm1@{MYORIGIN}")[0])
+    assert text.startswith(b"Return-Path: <>\n"), text
+    assert f'From: "Ops" <root@{MYORIGIN}>'.encode() in text, text
     files = kp.wait_delivered(f"root@{MYORIGIN}", count=2)
     paths = sorted(message(f).split(b"\n")[0] for f in files)
     assert paths == [b"Return-Path: <alerts@elsewhere.test>", b"Return-Path: <ops@example.org>"]
