@@ -253,13 +253,15 @@ static int command(struct link *l, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(line, sizeof line - 2, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof line - 2)
-        return 0;
+    if (n < 0 || (size_t)n >= sizeof line - 2) {
+        snprintf(l->reply, sizeof l->reply, "address too long for an SMTP command");
+        return 500;
+    }
     if (l->verbose)
         fprintf(stderr, ">>> %s\n", line);
     memcpy(line + n, "\r\n", 2);
-    if (send_all(l, line, (size_t)n + 2) < 0)
-        return read_reply(l); /* the server may have said why it closed */
+    /* Even when the write fails, the server may have said why it closed. */
+    send_all(l, line, (size_t)n + 2);
     return read_reply(l);
 }
 
@@ -270,8 +272,8 @@ static int status_of(int code, const char *reply, const char *stage)
         return EX_TEMPFAIL;
     if (code == 552) /* message size, at MAIL (SIZE=) or at the end of data */
         return EX_DATAERR;
-    if (strcmp(stage, "DATA") == 0 && (code == 552 || code == 550 || code == 554))
-        return EX_DATAERR;
+    if (strcmp(stage, "DATA") == 0 && (code == 550 || code == 554))
+        return EX_DATAERR; /* the content: a bare CR refused, say */
     if (strstr(reply, "5.7.1") || strstr(reply, "5.7.0"))
         return EX_NOPERM;
     if (strcmp(stage, "RCPT") == 0 && (code == 550 || code == 551 || code == 553))
