@@ -278,8 +278,8 @@ static int status_of(int code, const char *reply, const char *stage)
         return EX_NOPERM;
     if (strcmp(stage, "RCPT") == 0 && (code == 550 || code == 551 || code == 553))
         return EX_NOUSER;
-    if (code == 501 || code == 553)
-        return EX_DATAERR;
+    if (code == 500 || code == 501 || code == 553)
+        return EX_DATAERR; /* a malformed or overlong address */
     return EX_UNAVAILABLE;
 }
 

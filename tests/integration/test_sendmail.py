@@ -362,6 +362,9 @@ def test_keypost_sendmail_subcommand_and_bad_options(make_server):
                        input=b"Subject: sub\n\nvia keypost sendmail\n", capture_output=True)
     assert r.returncode == 0, r.stderr
     kp.wait_delivered(f"root@{MYORIGIN}")
+    r = sendmail("kpsm1", kp, ["x" * 3000 + "@example.org"], b"Subject: long\n\nx\n")
+    assert r.returncode == EX_DATAERR, r
+    assert b"address too long for an SMTP command; nothing was sent" in r.stderr, r.stderr
     for bad in (["-B", "9BIT"], ["-N", "sometimes"], ["-bz"]):
         r = sendmail("kpsm1", kp, bad + ["root"], b"x\n")
         assert r.returncode == EX_USAGE, (bad, r)
