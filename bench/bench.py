@@ -270,6 +270,7 @@ class Keypost(Server):
             "myhostname = mx.keypost.test",
             "mydestination = example.org",
             f"queue_directory = {self.queue}",
+            f"local_socket_directory = {self.base}/run",
             f"local_transport = {transport}",
             f"maillog_file = {self.base}/maillog",
             f"smtpd_listen = 127.0.0.1:{self.port}",

@@ -45,6 +45,7 @@ mydestination = example.org
 # loopback is not a trusted network here: only the key pin can let a peer relay
 mynetworks = 192.0.2.0/24
 queue_directory = $DEMO/queue
+local_socket_directory = $DEMO/run
 local_transport = maildir:$DEMO/mail
 maillog_file = $DEMO/maillog
 smtpd_listen = 127.0.0.1:$PORT

@@ -159,6 +159,17 @@ seed_mtasts redirect '\001' "HTTP/1.1 301 Moved${CRLF}Location: https://x.exampl
 seed_mtasts txt '\003' "v=STSv1; id=20160831085700Z;"
 # end issue 11: MTA-STS
 
+# issue 12: the sendmail command's message reader (fuzz_mailmsg.c): the
+# first byte is the options (bit 0 -i, bit 1 -t), the rest standard input.
+mkdir -p "$OUT/corpus-fuzz_mailmsg"
+seed_mailmsg() {
+    printf "$2%s" "$3" > "$OUT/corpus-fuzz_mailmsg/$1"
+}
+seed_mailmsg cron '\002' "To: root, \"A, B\" <a@x.example>${LF}Bcc: (c) b@x.example${LF}Subject: s${LF}${LF}body${LF}.${LF}after"
+seed_mailmsg dots '\001' "Subject: d${LF}${LF}.${LF}..${LF}.${CR}${LF}x${CR}.${CR}${LF}.${CRLF}last"
+seed_mailmsg group '\003' "Cc: team: a@x.example, b@x.example;${LF} ${LF}To:${LF}${LF}${CR}.${CR}"
+# end issue 12: sendmail
+
 # ---- run -----------------------------------------------------------------
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"

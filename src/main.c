@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "conf/conf.h"
 #include "master/master.h"
+#include "smtpd/localsubmit.h"
 #include "util/proctitle.h"
 
 #define DEFAULT_CONFIG "/etc/keypost/keypost.cf"
@@ -15,7 +16,7 @@ static int usage(void)
 {
     fprintf(stderr,
             "usage: keypost serve [-c FILE]        run the mail server in the foreground\n"
-            "       keypost check [-c FILE]        check a configuration\n"
+            "       keypost check [-c FILE] [-v]   check a configuration (-v: and who may send as whom)\n"
             "       keypost conf [-c FILE] [-n|-d] [-x] [NAME...]\n"
             "                                     print parameters (-n: set in FILE, -d: defaults,\n"
             "                                     -x: $name expanded)\n"
@@ -26,7 +27,9 @@ static int usage(void)
             "       keypost status [-c FILE]       sessions, queue, recent deliveries, certificates\n"
             "       keypost map FILE...           build FILE.lmdb for lmdb:FILE tables\n"
             "       keypost map -q KEY TYPE:TABLE print the value of KEY (exit 1: none, 2: table failed)\n"
-            "       keypost map -q - TYPE:TABLE   look up each line of stdin, print KEY<TAB>VALUE\n");
+            "       keypost map -q - TYPE:TABLE   look up each line of stdin, print KEY<TAB>VALUE\n"
+            "       keypost sendmail [options] [recipient...]  submit a message (also as sendmail,\n"
+            "                                     mailq = -bp, newaliases = -bi)\n");
     return 1;
 }
 
@@ -45,6 +48,15 @@ static const char *config_arg(int argc, char **argv)
 
 static int cmd_check(int argc, char **argv)
 {
+    /* -v: also say who may submit locally and with which senders. */
+    int verbose = 0;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-v") == 0) {
+            verbose = 1;
+            memmove(argv + i, argv + i + 1, sizeof *argv * (size_t)(argc - i));
+            argc--;
+            break;
+        }
     const char *config = config_arg(argc, argv);
     if (config == NULL)
         return usage();
@@ -59,6 +71,10 @@ static int cmd_check(int argc, char **argv)
     if (n)
         return 1;
     printf("configuration OK\n");
+    if (verbose) {
+        printf("authorized_submit_users: %s\n", conf_str(P_AUTHORIZED_SUBMIT_USERS));
+        localsubmit_describe(stdout);
+    }
     return 0;
 }
 
@@ -70,9 +86,24 @@ static int cmd_serve(int argc, char **argv)
     return master_serve(config);
 }
 
+/* Called as sendmail, mailq or newaliases (links to keypost). */
+static const char *called_as(const char *argv0)
+{
+    static const char *const names[] = {"sendmail", "mailq", "newaliases"};
+    const char *base = strrchr(argv0, '/');
+    base = base ? base + 1 : argv0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(base, names[i]) == 0)
+            return names[i];
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     proctitle_init(argc, argv); /* first: later code may keep argv pointers */
+    const char *as = argc > 0 ? called_as(argv[0]) : NULL;
+    if (as)
+        return cli_sendmail(argc, argv, as);
     if (argc < 2)
         return usage();
     const char *cmd = argv[1];
@@ -92,5 +123,7 @@ int main(int argc, char **argv)
         return cli_status(argc, argv);
     if (strcmp(cmd, "map") == 0)
         return cli_map(argc, argv);
+    if (strcmp(cmd, "sendmail") == 0)
+        return cli_sendmail(argc, argv, "sendmail");
     return usage();
 }

@@ -23,4 +23,9 @@ int cli_conf_man(FILE *out);
  * recent deliveries and rejects, certificate expiry (statuscmd.c). */
 int cli_status(int argc, char **argv);
 
+/* sendmail [options] [recipient...], also called as mailq (-bp) and
+ * newaliases (-bi); name is the name it was called by, for messages.
+ * Returns a sysexits.h status. */
+int cli_sendmail(int argc, char **argv, const char *name);
+
 #endif

@@ -16,6 +16,7 @@
 #include "policy/restrict.h"
 #include "queue/notify.h"
 #include "queue/queue.h"
+#include "queue/showq.h"
 
 static void warn_refused(const char *path, const char *why)
 {
@@ -54,23 +55,6 @@ static void unreadable(struct listing *l, const char *subdir, const char *id, in
     l->status = fail("list", path, err);
 }
 
-static void print_message(const char *id, const char *subdir, const struct envelope *env,
-                          const struct queue_state *st)
-{
-    char when[32];
-    struct tm tm;
-    gmtime_r(&env->arrival, &tm);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    printf("%s%s %8lld %s <%s>\n", id, strcmp(subdir, "hold") == 0 ? "!" : " ",
-           (long long)env->size, when, env->sender);
-    if (st->attempts)
-        printf("    attempts=%d next=%lds\n", st->attempts,
-               (long)(st->next_attempt - time(NULL)));
-    for (int i = 0; i < env->nrcpt; i++)
-        printf("    %s%s\n", env->rcpts[i],
-               st->done[i] == 'D' ? " (delivered)" : st->done[i] ? " (bounced)" : "");
-}
-
 static int list_one(const char *id, void *arg)
 {
     struct listing *l = arg;
@@ -83,7 +67,7 @@ static int list_one(const char *id, void *arg)
     struct queue_state st;
     if (queue_state_load(qdir, &env, &st) < 0)
         unreadable(l, "state", id, errno);
-    print_message(id, l->subdir, &env, &st);
+    showq_print(stdout, id, l->subdir, &env, &st);
     queue_state_free(&st, env.nrcpt);
     envelope_free(&env);
     return 0;

@@ -28,6 +28,7 @@
 #include "smtpd/address.h"
 #include "smtpd/anvil.h"
 #include "smtpd/listen.h"
+#include "smtpd/localsubmit.h"
 #include "smtpd/server.h"
 #include "tls/tls.h"
 #include "sasl/saslcli.h"
@@ -144,6 +145,7 @@ static int load_all(const char *path, struct conf_errors *errs, struct tls_serve
     restrict_init(errs);
     saslsrv_init(errs);
     saslcli_init(errs);
+    localsubmit_init(errs);
     listen_check(errs);
     metrics_listen_check(errs);
     route_init(errs);
@@ -652,6 +654,7 @@ static int running(void)
 static void shutdown_all(void)
 {
     drop_waiting(M.generation + 1);
+    listen_unlink_local();
     log_info(NULL, "stopping: %d processes", M.nkids);
     for (int i = 0; i < M.nkids; i++)
         if (M.kids[i].pid > 0 && M.kids[i].role != ROLE_LOG)
@@ -768,8 +771,16 @@ int master_serve(const char *path)
     if (logwriter_enabled())
         spawn(ROLE_LOG);
     spawn_generation();
-    log_info(NULL, "started: %d listeners, %ld smtpd workers, queue %s", M.nls, worker_count(),
+    /* The SMTP listeners; the sendmail command's sockets get their own line. */
+    int network = 0;
+    for (int i = 0; i < M.nls; i++)
+        network += M.ls[i].kind != LISTEN_LOCAL && M.ls[i].kind != LISTEN_SHOWQ;
+    log_info(NULL, "started: %d listeners, %ld smtpd workers, queue %s", network, worker_count(),
              conf_str(P_QUEUE_DIRECTORY));
+    if (network < M.nls)
+        log_info(NULL, "local submission (sendmail, mailq) on %s/%s and %s/%s",
+                 conf_str(P_LOCAL_SOCKET_DIRECTORY), LOCAL_SUBMIT_SOCKET,
+                 conf_str(P_LOCAL_SOCKET_DIRECTORY), LOCAL_SHOWQ_SOCKET);
     /* Bound and children started: connections are taken from here on. */
     sdnotify_ready("accepting mail");
     while (!M.got_term) {

@@ -1032,6 +1032,8 @@ int restrict_start(struct restrict_eval *ev, const struct restrict_ctx *ctx,
     out->action = RA_DUNNO;
     out->reply[0] = '\0';
     out->prepend[0] = '\0';
+    if (ctx->local_submission)
+        ev->list = L_COUNT;
     return run(ev);
 }
 

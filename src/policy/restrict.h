@@ -58,6 +58,8 @@ struct restrict_ctx {
     long size;
     /* answers of remote address tables (table/tablememo.h); NULL: none */
     struct table_memo *memo;
+    /* the sendmail command: no restriction lists, only the unlisted checks */
+    int local_submission;
     /* SASL: "" (or NULL) when the client did not authenticate */
     const char *sasl_method;
     const char *sasl_username;

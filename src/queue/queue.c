@@ -109,6 +109,8 @@ static void write_envelope(struct qfile *q, const struct envelope *env)
                env->id, (long)env->arrival, env->sender ? env->sender : "",
                env->client ? env->client : "", env->helo ? env->helo : "",
                env->proto ? env->proto : "", env->hold, env->smtputf8, env->eightbit);
+    if (env->local)
+        buf_printf(&b, "localuid %u\n", env->local_uid);
     for (int i = 0; i < env->nrcpt; i++) {
         buf_printf(&b, "rcpt %s\n", env->rcpts[i]);
         if (env->orig_rcpts && env->orig_rcpts[i] && strcmp(env->orig_rcpts[i], env->rcpts[i]))
@@ -337,7 +339,10 @@ static int parse_header_line(struct envelope *env, char *line)
         env->smtputf8 = atoi(v);
     else if (strcmp(line, "eightbit") == 0)
         env->eightbit = atoi(v);
-    else if (strcmp(line, "rcpt") == 0)
+    else if (strcmp(line, "localuid") == 0) {
+        env->local = 1;
+        env->local_uid = (unsigned)strtoul(v, NULL, 10);
+    } else if (strcmp(line, "rcpt") == 0)
         return add_rcpt(env, v);
     else if (strcmp(line, "orig") == 0)
         return add_orig(env, v);

@@ -30,6 +30,8 @@ struct envelope {
     int hold;         /* an access table said HOLD */
     int smtputf8;     /* MAIL FROM had SMTPUTF8 */
     int eightbit;     /* MAIL FROM had BODY=8BITMIME */
+    int local;        /* submitted by a local user (sendmail) ... */
+    unsigned local_uid; /* ... with this uid */
     off_t body_offset; /* where the message starts in the file */
     off_t size;        /* message bytes */
 };

@@ -20,5 +20,8 @@ int listen_check(struct conf_errors *errs);
 /* Open all listeners; returns the count, or -1 with errs filled. */
 int listen_open(struct listener **out, struct conf_errors *errs);
 void listen_close(struct listener *ls, int n);
+/* At shutdown: remove the sendmail command's sockets (local_socket_directory),
+ * so that the command says at once that keypost is not running. */
+void listen_unlink_local(void);
 
 #endif

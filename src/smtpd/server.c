@@ -9,6 +9,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -28,6 +29,8 @@
 #include "smtpd/anvil.h"
 #include "smtpd/deadline.h"
 #include "smtpd/fdreserve.h"
+#include "smtpd/localsubmit.h"
+#include "queue/showq.h"
 #include "util/log.h"
 #include "util/strutil.h"
 
@@ -644,22 +647,113 @@ static const char *admission(struct conn *c, char *why, size_t len)
     return NULL;
 }
 
+/* ---- local submission (smtpd/localsubmit.h) ----------------------------- */
+
+/* A sendmail command on the submit socket: the client is localhost, as
+ * for Postfix's stand-alone smtpd, and the kernel names the user. NULL, or
+ * why the session is refused. */
+static const char *describe_local(int fd, struct session_client *cl, char *why, size_t len)
+{
+    memset(cl, 0, sizeof *cl);
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&cl->addr;
+    s4->sin_family = AF_INET;
+    s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    str_copy(cl->addr_text, "127.0.0.1", sizeof cl->addr_text);
+    str_copy(cl->name, "localhost", sizeof cl->name);
+    str_copy(cl->reverse_name, "localhost", sizeof cl->reverse_name);
+    cl->kind = LISTEN_LOCAL;
+    uid_t uid = 0;
+    if (localsubmit_peer(fd, &uid, cl->local_login, sizeof cl->local_login) < 0) {
+        snprintf(why, len, "cannot tell who you are (%s)", cl->local_login);
+        return why;
+    }
+    cl->local_uid = (unsigned)uid;
+    if (!localsubmit_authorized(cl->local_login)) {
+        snprintf(why, len, "user %s is not allowed to submit mail (authorized_submit_users)",
+                 cl->local_login);
+        return why;
+    }
+    return NULL;
+}
+
+static void showq_written(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        bufferevent_free(bev);
+}
+
+static void showq_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    bufferevent_free(bev);
+}
+
+/* mailq: one listing per connection, then close. root and mail_owner see
+ * every message, another user those it submitted. The listing is read
+ * here, on the loop: a long queue delays this worker's sessions briefly. */
+static void serve_showq(int fd)
+{
+    uid_t uid = 0;
+    char login[64];
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    if (out == NULL) {
+        close(fd);
+        return;
+    }
+    if (localsubmit_peer(fd, &uid, login, sizeof login) < 0)
+        fprintf(out, "error: cannot tell who you are (%s)\n", login);
+    else if (showq_write(out, conf_str(P_QUEUE_DIRECTORY), uid == 0 || uid == getuid(),
+                         (unsigned)uid) < 0)
+        fprintf(out, "error: cannot read the queue: %s\n", strerror(errno));
+    fclose(out);
+    struct bufferevent *bev = bufferevent_socket_new(W.base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        close(fd);
+        free(text);
+        return;
+    }
+    struct timeval tv = {conf_long(P_SMTPD_TIMEOUT), 0};
+    bufferevent_set_timeouts(bev, &tv, &tv);
+    bufferevent_setcb(bev, NULL, showq_written, showq_event, NULL);
+    bufferevent_enable(bev, EV_WRITE);
+    if (len == 0)
+        bufferevent_free(bev);
+    else
+        bufferevent_write(bev, text, len);
+    free(text);
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
     (void)l;
     (void)salen;
     int kind = (int)(intptr_t)arg;
+    if (kind == LISTEN_SHOWQ) {
+        serve_showq(fd);
+        return;
+    }
     struct conn *c = calloc(1, sizeof *c);
     if (c == NULL || (kind == LISTEN_SMTPS && W.tls == NULL)) {
         free(c);
         close(fd);
         return;
     }
-    describe_client(sa, kind, &c->client);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    describe_server(fd, &c->client);
+    char why[128];
+    const char *local_refusal = NULL;
+    c->anvil_bucket = -1;
+    if (kind == LISTEN_LOCAL)
+        local_refusal = describe_local(fd, &c->client, why, sizeof why);
+    else {
+        describe_client(sa, kind, &c->client);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        describe_server(fd, &c->client);
+    }
     c->fd = fd;
     c->kind = kind;
     c->anvil_bucket = -1;
@@ -679,8 +773,12 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     W.conns = c;
     W.nconns++;
     metrics_connection(evconnlistener_get_fd(l));
-    char why[128];
-    const char *refusal = admission(c, why, sizeof why);
+    const char *refusal = local_refusal ? local_refusal : admission(c, why, sizeof why);
+    if (kind == LISTEN_LOCAL) {
+        /* The session limits count (as localhost's); there is no name to look up. */
+        conn_begin(c, refusal);
+        return;
+    }
     if (refusal != NULL || start_lookup(c) < 0)
         conn_begin(c, refusal);
 }

@@ -26,6 +26,7 @@
 #include "smtpd/anvil.h"
 #include "smtpd/address.h"
 #include "smtpd/dataread.h"
+#include "smtpd/localsubmit.h"
 #include "table/tablememo.h"
 #include "tls/tls.h"
 #include "util/buf.h"
@@ -490,6 +491,8 @@ static void cmd_helo(struct smtp_session *s, const char *arg) { greet(s, arg, 0)
 
 static int tls_required(const struct smtp_session *s)
 {
+    if (s->client.kind == LISTEN_LOCAL)
+        return 0; /* a local socket: there is no one in the middle */
     return s->client.kind == LISTEN_SUBMISSION ||
            strcmp(conf_str(P_SMTPD_TLS_SECURITY_LEVEL), "encrypt") == 0;
 }
@@ -578,7 +581,8 @@ static void qualify_envelope(const struct smtp_session *s, char *addr, size_t le
     rewrite_old_forms(addr, len);
     unsigned flags = (conf_bool(P_APPEND_AT_MYORIGIN) ? QUALIFY_APPEND_AT_MYORIGIN : 0) |
                      (conf_bool(P_APPEND_DOT_MYDOMAIN) ? QUALIFY_APPEND_DOT_MYDOMAIN : 0);
-    if (flags == 0 || *addr == '\0' || !restrict_in_mynetworks(&s->client.addr))
+    if (flags == 0 || *addr == '\0' ||
+        (s->client.kind != LISTEN_LOCAL && !restrict_in_mynetworks(&s->client.addr)))
         return;
     char out[MAX_ADDR];
     if (qualify_address(addr, conf_str(P_MYORIGIN), conf_str(P_MYDOMAIN), flags, out,
@@ -642,6 +646,35 @@ static void mail_filtered(struct smtp_session *s, const struct milter_result *r)
     reply(s, "250 2.1.0 Ok");
 }
 
+/* ---- local submission (smtpd/localsubmit.h) ------------------------ */
+
+/* A local user sends as its own login or as local_login_sender_maps lets
+ * it; the reply is Postfix's for a sender login mismatch. 0, or -1 after
+ * replying. */
+static int local_sender_check(struct smtp_session *s, const char *addr)
+{
+    int ok = localsubmit_sender_ok(s->client.local_login, addr);
+    if (ok > 0)
+        return 0;
+    if (ok < 0) {
+        reply(s, "451 4.3.0 <%s>: Sender address rejected: Temporary lookup failure", addr);
+        return -1;
+    }
+    log_sinfo(s->sid, "NOQUEUE: reject: MAIL from local user %s (uid %u): 553 5.7.1 <%s>: Sender "
+             "address rejected: not owned by user %s", s->client.local_login,
+             s->client.local_uid, addr, s->client.local_login);
+    reply(s, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", addr,
+          s->client.local_login);
+    return -1;
+}
+
+/* Postfix's pickup line: "ID: uid=N from=<SENDER>". */
+static void log_local_queued(struct smtp_session *s)
+{
+    log_sinfo(s->sid, "%s: uid=%u from=<%s>", queue_file_id(s->qf), s->client.local_uid,
+             s->sender);
+}
+
 static void cmd_mail(struct smtp_session *s, const char *arg)
 {
     if (s->milter_refusal[0]) {
@@ -672,6 +705,8 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
         reply(s, "501 5.1.7 Bad sender address syntax");
         bad = -1;
     }
+    if (bad == 0 && s->client.kind == LISTEN_LOCAL)
+        bad = local_sender_check(s, addr);
     if (bad < 0 || check_address_text(s, addr, s->smtputf8, "sender") < 0) {
         s->smtputf8 = s->eightbit = 0;
         s->declared_size = 0;
@@ -792,6 +827,11 @@ static void apply_restrictions(struct smtp_session *s, const char *rcpt)
         .sasl_method = s->sasl_method,
         .sasl_username = s->sasl_username,
         .sasl_sender = s->sasl_sender,
+        /* As Postfix's pickup: a local user's mail is not judged by the
+         * restriction lists (it may go anywhere, as from the machine; who
+         * may submit at all is authorized_submit_users); unknown local
+         * recipients are still refused at once. */
+        .local_submission = s->client.kind == LISTEN_LOCAL,
     };
     if (restrict_start(&s->reval, &s->rctx, &s->rres, policy_done, s)) {
         rcpt_decided(s, &s->rres);
@@ -849,8 +889,12 @@ static void write_received(struct smtp_session *s)
     strncat(date, " (UTC)", sizeof date - strlen(date) - 1);
     if (s->prepend[0])
         buf_printf(&b, "%s\r\n", s->prepend);
-    buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo, s->client.name,
-               s->client.addr_text);
+    if (s->client.kind == LISTEN_LOCAL) /* as Postfix writes it for local mail */
+        buf_printf(&b, "Received: by %s (keypost, from userid %u)\r\n", myhostname(),
+                   s->client.local_uid);
+    else
+        buf_printf(&b, "Received: from %s (%s [%s])\r\n", s->helo, s->client.name,
+                   s->client.addr_text);
     if (s->tls_active) {
         buf_printf(&b, "\t(using %s with cipher %s (%d/%d bits))\r\n", s->tls.protocol,
                    s->tls.cipher, s->tls.bits, s->tls.alg_bits);
@@ -861,8 +905,11 @@ static void write_received(struct smtp_session *s)
     }
     if (s->sasl_username[0] && conf_bool(P_SMTPD_SASL_AUTHENTICATED_HEADER))
         buf_printf(&b, "\t(Authenticated sender: %s)\r\n", s->sasl_username);
-    buf_printf(&b, "\tby %s (keypost) with %s id %s", myhostname(), proto_name(s),
-               queue_file_id(s->qf));
+    if (s->client.kind == LISTEN_LOCAL)
+        buf_printf(&b, "\tid %s", queue_file_id(s->qf));
+    else
+        buf_printf(&b, "\tby %s (keypost) with %s id %s", myhostname(), proto_name(s),
+                   queue_file_id(s->qf));
     if (s->nrcpt == 1)
         buf_printf(&b, "\r\n\tfor <%s>; %s\r\n", s->rcpts[0], date);
     else
@@ -938,6 +985,8 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         .hold = s->hold,
         .smtputf8 = s->smtputf8,
         .eightbit = s->eightbit,
+        .local = s->client.kind == LISTEN_LOCAL,
+        .local_uid = s->client.local_uid,
     };
     s->qf = queue_create(conf_str(P_QUEUE_DIRECTORY), &env);
     if ((s->milters || hdr_rewrite_wanted()) && s->qf) { /* kept for a replacement file */
@@ -953,7 +1002,9 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         reply(s, "451 4.3.0 Error: queue file write error");
         return;
     }
-    if (s->sasl_username[0]) /* as Postfix */
+    if (s->client.kind == LISTEN_LOCAL)
+        log_local_queued(s);
+    else if (s->sasl_username[0]) /* as Postfix */
         log_sinfo(s->sid, "%s: client=%s, sasl_method=%s, sasl_username=%s%s%s",
                   queue_file_id(s->qf), client, s->sasl_method, s->sasl_username,
                   s->sasl_sender[0] ? ", sasl_sender=" : "", s->sasl_sender);

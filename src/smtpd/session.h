@@ -12,7 +12,10 @@
 struct tls_peer;
 struct smtp_session;
 
-enum listener_kind { LISTEN_SMTP, LISTEN_SUBMISSION, LISTEN_SMTPS };
+/* LISTEN_LOCAL: the local submission socket of the sendmail command
+ * (smtpd/localsubmit.h); LISTEN_SHOWQ: its queue listing socket, served by
+ * server.c without a session. */
+enum listener_kind { LISTEN_SMTP, LISTEN_SUBMISSION, LISTEN_SMTPS, LISTEN_LOCAL, LISTEN_SHOWQ };
 
 struct session_io {
     /* Queue reply bytes for the client. */
@@ -39,6 +42,9 @@ struct session_client {
     int server_port;
     enum listener_kind kind;
     int tls_available;    /* a TLS context exists */
+    /* LISTEN_LOCAL: the submitting user, as the kernel names it */
+    unsigned local_uid;
+    char local_login[64];
 };
 
 struct smtp_session *session_new(const struct session_io *io, void *ctx,

@@ -172,6 +172,8 @@ class Keypost:
             # the machine's resolver and /etc/hosts say; test_peername.py
             # turns name lookups on against its own DNS server.
             "smtpd_peername_lookup": "no",
+            # The sendmail command's sockets: one directory per test server.
+            "local_socket_directory": os.path.join(base, "run"),
         }
         self.params.update({k: str(v) for k, v in params.items()})
         self.proc = None

@@ -44,7 +44,8 @@ def start(tmpbase, config):
     (its own queue, log and worker count), checked first."""
     kp = Keypost(tmpbase)
     kp.params = {"queue_directory": kp.queue, "maillog_file": kp.logfile,
-                 "smtpd_worker_processes": "1"}
+                 "smtpd_worker_processes": "1",
+                 "local_socket_directory": os.path.join(tmpbase, "run")}
     with open(kp.config, "w") as f:
         f.write(config + "".join(f"{k} = {v}\n" for k, v in kp.params.items()))
     r = subprocess.run([KEYPOST, "check", "-c", kp.config], capture_output=True, text=True)
