@@ -24,7 +24,9 @@ static int usage(void)
             "       keypost queue [-c FILE] list|flush|delete ID|hold ID|release ID\n"
             "       keypost map FILE...           build FILE.lmdb for lmdb:FILE tables\n"
             "       keypost map -q KEY TYPE:TABLE print the value of KEY (exit 1: none, 2: table failed)\n"
-            "       keypost map -q - TYPE:TABLE   look up each line of stdin, print KEY<TAB>VALUE\n");
+            "       keypost map -q - TYPE:TABLE   look up each line of stdin, print KEY<TAB>VALUE\n"
+            "       keypost tlsrpt [-c FILE] [--send]\n"
+            "                                     TLS results per policy domain (--send: report now)\n");
     return 1;
 }
 
@@ -87,5 +89,7 @@ int main(int argc, char **argv)
         return cli_queue(argc, argv);
     if (strcmp(cmd, "map") == 0)
         return cli_map(argc, argv);
+    if (strcmp(cmd, "tlsrpt") == 0)
+        return cli_tlsrpt(argc, argv);
     return usage();
 }

@@ -20,4 +20,8 @@ int cli_conf(int argc, char **argv);
  * params.def groups them. 0, or -1 when out cannot be written. */
 int cli_conf_man(FILE *out);
 
+/* keypost tlsrpt [-c FILE] [--send]: the TLS results recorded per policy
+ * domain; --send reports them now (exit 2 when a destination failed). */
+int cli_tlsrpt(int argc, char **argv);
+
 #endif
