@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -436,6 +437,23 @@ static int due(const char *qdir, time_t now)
     return found;
 }
 
+/* The child must not hold the queue manager's sockets (agent channels,
+ * qmgr.sock): an agent waits for its channel's end to exit, and would wait
+ * for the report run too. Files (the log) and 0-2 stay. */
+static void close_sockets(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int self = d ? dirfd(d) : -1;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        int fd = atoi(e->d_name);
+        struct stat st;
+        if (fd > 2 && fd != self && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode))
+            close(fd);
+    }
+    if (d)
+        closedir(d);
+}
+
 void tlsrpt_tick(const char *qdir)
 {
     time_t now = time(NULL);
@@ -457,6 +475,7 @@ void tlsrpt_tick(const char *qdir)
      * not its own. */
     signal(SIGTERM, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
+    close_sockets();
     log_set_role("tlsrpt");
     _exit(tlsrpt_run(qdir, 0, NULL) == 0 ? 0 : 1);
 }

@@ -36,12 +36,11 @@ import shutil
 import socket
 import ssl
 import threading
-import time
 
 import pytest
 
 from dnssec import DnssecBed, spki_digest
-from kptest import KEYPOST, PKI, free_port, make_tmpdir, run
+from kptest import PKI, free_port, make_tmpdir
 from postfix_peer import need_root, wait_for
 from test_relay import Peer, message, result, submit
 
@@ -373,6 +372,12 @@ def test_daily_run_reports_a_finished_day(make_server, bed):
 
 
 def test_off_by_default_and_command_usage(make_server, bed):
+    kp = make_server(start=False, smtp_tls_reporting="yes",
+                     smtp_tls_reporting_CAfile="/nonexistent/ca.pem")
+    kp.write_config()
+    r = kp.cli("check", "-c", kp.config, check=False)
+    assert r.returncode == 1 and re.search(
+        r":\d+: smtp_tls_reporting_CAfile /nonexistent/ca\.pem: ", r.stderr), r.stderr
     kp = make_server(start=False)
     kp.write_config()
     r = kp.cli("tlsrpt", "-c", kp.config, "--send", check=False)
