@@ -20,6 +20,17 @@ The domains:
                 _smtp._tls: rua=https://reports.test/v1/tlsrpt.
   stsbogus.test MTA-STS, one success; its _smtp._tls TXT record has a broken
                 signature: keypost must not use it (no report).
+and, for the other result types (counted with `keypost tlsrpt`), domains
+whose last MX host is mx2.stsrpt.test or mx2.rpt.test (success) and whose
+first ones fail:
+  stscert.test  MTA-STS enforce: certificates for another name (127.0.54.12),
+                expired (.13) and self-signed (.14)
+  ststest.test  MTA-STS testing, MX without STARTTLS: delivered in plaintext
+  stsfetch.test, stswebpki.test, stsinvalid.test: the policy cannot be used
+                (HTTP 404, a certificate for another name, malformed)
+  dfail.test    DANE: the TLSA RRSIG of its first MX host is broken
+  dreq.test     dane-only (smtp_tls_policy_maps): its first MX host has no
+                TLSA records
 The reports are made with `keypost tlsrpt --send` (and by the queue
 manager's daily run, from a day file of yesterday), then read back: MIME
 decoded, gunzipped, parsed with Python's json."""
@@ -48,9 +59,22 @@ RESOLVER = "127.0.54.1"
 HTTPS_ADDR = "127.0.54.2"
 TLS_MX = "127.0.54.10"
 PLAIN_MX = "127.0.54.11"
+WRONGNAME_MX = "127.0.54.12"
+EXPIRED_MX = "127.0.54.13"
+SELFSIGNED_MX = "127.0.54.14"
 ORG = "Keypost Test Org"
 POLICY = "version: STSv1\r\nmode: enforce\r\nmx: *.stsrpt.test\r\nmax_age: 86400\r\n"
-DOMAINS = ("rpt.test", "stsrpt.test", "stsbogus.test")
+# mta-sts.DOMAIN: (HTTP status, policy)
+POLICIES = {
+    "stsrpt.test": (200, POLICY), "stsbogus.test": (200, POLICY),
+    "stscert.test": (200, POLICY.replace("max_age", "mx: *.stscert.test\r\nmax_age")),
+    "ststest.test": (200, "version: STSv1\nmode: testing\nmx: *.stsrpt.test\nmax_age: 600\n"),
+    "stsfetch.test": (404, "not here\n"),
+    "stswebpki.test": (200, POLICY),
+    "stsinvalid.test": (200, "version: STSv1\nmode: enforce\nmx: *.stsrpt.test\n"),
+}
+DOMAINS = ("rpt.test", "stscert.test", "ststest.test", "stsfetch.test", "stswebpki.test",
+           "stsinvalid.test", "dfail.test", "dreq.test") + tuple(POLICIES)
 
 
 def zone(port, pki):
@@ -68,9 +92,20 @@ def zone(port, pki):
         '_smtp._tls.stsrpt.test. TXT "v=TLSRPTv1; rua=https://reports.test/v1/tlsrpt"',
         f"reports.test. A {HTTPS_ADDR}",
         "stsbogus.test. MX 10 mx2.stsrpt.test.",
-        '_mta-sts.stsbogus.test. TXT "v=STSv1; id=1"', f"mta-sts.stsbogus.test. A {HTTPS_ADDR}",
         '_smtp._tls.stsbogus.test. TXT "v=TLSRPTv1; rua=mailto:tlsrpt@example.org"',
-    ]
+        "stscert.test. MX 10 mx1.stscert.test.", "stscert.test. MX 20 mx2.stscert.test.",
+        "stscert.test. MX 30 mx3.stscert.test.", "stscert.test. MX 40 mx2.stsrpt.test.",
+        f"mx1.stscert.test. A {WRONGNAME_MX}", f"mx2.stscert.test. A {EXPIRED_MX}",
+        f"mx3.stscert.test. A {SELFSIGNED_MX}",
+        "ststest.test. MX 10 mx1.stsrpt.test.",
+        "stsfetch.test. MX 10 mx2.stsrpt.test.", "stswebpki.test. MX 10 mx2.stsrpt.test.",
+        "stsinvalid.test. MX 10 mx2.stsrpt.test.",
+        "dfail.test. MX 10 mx.dfail.test.", "dfail.test. MX 20 mx2.rpt.test.",
+        f"mx.dfail.test. A {TLS_MX}", f"_{port}._tcp.mx.dfail.test. TLSA 3 1 1 {peer}",
+        "dreq.test. MX 10 mx.dreq.test.", "dreq.test. MX 20 mx2.rpt.test.",
+        f"mx.dreq.test. A {TLS_MX}",
+    ] + [rr for d in POLICIES if d != "stsrpt.test" for rr in
+         (f'_mta-sts.{d}. TXT "v=STSv1; id=1"', f"mta-sts.{d}. A {HTTPS_ADDR}")]
 
 
 class HttpsServer:
@@ -79,8 +114,9 @@ class HttpsServer:
     def __init__(self, pki):
         self.posts = []
         outer = self
-        names = ("mta-sts.stsrpt.test", "mta-sts.stsbogus.test", "reports.test")
-        contexts = {n: self._ctx(pki, n) for n in names}
+        # mta-sts.stswebpki.test gets reports.test's certificate
+        names = [f"mta-sts.{d}" for d in POLICIES if d != "stswebpki.test"]
+        contexts = {n: self._ctx(pki, n) for n in names + ["reports.test"]}
         default = self._ctx(pki, "reports.test")
 
         def pick(sslobj, name, _ctx):
@@ -92,8 +128,12 @@ class HttpsServer:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):
-                body = POLICY.encode() if self.path == "/.well-known/mta-sts.txt" else b"no\n"
-                self.send_response(200 if body != b"no\n" else 404)
+                host = self.headers.get("Host", "").removeprefix("mta-sts.")
+                status, text = POLICIES.get(host, (404, "no\n"))
+                if self.path != "/.well-known/mta-sts.txt":
+                    status, text = 404, "no\n"
+                body = text.encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Connection", "close")
@@ -144,23 +184,23 @@ def bed():
     b.dir = make_tmpdir("kp-tlsrpt-")
     b.pki = PKI(b.dir)
     b.pki.ca("rptca")
-    for name in ("mx2.stsrpt.test", "mta-sts.stsrpt.test", "mta-sts.stsbogus.test",
-                 "reports.test"):
+    for name in ["mx2.stsrpt.test", "reports.test", "other.test"] + \
+            [f"mta-sts.{d}" for d in POLICIES]:
         b.pki.leaf(name, issuer="rptca", eku="serverAuth")
-    b.pki.leaf("other.test", issuer="rptca", eku="serverAuth")
+    b.pki.leaf("mx2.stscert.test", issuer="rptca", eku="serverAuth", expired=True)
+    b.pki.leaf("mx3.stscert.test", eku="serverAuth")  # self-signed
     b.port = free_port()
     b.dns = DnssecBed(RESOLVER, zone(b.port, b.pki),
-                      bogus=[("_smtp._tls.stsbogus.test.", "TXT")])
+                      bogus=[("_smtp._tls.stsbogus.test.", "TXT"),
+                             (f"_{b.port}._tcp.mx.dfail.test.", "TLSA")])
     b.peers = []
     b.https = None
     try:
         b.dns.start()
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(b.pki.path("mx2.stsrpt.test", "crt"),
-                            b.pki.path("mx2.stsrpt.test", "key"))
-        b.tls_peer = Peer(host=TLS_MX, port=b.port, tls=ctx)
-        b.plain_peer = Peer(host=PLAIN_MX, port=b.port)
-        b.peers = [b.tls_peer, b.plain_peer]
+        for addr, cert in ((TLS_MX, "mx2.stsrpt.test"), (WRONGNAME_MX, "other.test"),
+                           (EXPIRED_MX, "mx2.stscert.test"), (SELFSIGNED_MX, "mx3.stscert.test")):
+            b.peers.append(Peer(host=addr, port=b.port, tls=HttpsServer._ctx(b.pki, cert)))
+        b.peers.append(Peer(host=PLAIN_MX, port=b.port))
         b.https = HttpsServer(b.pki)
         yield b
     finally:
@@ -177,6 +217,7 @@ def start_keypost(make_server, bed, start=True):
     return make_server(start=start, dns_resolver=f"{RESOLVER}@53",
                        dns_trust_anchor_file=bed.dns.anchor,
                        transport_maps="inline:{ " + routes + " }",
+                       smtp_tls_policy_maps="inline:{ dreq.test=dane-only }",
                        smtp_tls_security_level="dane", smtp_connect_timeout="5s",
                        smtp_mta_sts="yes", smtp_mta_sts_CAfile=bed.pki.path("rptca", "crt"),
                        smtp_tls_reporting="yes",
@@ -384,3 +425,29 @@ def test_off_by_default_and_command_usage(make_server, bed):
     assert r.returncode == 1 and "smtp_tls_reporting = no" in r.stderr, r.stderr
     r = kp.cli("tlsrpt", "-c", kp.config, "--bogus", check=False)
     assert r.returncode == 1 and "usage: keypost tlsrpt" in r.stderr, r.stderr
+
+
+def test_result_types(make_server, bed):
+    """One delivery to each domain whose first MX hosts fail in a different
+    way: each failure is counted under its RFC 8460 result type, then the
+    last MX host takes the mail."""
+    kp = start_keypost(make_server, bed)
+    for d in ("stscert.test", "ststest.test", "stsfetch.test", "stswebpki.test",
+              "stsinvalid.test", "dfail.test", "dreq.test"):
+        deliver(kp, d, f"tok-{d}")
+    shown = tlsrpt(kp).stdout
+    want = [
+        "dfail.test policy=tlsa mx=mx.dfail.test successful=0 failed=1 dnssec-invalid=1",
+        "dfail.test policy=tlsa mx=mx2.rpt.test successful=1 failed=0",
+        "dreq.test policy=tlsa mx=mx.dreq.test successful=0 failed=1 dane-required=1",
+        "dreq.test policy=tlsa mx=mx2.rpt.test successful=1 failed=0",
+        "stscert.test policy=sts successful=1 failed=3 certificate-host-mismatch=1 "
+        "certificate-expired=1 certificate-not-trusted=1",
+        "stsfetch.test policy=sts successful=0 failed=1 sts-policy-fetch-error=1",
+        "stsinvalid.test policy=sts successful=0 failed=1 sts-policy-invalid=1",
+        "ststest.test policy=sts successful=0 failed=1 starttls-not-supported=1",
+        "stswebpki.test policy=sts successful=0 failed=1 sts-webpki-invalid=1",
+    ]
+    assert shown.splitlines() == want, shown + "\n" + kp.log()
+    # the testing policy let the mail go in plaintext; the failures deferred nothing
+    assert bed.peers[-1].count("tok-ststest.test") == 1
