@@ -163,12 +163,16 @@ static void clean(char *dst, const char *src, size_t len)
 struct report {
     const char *domain;
     char id[200];
+    char unique[17];   /* the id's random part: the file name's unique-id */
     char org[256];
     time_t start, end;
     unsigned char *gz;
     size_t gzlen;
 };
 
+/* RFC 8460 5.3: the submitter (Subject, TLS-Report-Submitter, and the
+ * first part of the attachment's name, 5.1) is the reporting host's
+ * domain name; the organization-name is the JSON's. */
 static void mail_body(struct buf *b, const struct report *r, const char *to,
                       const char *boundary)
 {
@@ -183,7 +187,7 @@ static void mail_body(struct buf *b, const struct report *r, const char *to,
                   "MIME-Version: 1.0\r\n"
                   "Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n"
                   "\tboundary=\"%s\"\r\n\r\n",
-               host, to, dom, r->org, r->id, date, r->id, dom, r->org, boundary);
+               host, to, dom, host, r->id, date, r->id, dom, host, boundary);
     buf_printf(b, "This is a MIME-formatted message.\r\n\r\n--%s\r\n"
                   "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
                   "This is an aggregate TLS report (RFC 8460) from %s, the mail system at\r\n"
@@ -192,8 +196,8 @@ static void mail_body(struct buf *b, const struct report *r, const char *to,
                   "Content-Transfer-Encoding: base64\r\n"
                   "Content-Disposition: attachment;\r\n"
                   "\tfilename=\"%s!%s!%lld!%lld!%s.json.gz\"\r\n\r\n",
-               boundary, r->org, host, dom, boundary, r->org, dom, (long long)r->start,
-               (long long)r->end, r->id);
+               boundary, r->org, host, dom, boundary, host, dom, (long long)r->start,
+               (long long)r->end, r->unique);
     unsigned char line[80];
     for (size_t o = 0; o < r->gzlen; o += 57) {
         size_t n = r->gzlen - o < 57 ? r->gzlen - o : 57;
@@ -311,6 +315,7 @@ static int report_domain(const char *qdir, const struct tlsrpt_agg *a, int i, co
     for (int k = 0; k < 8; k++)
         snprintf(hex + 2 * k, 3, "%02X", rnd[k]);
     snprintf(r.id, sizeof r.id, "%s.%s@%s", day, hex, conf_str(P_MYHOSTNAME));
+    str_copy(r.unique, hex, sizeof r.unique);
     clean(r.org, conf_str(P_SMTP_TLS_REPORTING_ORGANIZATION), sizeof r.org);
     struct tlsrpt_meta m = {conf_str(P_SMTP_TLS_REPORTING_ORGANIZATION),
                             conf_str(P_SMTP_TLS_REPORTING_CONTACT), r.id, start, end};

@@ -336,11 +336,16 @@ def test_reports_by_mail_and_https(make_server, bed):
     assert msg.get_content_type() == "multipart/report"
     assert msg.get_param("report-type") == "tlsrpt"
     assert msg["TLS-Report-Domain"] == "rpt.test"
-    assert msg["TLS-Report-Submitter"] == ORG
-    assert msg["Subject"] == (f"Report Domain: rpt.test Submitter: {ORG} "
+    # RFC 8460 5.3: the submitter is the reporting host's domain name
+    assert msg["TLS-Report-Submitter"] == "mx.keypost.test"
+    assert msg["Subject"] == ("Report Domain: rpt.test Submitter: mx.keypost.test "
                               f"Report-ID: <{report['report-id']}>")
-    assert part.get_filename().startswith(f"{ORG}!rpt.test!")
-    assert part.get_filename().endswith(".json.gz")
+    # 5.1: sender!policy-domain!begin!end!unique-id.json.gz, epoch seconds
+    name = re.fullmatch(r"mx\.keypost\.test!rpt\.test!(\d+)!(\d+)![0-9A-F]+\.json\.gz",
+                        part.get_filename())
+    assert name, part.get_filename()
+    begin = datetime.datetime.fromtimestamp(int(name.group(1)), datetime.timezone.utc)
+    assert begin.strftime("%Y-%m-%dT%H:%M:%SZ") == report["date-range"]["start-datetime"]
     check_required_fields(report, "rpt.test")
     bad = policy(report, "tlsa", "mx1.rpt.test")
     assert bad["summary"] == {"total-successful-session-count": 0,
