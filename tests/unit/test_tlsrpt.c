@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tls/tlsrpt.h"
 #include "tls/tlsrpt_report.h"
@@ -327,6 +330,67 @@ static void test_rua_uris(void **state)
     assert_int_equal(tlsrpt_dest_parse("http://h.test/", &d), -1);
 }
 
+/* Writers in separate processes (as delivery agents are) append to the
+ * same day file at once: every line arrives whole. */
+static void test_concurrent_appends(void **state)
+{
+    (void)state;
+    char qdir[] = "/tmp/kp-tlsrpt-XXXXXX";
+    assert_non_null(mkdtemp(qdir));
+    enum { WRITERS = 4, EACH = 200 };
+    struct tlsrpt_result r;
+    result(&r, "d.test", "sts", "mode: enforce", "validation-failure", "mx.d.test",
+           "a reason long enough to make each line a few hundred bytes .....................");
+    pid_t pids[WRITERS];
+    for (int w = 0; w < WRITERS; w++) {
+        pids[w] = fork();
+        assert_true(pids[w] >= 0);
+        if (pids[w] == 0) {
+            char err[300];
+            for (int i = 0; i < EACH; i++) {
+                snprintf(r.mxhost, sizeof r.mxhost, "mx%d-%d.d.test", w, i);
+                if (tlsrpt_append(qdir, &r, err, sizeof err) < 0)
+                    _exit(1);
+            }
+            _exit(0);
+        }
+    }
+    for (int w = 0; w < WRITERS; w++) {
+        int status;
+        assert_int_equal(waitpid(pids[w], &status, 0), pids[w]);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    char path[200], day[16];
+    struct tm tm;
+    gmtime_r(&r.when, &tm);
+    strftime(day, sizeof day, "%Y%m%d", &tm);
+    snprintf(path, sizeof path, "%s/tlsrpt/day-%s", qdir, day);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0, seen[WRITERS][EACH];
+    memset(seen, 0, sizeof seen);
+    struct tlsrpt_result back;
+    while (getline(&line, &cap, f) > 0) {
+        int w, i;
+        assert_int_equal(tlsrpt_parse(line, &back), 0);
+        assert_int_equal(sscanf(back.mxhost, "mx%d-%d.d.test", &w, &i), 2);
+        seen[w][i]++;
+        n++;
+    }
+    free(line);
+    fclose(f);
+    assert_int_equal(n, WRITERS * EACH);
+    for (int w = 0; w < WRITERS; w++)
+        for (int i = 0; i < EACH; i++)
+            assert_int_equal(seen[w][i], 1);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/tlsrpt", qdir);
+    rmdir(path);
+    rmdir(qdir);
+}
+
 static void test_result_types(void **state)
 {
     (void)state;
@@ -350,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_json_stays_valid_for_any_byte),
         cmocka_unit_test(test_txt_record),
         cmocka_unit_test(test_rua_uris),
+        cmocka_unit_test(test_concurrent_appends),
         cmocka_unit_test(test_result_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
