@@ -205,9 +205,12 @@ static int secure(struct batch *b, struct conn_state *c, const struct tls_policy
         return -1;
     }
     char text[600] = "connection lost";
-    if (smtpio_printf(&c->io, "STARTTLS") < 0 || smtpio_reply(&c->io, text, sizeof text) != 220) {
+    int code = smtpio_printf(&c->io, "STARTTLS") < 0 ? -1
+                                                     : smtpio_reply(&c->io, text, sizeof text);
+    if (code != 220) {
         snprintf(why, len, "4.7.5 STARTTLS refused by %s: %s", c->relay, text);
-        tlsrpt(b, c, p, "starttls-not-supported", why);
+        if (code > 0) /* refused, not a lost connection */
+            tlsrpt(b, c, p, "starttls-not-supported", why);
         return p->level == TL_MAY ? 1 : -1;
     }
     if (smtpio_starttls(&c->io, b->tls, c->host, p, text, sizeof text) < 0) {

@@ -208,7 +208,8 @@ void tls_client_check(SSL *ssl, const struct tls_policy *p, const char *nexthop,
         if (!r->meets_policy) {
             snprintf(r->reason, sizeof r->reason, "Server certificate not trusted (%s)",
                      r->dane);
-            r->tlsrpt = tlsrpt_x509_result(SSL_get_verify_result(ssl), 1); /* issue 11 */
+            /* issue 11: TLSRPT */
+            r->tlsrpt = tlsrpt_x509_result(SSL_get_verify_result(ssl), 1);
         }
         break;
     default:
