@@ -100,6 +100,9 @@ def zone(port, pki):
         "ststest.test. MX 10 mx1.stsrpt.test.",
         "stsfetch.test. MX 10 mx2.stsrpt.test.", "stswebpki.test. MX 10 mx2.stsrpt.test.",
         "stsinvalid.test. MX 10 mx2.stsrpt.test.",
+        # destinations that fail: an HTTP error, a scheme keypost does not use
+        '_smtp._tls.stsfetch.test. TXT "v=TLSRPTv1; rua=https://reports.test/fail"',
+        '_smtp._tls.stsinvalid.test. TXT "v=TLSRPTv1; rua=ftp://reports.test/"',
         "dfail.test. MX 10 mx.dfail.test.", "dfail.test. MX 20 mx2.rpt.test.",
         f"mx.dfail.test. A {TLS_MX}", f"_{port}._tcp.mx.dfail.test. TLSA 3 1 1 {peer}",
         "dreq.test. MX 10 mx.dreq.test.", "dreq.test. MX 20 mx2.rpt.test.",
@@ -145,7 +148,7 @@ class HttpsServer:
                 data = self.rfile.read(n)
                 outer.posts.append({"path": self.path, "host": self.headers.get("Host"),
                                     "type": self.headers.get("Content-Type"), "body": data})
-                self.send_response(200)
+                self.send_response(500 if self.path == "/fail" else 200)
                 self.send_header("Content-Length", "0")
                 self.send_header("Connection", "close")
                 self.end_headers()
@@ -454,5 +457,16 @@ def test_result_types(make_server, bed):
         "stswebpki.test policy=sts successful=0 failed=1 sts-webpki-invalid=1",
     ]
     assert shown.splitlines() == want, shown + "\n" + kp.log()
+    # a destination that fails is named with the reason, and the exit status says so
+    posts = len(bed.https.posts)
+    r = tlsrpt(kp, "--send", check=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert re.search(r"warning: report \S+ for stsfetch\.test: https://reports\.test/fail: "
+                     r"HTTP status 500", r.stdout), r.stdout
+    assert re.search(r"warning: report \S+ for stsinvalid\.test: rua ftp://reports\.test/: "
+                     r"not a usable mailto: or https: URI", r.stdout), r.stdout
+    assert re.search(r"no report for dfail\.test: no usable TLSRPTv1 record at "
+                     r"_smtp\._tls\.dfail\.test", r.stdout), r.stdout
+    assert len(bed.https.posts) == posts + 1
     # the testing policy let the mail go in plaintext; the failures deferred nothing
     assert bed.peers[-1].count("tok-ststest.test") == 1
