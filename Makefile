@@ -7,7 +7,7 @@ CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation
 CPPFLAGS += -Isrc -I/usr/include/postgresql
-LIBS    := -levent_openssl -levent_core -levent_pthreads -lssl -lcrypto -lunbound -llmdb -lpq -lpthread
+LIBS    := -levent_openssl -levent_core -levent_pthreads -lssl -lcrypto -lunbound -llmdb -lpq -lz -lpthread
 
 SRC_LIB := $(filter-out src/main.c,$(wildcard src/*/*.c))
 SRC     := src/main.c $(SRC_LIB)

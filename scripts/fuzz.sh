@@ -169,6 +169,16 @@ seed_mailmsg cron '\002' "To: root, \"A, B\" <a@x.example>${LF}Bcc: (c) b@x.exam
 seed_mailmsg dots '\001' "Subject: d${LF}${LF}.${LF}..${LF}.${CR}${LF}x${CR}.${CR}${LF}.${CRLF}last"
 seed_mailmsg group '\003' "Cc: team: a@x.example, b@x.example;${LF} ${LF}To:${LF}${LF}${CR}.${CR}"
 # end issue 12: sendmail
+# issue 11: TLSRPT. The first byte picks the input (fuzz_tlsrpt.c).
+mkdir -p "$OUT/corpus-fuzz_tlsrpt"
+TAB=$(printf '\t')
+printf '\000%s\n%s\n' \
+    "1${TAB}1764460800${TAB}a.test${TAB}sts${TAB}version: STSv1%0Amode: enforce${TAB}success${TAB}mx.a.test${TAB}192.0.2.1${TAB}192.0.2.2${TAB}" \
+    "1${TAB}1764460800${TAB}a.test${TAB}tlsa${TAB}3 1 1 00ff${TAB}tlsa-invalid${TAB}mx%22%09.a.test${TAB}::1${TAB}::2${TAB}no%25 match" \
+    > "$OUT/corpus-fuzz_tlsrpt/lines"
+printf '\001%s\n%s\n' "v=spf1 -all" "v=TLSRPTv1; rua=mailto:r%2Bx@a.test,https://h.test:8443/v1" \
+    > "$OUT/corpus-fuzz_tlsrpt/txt"
+# end issue 11: TLSRPT
 
 # ---- run -----------------------------------------------------------------
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"

@@ -6,7 +6,7 @@ set -eu
 PACKAGES="gcc make pkg-config libevent-dev libssl-dev libcmocka-dev openssl
   python3 python3-pytest swaks clang libunbound-dev unbound liblmdb-dev libpq-dev postgresql postgrey libidn12 libclang-rt-14-dev dovecot-lmtpd postfix procps iproute2
   man-db groff-base ldnsutils dns-root-data util-linux opendkim opendkim-tools rspamd python3-dkim
-  pflogsumm fail2ban logrotate systemd dovecot-core"
+  pflogsumm fail2ban logrotate systemd dovecot-core zlib1g-dev"
 
 missing=""
 for p in $PACKAGES; do

@@ -29,7 +29,9 @@ static int usage(void)
             "       keypost map -q KEY TYPE:TABLE print the value of KEY (exit 1: none, 2: table failed)\n"
             "       keypost map -q - TYPE:TABLE   look up each line of stdin, print KEY<TAB>VALUE\n"
             "       keypost sendmail [options] [recipient...]  submit a message (also as sendmail,\n"
-            "                                     mailq = -bp, newaliases = -bi)\n");
+            "                                     mailq = -bp, newaliases = -bi)\n"
+            "       keypost tlsrpt [-c FILE] [--send]\n"
+            "                                     TLS results per policy domain (--send: report now)\n");
     return 1;
 }
 
@@ -125,5 +127,7 @@ int main(int argc, char **argv)
         return cli_map(argc, argv);
     if (strcmp(cmd, "sendmail") == 0)
         return cli_sendmail(argc, argv, "sendmail");
+    if (strcmp(cmd, "tlsrpt") == 0)
+        return cli_tlsrpt(argc, argv);
     return usage();
 }

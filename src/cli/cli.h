@@ -28,4 +28,8 @@ int cli_status(int argc, char **argv);
  * Returns a sysexits.h status. */
 int cli_sendmail(int argc, char **argv, const char *name);
 
+/* keypost tlsrpt [-c FILE] [--send]: the TLS results recorded per policy
+ * domain; --send reports them now (exit 2 when a destination failed). */
+int cli_tlsrpt(int argc, char **argv);
+
 #endif

@@ -13,6 +13,7 @@
 #include "sasl/saslcli.h"
 #include "tls/dane.h"
 #include "tls/tls_client.h"
+#include "tls/tlsrpt.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/strutil.h"
@@ -168,6 +169,8 @@ static int host_policy(const struct batch *b, const char *host, const struct dns
     case DANE_ENCRYPT:
         p->level = TL_ENCRYPT;
         log_info(NULL, "%s: DANE: %s", host, d->why);
+        if (b->route->mx)
+            tlsrpt_dane_host(b->domain, host, d); /* issue 11: TLSRPT */
         return 0;
     case DANE_MAY:
         /* No DANE for this host: an MTA-STS policy in enforce mode still
@@ -180,7 +183,18 @@ static int host_policy(const struct batch *b, const char *host, const struct dns
     }
     str_copy(why, d->why, len);
     log_warn(NULL, "%s: %s", host, d->why);
+    if (b->route->mx)
+        tlsrpt_dane_host(b->domain, host, d); /* issue 11: TLSRPT */
     return -1;
+}
+
+/* issue 11: TLSRPT. One TLS outcome of a session with c's host, for the
+ * recipient domain of an MX route (tls/tlsrpt.h records it, or not). */
+static void tlsrpt(const struct batch *b, const struct conn_state *c, const struct tls_policy *p,
+                   const char *result, const char *detail)
+{
+    if (b->route->mx)
+        tlsrpt_session(p, b->domain, c->host, c->io.fd, result, detail);
 }
 
 /* STARTTLS by policy. Returns 0 to go on, 1 to retry this host in
@@ -190,20 +204,28 @@ static int secure(struct batch *b, struct conn_state *c, const struct tls_policy
 {
     if (p->level == TL_NONE || (p->level == TL_MAY && !c->starttls)) {
         mtasts_judge(p, NULL, c->host, NULL); /* issue 11: MTA-STS testing logs it */
+        if (!c->starttls)
+            tlsrpt(b, c, p, "starttls-not-supported", "STARTTLS not offered");
         return 0;
     }
     if (!c->starttls) {
         snprintf(why, len, "4.7.4 TLS is required, but was not offered by host %s", c->relay);
+        tlsrpt(b, c, p, "starttls-not-supported", why);
         return -1;
     }
     char text[600] = "connection lost";
-    if (smtpio_printf(&c->io, "STARTTLS") < 0 || smtpio_reply(&c->io, text, sizeof text) != 220) {
+    int code = smtpio_printf(&c->io, "STARTTLS") < 0 ? -1
+                                                     : smtpio_reply(&c->io, text, sizeof text);
+    if (code != 220) {
         snprintf(why, len, "4.7.5 STARTTLS refused by %s: %s", c->relay, text);
+        if (code > 0) /* refused, not a lost connection */
+            tlsrpt(b, c, p, "starttls-not-supported", why);
         return p->level == TL_MAY ? 1 : -1;
     }
     if (smtpio_starttls(&c->io, b->tls, c->host, p, text, sizeof text) < 0) {
         log_info(NULL, "%s: %s", c->relay, text);
         snprintf(why, len, "4.7.5 %s with %s", text, c->relay);
+        tlsrpt(b, c, p, "validation-failure", why);
         return p->level == TL_MAY ? 1 : -1;
     }
     struct tls_client_result r;
@@ -214,6 +236,8 @@ static int secure(struct batch *b, struct conn_state *c, const struct tls_policy
     if (p->dane)
         log_info(NULL, "%s: dane: %s %s", c->relay, r.meets_policy ? "matched" : "failed",
                  r.dane);
+    tlsrpt(b, c, p, r.tlsrpt ? r.tlsrpt : r.meets_policy ? TLSRPT_SUCCESS : "validation-failure",
+           r.reason);
     if (!r.meets_policy) {
         snprintf(why, len, "4.7.5 TLS policy %s not met by %s: %s",
                  p->sts.mode ? "MTA-STS" : tls_level_name(p->level), c->relay, r.reason);

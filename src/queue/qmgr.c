@@ -25,6 +25,7 @@
 #include "queue/queue.h"
 #include "queue/route.h"
 #include "tls/tls_client.h"
+#include "tls/tlsrpt_send.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/proctitle.h"
@@ -725,7 +726,8 @@ static void on_chld(evutil_socket_t sig, short what, void *arg)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-        agent_reaped(pid);
+        if (!agent_reaped(pid))
+            tlsrpt_reaped(pid); /* issue 11: TLSRPT */
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -736,6 +738,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (time(NULL) - Q.last_scan >= conf_long(P_QUEUE_RUN_DELAY))
         scan();
     agent_expire(conf_long(P_DELIVERY_JOB_DEADLINE));
+    tlsrpt_tick(Q.qdir); /* issue 11: TLSRPT, a daily report run in a child */
     run_due();
 }
 

@@ -56,9 +56,10 @@ static void set(struct dane_host *d, enum dane_outcome o, const char *fmt, ...)
 /* No authenticated records: dane falls back to may, dane-only defers. */
 static void no_dane(struct dane_host *d, enum tls_level level, const char *reason)
 {
-    if (level == TL_DANE_ONLY)
+    if (level == TL_DANE_ONLY) {
         set(d, DANE_DEFER, "4.7.5 TLS policy dane-only: %s", reason);
-    else
+        d->report = "dane-required"; /* TLSRPT (RFC 8460 4.3.2.1) */
+    } else
         set(d, DANE_MAY, "%s; using TLS level may", reason);
 }
 
@@ -69,6 +70,7 @@ static void from_tlsa(struct dane_host *d, enum tls_level level, enum dns_status
     char reason[300];
     if (st == DNS_TEMPFAIL) {
         set(d, DANE_DEFER, "4.7.5 TLSA lookup error for %s: %s", where, err);
+        d->report = "dnssec-invalid"; /* TLSRPT: no valid records returned */
         return;
     }
     if (st == DNS_NOTFOUND || sec != DNS_SEC_SECURE) {
@@ -87,6 +89,8 @@ static void from_tlsa(struct dane_host *d, enum tls_level level, enum dns_status
     else
         set(d, DANE_ENCRYPT, "%s: TLSA records published, none usable; using TLS level "
             "encrypt", where);
+    if (d->nrr == 0)
+        d->report = "tlsa-invalid"; /* TLSRPT: none of the records is valid */
 }
 
 /* TLSA records of name; 1 when the lookup settled the matter (records,

@@ -33,6 +33,8 @@ struct dane_host {
     char base[DNS_NAME_MAX];        /* TLSA base domain: SNI, reference name */
     char nexthop[DNS_NAME_MAX];     /* also accepted by DANE-TA(2) name checks */
     char why[400];                  /* the reason, for the log or the deferral */
+    const char *report;             /* issue 11: the TLSRPT result type of a
+                                     * DANE_DEFER or DANE_ENCRYPT, else NULL */
 };
 
 /* level: TL_DANE or TL_DANE_ONLY. mx_sec: the MX RRset's status (a [host]

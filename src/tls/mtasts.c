@@ -15,6 +15,7 @@
 #include "tls/tls.h"
 #include "tls/tls_client.h"
 #include "tls/tls_policy.h"
+#include "tls/tlsrpt.h"
 #include "util/log.h"
 #include "util/strutil.h"
 
@@ -105,11 +106,21 @@ static int fetch_policy(const char *domain, const char *id, long long deadline,
     int r = body ? mtasts_fetch(fetch_ctx, domain, deadline, body, MTASTS_MAX_BODY + 1, &n,
                                 err, errlen)
                  : -1;
+    /* issue 11: TLSRPT's kinds of failure (RFC 8460 4.3.2.2); the fetch
+     * names a certificate failure "...: certificate: ...". */
+    if (body == NULL)
+        snprintf(err, errlen, "out of memory");
+    const char *kind = r < 0 && strstr(err, ": certificate: ") ? "sts-webpki-invalid"
+                                                               : "sts-policy-fetch-error";
     if (r == 0 && mtasts_parse(body, n, out, why, sizeof why) < 0) {
         snprintf(err, errlen, "malformed policy at https://mta-sts.%s/.well-known/mta-sts.txt: "
                  "%s", domain, why);
+        kind = "sts-policy-invalid";
         r = -1;
     }
+    static const struct mtasts_policy no_policy; /* its strings are unknown */
+    if (r < 0)
+        tlsrpt_sts(&no_policy, domain, "", kind, err);
     if (r == 0) {
         out->fetched = time(NULL);
         str_copy(out->id, id, sizeof out->id);
@@ -202,11 +213,12 @@ int mtasts_mx_allowed(const struct tls_policy *p, const char *mxhost, char *why,
     }
     snprintf(why, len, "4.7.5 MTA-STS policy of %s: MX host %s matches no mx pattern of the "
              "policy", s->domain, mxhost);
+    tlsrpt_sts(s, s->domain, mxhost, "validation-failure", why); /* issue 11 */
     return 0;
 }
 
 /* The peer's chain against the WebPKI store, for the MX host name. */
-static int verify_peer(SSL *ssl, const char *mxhost, char *reason, size_t len)
+static int verify_peer(SSL *ssl, const char *mxhost, char *reason, size_t len, long *verr)
 {
     X509 *cert = SSL_get0_peer_certificate(ssl);
     if (cert == NULL) {
@@ -221,9 +233,10 @@ static int verify_peer(SSL *ssl, const char *mxhost, char *reason, size_t len)
         X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
         if (X509_VERIFY_PARAM_set1_host(param, mxhost, 0) == 1)
             ok = X509_verify_cert(vc) == 1;
+        *verr = X509_STORE_CTX_get_error(vc);
         if (!ok)
             snprintf(reason, len, "server certificate not valid for %s: %s", mxhost,
-                     X509_verify_cert_error_string(X509_STORE_CTX_get_error(vc)));
+                     X509_verify_cert_error_string(*verr));
     } else {
         snprintf(reason, len, "cannot verify the server certificate");
     }
@@ -239,15 +252,26 @@ void mtasts_judge(const struct tls_policy *p, SSL *ssl, const char *mxhost,
     if (s->mode == STS_NONE)
         return;
     char reason[300];
+    long verr = X509_V_ERR_UNSPECIFIED;
     if (ssl == NULL) /* under enforce the level requires TLS: testing only */
         snprintf(reason, sizeof reason, "no TLS session with %s", mxhost);
     else if (store == NULL)
         snprintf(reason, sizeof reason, "no certificate store");
-    else if (verify_peer(ssl, mxhost, reason, sizeof reason)) {
+    else if (verify_peer(ssl, mxhost, reason, sizeof reason, &verr)) {
         str_copy(r->label, "Verified", sizeof r->label);
+        /* issue 11: under testing, an MX host the policy does not name is
+         * this session's TLSRPT failure (mtasts_mx_allowed let it pass). */
+        if (!mtasts_mx_match(s, mxhost)) {
+            r->tlsrpt = "validation-failure";
+            snprintf(r->reason, sizeof r->reason, "MX host %s matches no mx pattern", mxhost);
+        }
         return;
     }
+    if (r)
+        r->tlsrpt = tlsrpt_x509_result(verr, 0); /* issue 11: TLSRPT */
     if (s->mode == STS_TESTING || r == NULL) {
+        if (r)
+            snprintf(r->reason, sizeof r->reason, "%s", reason);
         log_warn(NULL, "MTA-STS policy of %s (%s): %s; delivering anyway", s->domain,
                  mtasts_mode_name(s->mode), reason);
         return;

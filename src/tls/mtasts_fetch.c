@@ -93,28 +93,26 @@ static void tls_reason(SSL *ssl, int ret, char *err, size_t errlen, const char *
     ERR_clear_error();
 }
 
-/* Handshake, request, and the whole response into raw. */
-static int exchange(SSL *ssl, int fd, const char *host, long long deadline, char *raw,
-                    size_t *rawlen, int *clean, char *err, size_t errlen)
+/* Handshake, request, and the whole response into raw (at most cap - 1
+ * bytes: more is an error). */
+static int exchange(SSL *ssl, int fd, const char *req, size_t reqlen, long long deadline,
+                    char *raw, size_t cap, size_t *rawlen, int *clean, char *err, size_t errlen)
 {
     int sslerr, r = ssl_io(ssl, fd, OP_CONNECT, NULL, 0, deadline, &sslerr);
     if (r <= 0) {
         tls_reason(ssl, r, err, errlen, "TLS handshake");
         return -1;
     }
-    char req[512];
-    int n = snprintf(req, sizeof req, "GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: %s\r\n"
-                     "User-Agent: keypost\r\nAccept: text/plain\r\nConnection: close\r\n\r\n",
-                     host);
-    r = ssl_io(ssl, fd, OP_WRITE, req, n, deadline, &sslerr);
+    int n = (int)reqlen;
+    r = ssl_io(ssl, fd, OP_WRITE, (void *)req, n, deadline, &sslerr);
     if (r != n) {
         tls_reason(ssl, r, err, errlen, "sending the request");
         return -1;
     }
     *rawlen = 0;
     *clean = 0;
-    while (*rawlen < RAW_MAX) {
-        r = ssl_io(ssl, fd, OP_READ, raw + *rawlen, (int)(RAW_MAX - *rawlen), deadline,
+    while (*rawlen < cap - 1) {
+        r = ssl_io(ssl, fd, OP_READ, raw + *rawlen, (int)(cap - 1 - *rawlen), deadline,
                    &sslerr);
         if (r > 0) {
             *rawlen += (size_t)r;
@@ -129,29 +127,92 @@ static int exchange(SSL *ssl, int fd, const char *host, long long deadline, char
         raw[*rawlen] = '\0';
         return 0;
     }
-    snprintf(err, errlen, "response larger than %d bytes", RAW_MAX);
+    snprintf(err, errlen, "response larger than %zu bytes", cap - 1);
     return -1;
+}
+
+/* One request to one address: the response in raw. */
+static int request_at(SSL_CTX *ctx, const struct sockaddr_storage *ss, const char *host,
+                      const char *req, size_t reqlen, long long deadline, char *raw, size_t cap,
+                      size_t *rawlen, int *clean, char *err, size_t errlen)
+{
+    int fd = connect_by(ss, deadline, err, errlen);
+    if (fd < 0)
+        return -1;
+    SSL *ssl = SSL_new(ctx);
+    int r = -1;
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 || SSL_set_tlsext_host_name(ssl, host) != 1 ||
+        SSL_set1_host(ssl, host) != 1)
+        snprintf(err, errlen, "cannot set up TLS");
+    else
+        r = exchange(ssl, fd, req, reqlen, deadline, raw, cap, rawlen, clean, err, errlen);
+    SSL_free(ssl);
+    close(fd);
+    return r;
 }
 
 static int fetch_from(SSL_CTX *ctx, const struct sockaddr_storage *ss, const char *host,
                       long long deadline, char *out, size_t outsize, size_t *outlen, char *err,
                       size_t errlen)
 {
-    int fd = connect_by(ss, deadline, err, errlen);
-    if (fd < 0)
-        return -1;
-    SSL *ssl = SSL_new(ctx);
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: %s\r\n"
+                     "User-Agent: keypost\r\nAccept: text/plain\r\nConnection: close\r\n\r\n",
+                     host);
     char *raw = malloc(RAW_MAX + 1);
     size_t rawlen = 0;
     int clean = 0, r = -1;
-    if (ssl == NULL || raw == NULL || SSL_set_fd(ssl, fd) != 1 ||
-        SSL_set_tlsext_host_name(ssl, host) != 1 || SSL_set1_host(ssl, host) != 1)
-        snprintf(err, errlen, "cannot set up TLS");
-    else if (exchange(ssl, fd, host, deadline, raw, &rawlen, &clean, err, errlen) == 0)
+    if (raw == NULL)
+        snprintf(err, errlen, "out of memory");
+    else if (request_at(ctx, ss, host, req, (size_t)n, deadline, raw, RAW_MAX + 1, &rawlen,
+                        &clean, err, errlen) == 0)
         r = mtasts_http_response(raw, rawlen, clean, out, outsize, outlen, err, errlen);
     free(raw);
-    SSL_free(ssl);
-    close(fd);
+    return r;
+}
+
+int https_post(SSL_CTX *ctx, const char *host, int port, const char *path, const char *ctype,
+               const void *body, size_t len, long long deadline, int *status, char *err,
+               size_t errlen)
+{
+    struct sockaddr_storage addrs[MAX_ADDRS];
+    int n = 0;
+    char why[300] = "", hostport[300], resp[4096];
+    snprintf(hostport, sizeof hostport, port == 443 ? "%s" : "%s:%d", host, port);
+    if (dnswait_addrs(host, port, deadline, addrs, MAX_ADDRS, &n, why, sizeof why) != DNS_OK) {
+        snprintf(err, errlen, "%s", why);
+        return -1;
+    }
+    char *req = malloc(len + 1024);
+    if (req == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int h = snprintf(req, 1024, "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: keypost\r\n"
+                     "Content-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                     path, hostport, ctype, len);
+    int r = -1;
+    if (h <= 0 || h >= 1024)
+        snprintf(why, sizeof why, "request header too long");
+    else {
+        memcpy(req + h, body, len);
+        for (int i = 0; r < 0 && i < n && dnswait_now_ms() < deadline; i++) {
+            size_t rlen = 0;
+            int clean = 0;
+            /* The answer's status line is all that matters; a long body
+             * that does not fit is no failure. */
+            int got = request_at(ctx, &addrs[i], host, req, (size_t)h + len, deadline, resp,
+                                 sizeof resp, &rlen, &clean, why, sizeof why);
+            resp[rlen] = '\0';
+            if (got == 0 || rlen > 12)
+                r = sscanf(resp, "HTTP/1.%*1[01] %3d", status) == 1 ? 0 : -1;
+            if (r < 0 && rlen > 0)
+                snprintf(why, sizeof why, "not an HTTP response");
+        }
+    }
+    free(req);
+    if (r < 0)
+        snprintf(err, errlen, "https://%s%s: %s", hostport, path, *why ? why : "timed out");
     return r;
 }
 

@@ -9,6 +9,7 @@
 #include "tls/dane.h"
 #include "tls/tls.h"
 #include "tls/tls_policy.h"
+#include "tls/tlsrpt.h"
 #include "tls/trust.h"
 #include "util/strutil.h"
 
@@ -204,9 +205,12 @@ void tls_client_check(SSL *ssl, const struct tls_policy *p, const char *nexthop,
          * may or encrypt (or deferred it): here p->dane is set, and were it
          * not, nothing would vouch for the server. */
         r->meets_policy = dane_ok;
-        if (!r->meets_policy)
+        if (!r->meets_policy) {
             snprintf(r->reason, sizeof r->reason, "Server certificate not trusted (%s)",
                      r->dane);
+            /* issue 11: TLSRPT */
+            r->tlsrpt = tlsrpt_x509_result(SSL_get_verify_result(ssl), 1);
+        }
         break;
     default:
         r->meets_policy = 1;

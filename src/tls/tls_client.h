@@ -32,6 +32,8 @@ struct tls_client_result {
     int fingerprint_ok;
     int meets_policy;
     char reason[256];     /* why the policy was not met */
+    const char *tlsrpt;   /* issue 11: the TLSRPT result type of a failure
+                           * under DANE or MTA-STS (NULL: none) */
     char dane[300];       /* the TLSA record that matched, "U S M HEX at depth N" */
     char protocol[16];
     char cipher[64];

@@ -10,6 +10,7 @@
 #include "table/table.h"
 #include "table/tablelist.h"
 #include "tls/tlsopt.h"
+#include "tls/tlsrpt.h"
 #include "util/strutil.h"
 
 
@@ -169,6 +170,7 @@ int tls_policy_init(struct conf_errors *errs)
     dane |= check_default_level(errs);
     check_anchor(errs, dane);
     mtasts_init(errs); /* issue 11: MTA-STS */
+    tlsrpt_init(errs); /* issue 11: TLSRPT */
     return errs->count - before;
 }
 
