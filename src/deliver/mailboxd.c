@@ -23,16 +23,6 @@
 static struct sockaddr_un helper_addr;
 static socklen_t helper_len;
 
-static void set_address(pid_t owner)
-{
-    memset(&helper_addr, 0, sizeof helper_addr);
-    helper_addr.sun_family = AF_UNIX;
-    /* Abstract: sun_path starts with a NUL byte. */
-    int n = snprintf(helper_addr.sun_path + 1, sizeof helper_addr.sun_path - 1,
-                     "keypost-mailbox-%ld", (long)owner);
-    helper_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
-}
-
 int mailboxd_available(void)
 {
     return helper_len != 0;
@@ -40,9 +30,13 @@ int mailboxd_available(void)
 
 int mailboxd_listen(char *err, size_t len)
 {
-    set_address(getpid());
+    /* Autobind: the kernel picks an unused abstract name, so no local user
+     * can take it first; the children learn it by inheriting helper_addr. */
+    sa_family_t family = AF_UNIX;
+    helper_len = sizeof helper_addr;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&helper_addr, helper_len) < 0 ||
+    if (fd < 0 || bind(fd, (struct sockaddr *)&family, sizeof family) < 0 ||
+        getsockname(fd, (struct sockaddr *)&helper_addr, &helper_len) < 0 ||
         listen(fd, 64) < 0) {
         snprintf(err, len, "mailbox helper socket: %s", strerror(errno));
         if (fd >= 0)
@@ -231,6 +225,7 @@ static int helper_failed(int conn, const char *line, char *err, size_t len)
 
 int mailboxd_open(int uid, int gid, const char *rel, int *file, char *err, size_t len)
 {
+    *file = -1;
     int conn = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (conn < 0 || connect(conn, (struct sockaddr *)&helper_addr, helper_len) < 0) {
         snprintf(err, len, "4.3.0 cannot reach the mailbox helper: %s", strerror(errno));

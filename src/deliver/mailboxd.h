@@ -8,7 +8,8 @@
  * file in tmp/, and passes the open file back; the agent writes and syncs
  * it and asks "COMMIT", and the helper moves it into new/ and syncs new/.
  * A connection that ends before COMMIT leaves nothing behind.
- * The helper listens on an abstract Unix socket (no file to attack), takes
+ * The helper listens on an autobound abstract Unix socket (no file to
+ * attack, no name to take first), takes
  * connections from mail_owner's uid only, serves each in a child of its own
  * and refuses uids below virtual_minimum_uid and gid 0. */
 #ifndef KP_MAILBOXD_H

@@ -20,8 +20,9 @@
 #include "util/netaddr.h"
 #include "util/strutil.h"
 
-static struct milter_def defs[MILTER_MAX];
-static int ndefs;
+/* smtpd_milters, and non_smtpd_milters for the sendmail command's mail */
+static struct milter_def defs[2][MILTER_MAX];
+static int ndefs[2];
 static struct event_base *base;
 static const enum conf_param macro_params[MS_COUNT] = {
     P_MILTER_CONNECT_MACROS, P_MILTER_HELO_MACROS, P_MILTER_MAIL_MACROS, P_MILTER_RCPT_MACROS,
@@ -34,7 +35,7 @@ void milter_set_base(struct event_base *b)
 
 int milter_configured(void)
 {
-    return ndefs > 0;
+    return ndefs[0] > 0 || ndefs[1] > 0;
 }
 
 /* A numeric address (a host name would need a blocking lookup), or
@@ -62,24 +63,30 @@ static int parse_target(const char *t, struct milter_def *d)
     return strncmp(t, "inet:", 5) == 0 && inet_target(t + 5, &ss, &len) == 0 ? 0 : -1;
 }
 
-int milter_init(struct conf_errors *errs)
+static void parse_list(enum conf_param p, struct milter_def *out, int *count,
+                       struct conf_errors *errs)
 {
-    int before = errs->count;
-    ndefs = 0;
-    char *copy = strdup(conf_str(P_SMTPD_MILTERS));
+    *count = 0;
+    char *copy = strdup(conf_str(p));
     char *items[MILTER_MAX + 1];
     int n = copy ? str_split_list(copy, items, MILTER_MAX + 1) : 0;
     if (n > MILTER_MAX)
-        conf_error(errs, "%s: smtpd_milters: at most %d filters", conf_origin(P_SMTPD_MILTERS),
-                   MILTER_MAX);
+        conf_error(errs, "%s: %s: at most %d filters", conf_origin(p), conf_name(p), MILTER_MAX);
     for (int i = 0; i < n && i < MILTER_MAX; i++) {
-        if (parse_target(items[i], &defs[ndefs]) < 0)
-            conf_error(errs, "%s: smtpd_milters: \"%s\" is not inet:HOST:PORT or unix:/PATH",
-                       conf_origin(P_SMTPD_MILTERS), items[i]);
+        if (parse_target(items[i], &out[*count]) < 0)
+            conf_error(errs, "%s: %s: \"%s\" is not inet:HOST:PORT or unix:/PATH",
+                       conf_origin(p), conf_name(p), items[i]);
         else
-            ndefs++;
+            (*count)++;
     }
     free(copy);
+}
+
+int milter_init(struct conf_errors *errs)
+{
+    int before = errs->count;
+    parse_list(P_SMTPD_MILTERS, defs[0], &ndefs[0], errs);
+    parse_list(P_NON_SMTPD_MILTERS, defs[1], &ndefs[1], errs);
     return errs->count - before;
 }
 
@@ -137,19 +144,11 @@ void milter_fail(struct filter *f, const char *why)
     if (f->bev)
         bufferevent_free(f->bev);
     f->bev = NULL;
-    f->state = F_DONE;
-    const char *action = conf_str(P_MILTER_DEFAULT_ACTION);
+    /* As Postfix: from now on every phase of the session gets the default
+     * action's answer for this filter (failed_answer() in drive()), not
+     * just the command that was in progress. */
+    f->state = F_FAILED;
     int waiting = set->active && set->cur < set->n && &set->f[set->cur] == f;
-    if (strcmp(action, "accept") == 0) {
-        /* the filter is skipped for the rest of the session */
-    } else if (strcmp(action, "quarantine") == 0) {
-        set->result.quarantine = 1;
-        snprintf(set->result.reason, sizeof set->result.reason, "milter %s failed",
-                 f->def->target);
-    } else if (strcmp(action, "reject") == 0) {
-        set->failed_verdict = MV_REJECT;
-    } else
-        set->failed_verdict = MV_TEMPFAIL;
     if (waiting) {
         f->waiting = 0;
         drive(set);
@@ -179,14 +178,25 @@ static int verdict(struct filter *f, char cmd, const char *data, size_t len)
         set_reply(r, MV_TEMPFAIL, "451 4.7.1 Service unavailable - try again later");
         return 1;
     case 'd':
+        if (f->set->stage <= MS_HELO) { /* as Postfix: there is no message yet */
+            milter_fail(f, "discard before MAIL FROM");
+            return 0;
+        }
         set_reply(r, MV_DISCARD, "");
         return 1;
     case 'y': {
-        char text[512];
-        snprintf(text, sizeof text, "%.*s", (int)strnlen(data, len), data);
-        for (char *p = text; *p; p++) /* one line; multi-line replies are flattened */
-            if (*p == '\r' || *p == '\n')
-                *p = ' ';
+        char all[4096], text[512];
+        snprintf(all, sizeof all, "%.*s", (int)strnlen(data, len), data);
+        /* A multi-line reply (smfi_setmlreply) is answered with its last
+         * line: one SMTP reply line, never a continuation a pipelining
+         * client could mistake for the end. */
+        char *last = all, *p;
+        while ((p = strpbrk(last, "\r\n")) != NULL && p[strspn(p, "\r\n")])
+            last = p + strspn(p, "\r\n");
+        last[strcspn(last, "\r\n")] = '\0';
+        str_copy(text, last, sizeof text);
+        if (text[3] == '-')
+            text[3] = ' ';
         if (!valid_reply_code(text)) {
             milter_fail(f, "a reply code that is not 4xx or 5xx");
             return 0;
@@ -214,12 +224,18 @@ static void handle_optneg(struct filter *f, const char *data, size_t len)
     uint32_t v[3];
     memcpy(v, data, 12);
     f->version = ntohl(v[0]);
-    f->actions = ntohl(v[1]) & MILTER_ACTIONS;
+    f->actions = ntohl(v[1]);
     f->pflags = ntohl(v[2]);
-    if (f->version < 2 || f->version > 6 || (f->pflags & ~MILTER_PFLAGS)) {
-        milter_fail(f, "an option negotiation keypost cannot honour");
+    if (f->version < 2 || f->version > (uint32_t)conf_long(P_MILTER_PROTOCOL) ||
+        (f->actions & ~MILTER_ACTIONS) || (f->pflags & ~MILTER_PFLAGS)) {
+        milter_fail(f, "an option negotiation keypost did not offer");
         return;
     }
+    /* Older filters know no DATA (v4) and no unknown commands (v3). */
+    if (f->version < 4)
+        f->pflags |= SMFIP_NODATA;
+    if (f->version < 3)
+        f->pflags |= SMFIP_NOUNKNOWN;
     /* SETSYMLIST: (stage, "macro names") pairs after the options. */
     for (size_t off = 12; off + 5 <= len;) {
         uint32_t st;
@@ -234,6 +250,7 @@ static void handle_optneg(struct filter *f, const char *data, size_t len)
     }
     f->state = F_READY;
     f->waiting = 0;
+    milter_disarm_timeout(f);
     drive(f->set);
 }
 
@@ -255,6 +272,8 @@ static void handle_reply(struct filter *f, char cmd, const char *data, size_t le
         milter_arm_timeout(f);
         return;
     }
+    if (!(set->stage == MS_EOM && strchr("hmib+2-eq", cmd)))
+        milter_disarm_timeout(f); /* answered: an idle filter is not a late one */
     if (set->stage == MS_EOM && strchr("hmib+2-eq", cmd)) {
         if (milter_record_change(f, cmd, data, len) < 0)
             milter_fail(f, "a change it did not ask to make, or a malformed one");
@@ -316,6 +335,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     milter_fail(f, what & BEV_EVENT_TIMEOUT ? "timed out" : "connection lost");
 }
 
+void milter_disarm_timeout(struct filter *f)
+{
+    if (f->bev)
+        bufferevent_set_timeouts(f->bev, NULL, NULL);
+}
+
 void milter_arm_timeout(struct filter *f)
 {
     enum conf_param p = f->state != F_READY ? P_MILTER_CONNECT_TIMEOUT
@@ -353,17 +378,18 @@ static void open_filter(struct milter_set *set, struct filter *f, const struct m
         milter_fail(f, strerror(errno));
 }
 
-struct milter_set *milter_open(const struct milter_session *info)
+struct milter_set *milter_open(const struct milter_session *info, int local)
 {
-    if (ndefs == 0 || base == NULL)
+    int which = local ? 1 : 0;
+    if (ndefs[which] == 0 || base == NULL)
         return NULL;
     struct milter_set *set = calloc(1, sizeof *set);
     if (set == NULL)
         return NULL;
-    set->info = *info;
-    set->n = ndefs;
-    for (int i = 0; i < ndefs; i++)
-        open_filter(set, &set->f[i], &defs[i]);
+    set->info = info; /* the session's: it changes at STARTTLS, AUTH and DATA */
+    set->n = ndefs[which];
+    for (int i = 0; i < set->n; i++)
+        open_filter(set, &set->f[i], &defs[which][i]);
     return set;
 }
 
@@ -395,12 +421,13 @@ void milter_abort(struct milter_set *set)
         return; /* none, or a phase in flight (the session ends: milter_close) */
     for (int i = 0; i < set->n; i++) {
         struct filter *f = &set->f[i];
-        if (f->bev && f->state >= F_READY && f->state != F_DONE && set->told_mail)
+        if (f->bev && (f->state == F_READY || f->state == F_ACCEPTED) && set->told_mail)
             milter_send(f, 'A', NULL, 0);
         if (f->state == F_ACCEPTED)
             f->state = F_READY;
     }
     set->told_mail = 0;
+    set->quarantine = 0;
     milter_message_free(set);
 }
 
@@ -417,6 +444,11 @@ static void finish_phase(struct milter_set *set)
                                                    : "451 4.7.1 Service unavailable - try "
                                                      "again later");
     set->failed_verdict = MV_CONTINUE;
+    if (set->stage >= MS_MESSAGE && set->quarantine && !set->result.quarantine) {
+        /* a quarantine decided in any phase holds the message */
+        set->result.quarantine = 1;
+        str_copy(set->result.reason, set->quarantine_reason, sizeof set->result.reason);
+    }
     milter_done_fn done = set->done;
     set->done = NULL;
     if (done && !set->sync)
@@ -434,6 +466,22 @@ static int next_packet(struct milter_set *set, struct filter *f)
     return milter_command_packet(set, f);
 }
 
+/* A failed filter's part in a phase, as milter_default_action says:
+ * accept skips it, quarantine marks the message, tempfail and reject
+ * answer the command. */
+static void failed_answer(struct milter_set *set, const struct filter *f)
+{
+    const char *action = conf_str(P_MILTER_DEFAULT_ACTION);
+    if (strcmp(action, "quarantine") == 0) {
+        set->quarantine = 1;
+        snprintf(set->quarantine_reason, sizeof set->quarantine_reason, "milter %s failed",
+                 f->def->target);
+    } else if (strcmp(action, "reject") == 0)
+        set->failed_verdict = MV_REJECT;
+    else if (strcmp(action, "accept") != 0)
+        set->failed_verdict = MV_TEMPFAIL;
+}
+
 /* Ask the filters in order; a filter that needs no answer is passed over. */
 static void drive(struct milter_set *set)
 {
@@ -441,6 +489,12 @@ static void drive(struct milter_set *set)
         struct filter *f = &set->f[set->cur];
         if (f->state == F_CONNECTING || f->state == F_NEGOTIATING)
             return; /* handle_optneg() or milter_fail() drives again */
+        if (f->state == F_FAILED) {
+            failed_answer(set, f);
+            set->cur++;
+            set->step = 0;
+            continue;
+        }
         if (f->state != F_READY || f->waiting) {
             if (f->waiting)
                 return;
@@ -515,7 +569,7 @@ static void add_string(struct buf *b, const char *s)
 /* Connect information, sent once, first in the HELO phase. 1 when sent. */
 static int send_connect(struct milter_set *set, struct filter *f)
 {
-    const struct milter_session *in = &set->info;
+    const struct milter_session *in = set->info;
     milter_send_macros(f, MS_CONNECT, 'C');
     if (f->pflags & SMFIP_NOCONNECT)
         return 0;
@@ -553,7 +607,7 @@ int milter_command_packet(struct milter_set *set, struct filter *f)
         cmd = 'H';
         skip = SMFIP_NOHELO;
         noreply = SMFIP_NR_HELO;
-        add_string(&b, set->info.helo);
+        add_string(&b, set->info->helo);
         break;
     case MS_MAIL:
         milter_send_macros(f, MS_MAIL, 'M');

@@ -62,8 +62,11 @@ void milter_set_base(struct event_base *base);
 /* 1 when smtpd_milters lists any filter. */
 int milter_configured(void);
 
-/* A session's filters; connects at once. NULL when none are configured. */
-struct milter_set *milter_open(const struct milter_session *info);
+/* A session's filters (non_smtpd_milters for local submissions, else
+ * smtpd_milters); connects at once. NULL when none are configured. info
+ * is the session's and must outlive the set: the macros are read from it
+ * when each phase runs. */
+struct milter_set *milter_open(const struct milter_session *info, int local);
 /* The session id the log lines name (a string that outlives the set). */
 void milter_set_log_id(struct milter_set *set, const char *id);
 /* Quit and free; a phase in progress is abandoned (done is not called). */

@@ -14,6 +14,7 @@
 #define MILTER_CHUNK 65535                   /* body bytes per packet */
 #define MILTER_MAX_HEADERS 2000
 #define MILTER_MAX_CHANGES 2000
+#define HEADER_BLOCK_MAX (1024 * 1024)
 
 /* Actions a filter may take (SMFIF_*), all of which keypost carries out. */
 #define SMFIF_ADDHDRS 0x001
@@ -61,7 +62,12 @@ struct milter_def {
     char target[300];
 };
 
-enum filter_state { F_CONNECTING, F_NEGOTIATING, F_READY, F_ACCEPTED, F_DONE };
+enum filter_state {
+    F_CONNECTING, F_NEGOTIATING, F_READY,
+    F_ACCEPTED, /* said accept: asked nothing more about this message */
+    F_DONE,     /* said accept at connect/HELO: asked nothing more this session */
+    F_FAILED,   /* broken: milter_default_action answers for it */
+};
 
 struct filter {
     struct milter_set *set;
@@ -90,6 +96,7 @@ struct change {
 
 struct message {
     int fd;
+    int blank_line;    /* the headers ended with an empty line, not at a non-header */
     off_t body_start;
     struct header *headers;
     int nheaders;
@@ -108,11 +115,13 @@ struct message {
 struct milter_set {
     struct filter f[MILTER_MAX];
     int n;
-    struct milter_session info;
+    const struct milter_session *info; /* the session's, updated as it goes */
     const char *log_id;
     enum milter_stage stage;
     int cur, step, active, stopped, sync, expect_reply, told_mail;
     enum milter_verdict failed_verdict;
+    int quarantine;            /* a failed filter's default action said so */
+    char quarantine_reason[256];
     struct milter_result result;
     milter_done_fn done;
     void *arg;
@@ -123,6 +132,7 @@ struct milter_set {
 void milter_send(struct filter *f, char cmd, const void *data, size_t len);
 void milter_fail(struct filter *f, const char *why);
 void milter_arm_timeout(struct filter *f);
+void milter_disarm_timeout(struct filter *f);
 /* The macros the filter wants at stage st, as one 'D' packet for cmd. */
 void milter_send_macros(struct filter *f, enum milter_stage st, char cmd);
 int milter_run(struct milter_set *set, enum milter_stage stage, struct milter_result *r,

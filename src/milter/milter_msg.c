@@ -15,7 +15,6 @@
 #include "queue/queue.h"
 #include "util/strutil.h"
 
-#define HEADER_BLOCK_MAX (1024 * 1024)
 
 /* ---- macros -------------------------------------------------------------- */
 
@@ -27,7 +26,7 @@ static const char *nonempty(const char *s)
 const char *milter_macro_value(const struct milter_set *set, const char *name)
 {
     static char joined[600];
-    const struct milter_session *in = &set->info;
+    const struct milter_session *in = set->info;
     struct { const char *name, *value; } table[] = {
         {"j", in->myhostname},        {"{daemon_name}", in->daemon_name},
         {"{daemon_addr}", in->daemon_addr}, {"v", "keypost"},
@@ -102,6 +101,7 @@ static int read_headers(struct message *m)
         if (!continuation && (block[pos] == '\r' || block[pos] == '\n')) {
             line_start = end; /* the empty line: the body follows */
             ended = 1;
+            m->blank_line = 1;
             break;
         }
         if (!continuation)
@@ -124,20 +124,21 @@ static int read_headers(struct message *m)
 
 /* A header as filters read it: the value without its first space (unless
  * the filter asked for it), folded lines joined by LF as Sendmail does. */
-static void send_header(struct filter *f, const struct header *h)
+static int send_header(struct filter *f, const struct header *h)
 {
     struct buf b;
-    buf_init(&b, 1024);
-    buf_append(&b, h->name, strlen(h->name) + 1);
+    buf_init(&b, MILTER_MAX_PACKET);
+    int bad = buf_append(&b, h->name, strlen(h->name) + 1) < 0;
     const char *v = h->value;
     if (!(f->pflags & SMFIP_HDR_LEADSPC) && *v == ' ')
         v++;
-    for (; *v; v++)
-        if (*v != '\r')
-            buf_append(&b, v, 1);
-    buf_append(&b, "", 1);
-    milter_send(f, 'L', b.data, b.len);
+    for (const char *p = v; !bad && *p; p++)
+        bad = *p != '\r' && buf_append(&b, p, 1) < 0;
+    bad = bad || buf_append(&b, "", 1) < 0;
+    if (!bad)
+        milter_send(f, 'L', b.data, b.len);
     buf_free(&b);
+    return bad ? -1 : 0;
 }
 
 static int send_body_chunk(struct milter_set *set, struct filter *f)
@@ -174,7 +175,10 @@ int milter_next_content(struct milter_set *set, struct filter *f)
             break;
         case 1: /* headers, one packet each */
             if (!(f->pflags & SMFIP_NOHDRS) && m->header_step < m->nheaders) {
-                send_header(f, &m->headers[m->header_step++]);
+                if (send_header(f, &m->headers[m->header_step++]) < 0) {
+                    milter_fail(f, "a header longer than a milter packet");
+                    return 0;
+                }
                 set->expect_reply = !(f->pflags & SMFIP_NR_HDR);
                 return 1;
             }
@@ -320,12 +324,14 @@ int milter_record_change(struct filter *f, char cmd, const char *data, size_t le
             m->new_body.len + len > (size_t)conf_long(P_MESSAGE_SIZE_LIMIT))
             return -1;
         if (!m->body_replaced)
-            buf_init(&m->new_body, 65536);
+            buf_init(&m->new_body, (size_t)conf_long(P_MESSAGE_SIZE_LIMIT));
         m->body_replaced = 1;
-        buf_append(&m->new_body, data, len);
-        return 0;
+        return buf_append(&m->new_body, data, len);
     case '+': case '2':
-        if (!(f->actions & (cmd == '+' ? SMFIF_ADDRCPT : SMFIF_ADDRCPT_PAR)) || a == NULL)
+        /* A recipient must be an address with a domain: no "<>", no bare
+         * user left for keypost to guess about. */
+        if (!(f->actions & (cmd == '+' ? SMFIF_ADDRCPT : SMFIF_ADDRCPT_PAR)) || a == NULL ||
+            strchr(a, '@') == NULL)
             return -1;
         return add_address(&m->added, &m->nadded, a);
     case '-':
@@ -387,21 +393,20 @@ void milter_message_free(struct milter_set *set)
 
 /* A filter's value written into the message: LF and CR become CRLF, and a
  * continuation line always starts with white space. */
-static void write_value(struct buf *b, const char *v, int leading_space)
+static int write_value(struct buf *b, const char *v, int leading_space)
 {
-    if (leading_space)
-        buf_puts(b, " ");
-    for (; *v; v++) {
+    int bad = leading_space && buf_puts(b, " ") < 0;
+    for (; !bad && *v; v++) {
         if (*v == '\r')
             continue;
         if (*v == '\n') {
-            buf_puts(b, "\r\n");
-            if (v[1] != ' ' && v[1] != '\t')
-                buf_puts(b, "\t");
+            bad = buf_puts(b, "\r\n") < 0 ||
+                  (v[1] != ' ' && v[1] != '\t' && buf_puts(b, "\t") < 0);
             continue;
         }
-        buf_append(b, v, 1);
+        bad = buf_append(b, v, 1) < 0;
     }
+    return bad ? -1 : 0;
 }
 
 /* Apply header changes to a list of (name, value, from_filter) entries. */
@@ -413,9 +418,10 @@ struct hline {
 static int apply_change(struct hline *h, int *n, int cap, const struct change *c)
 {
     if (c->kind == 'm') {
-        int seen = 0;
+        /* Sendmail and Postfix take index 0 as 1. */
+        uint32_t want = c->index ? c->index : 1, seen = 0;
         for (int i = 0; i < *n; i++)
-            if (strcasecmp(h[i].name, c->name) == 0 && ++seen == (int)c->index) {
+            if (strcasecmp(h[i].name, c->name) == 0 && ++seen == want) {
                 if (*c->value == '\0') {
                     memmove(h + i, h + i + 1, sizeof *h * (size_t)(*n - i - 1));
                     (*n)--;
@@ -428,7 +434,9 @@ static int apply_change(struct hline *h, int *n, int cap, const struct change *c
     }
     if (*n >= cap)
         return -1;
-    int at = c->kind == 'i' && (int)c->index < *n ? (int)c->index : *n;
+    /* An index past the end (or one that would be negative as an int)
+     * appends, as libmilter documents for smfi_insheader. */
+    int at = c->kind == 'i' && c->index < (uint32_t)*n ? (int)c->index : *n;
     memmove(h + at + 1, h + at, sizeof *h * (size_t)(*n - at));
     h[at] = (struct hline){c->name, c->value, c->as_is ? 2 : 1};
     (*n)++;
@@ -446,18 +454,22 @@ static int write_headers(struct milter_set *set, struct qfile *q)
         h[i] = (struct hline){m->headers[i].name, m->headers[i].value, 0};
     for (int i = 0; i < m->nchanges; i++)
         apply_change(h, &n, cap, &m->changes[i]);
-    struct buf b;
-    buf_init(&b, 65536);
-    for (int i = 0; i < n; i++) {
-        buf_printf(&b, "%s:", h[i].name);
+    int r = 0;
+    struct buf b; /* one header at a time, each bounded by what came in */
+    buf_init(&b, 2 * MILTER_MAX_PACKET + HEADER_BLOCK_MAX);
+    for (int i = 0; r == 0 && i < n; i++) {
+        buf_reset(&b);
+        int bad = buf_printf(&b, "%s:", h[i].name) < 0;
         if (h[i].from_filter)
-            write_value(&b, h[i].value, h[i].from_filter == 1);
+            bad |= write_value(&b, h[i].value, h[i].from_filter == 1) < 0;
         else
-            buf_puts(&b, h[i].value);
-        buf_puts(&b, "\r\n");
+            bad |= buf_puts(&b, h[i].value) < 0;
+        bad |= buf_puts(&b, "\r\n") < 0;
+        r = bad ? -1 : queue_write(q, b.data, b.len);
     }
-    buf_puts(&b, "\r\n");
-    int r = queue_write(q, b.data, b.len);
+    /* The empty line, unless the body began at a line that was no header. */
+    if (r == 0 && m->blank_line)
+        r = queue_write(q, "\r\n", 2);
     buf_free(&b);
     free(h);
     return r;
@@ -467,20 +479,15 @@ static int write_body(struct milter_set *set, struct qfile *q)
 {
     struct message *m = &set->msg;
     if (m->body_replaced) { /* filters send CRLF lines; make sure of it */
-        struct buf b;
-        buf_init(&b, m->new_body.len + 1024);
         const char *p = m->new_body.data;
-        for (size_t i = 0; i < m->new_body.len; i++) {
-            if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
-                buf_puts(&b, "\r\n");
-            else if (p[i] == '\r' && (i + 1 >= m->new_body.len || p[i + 1] != '\n'))
-                buf_puts(&b, "\r\n");
-            else
-                buf_append(&b, p + i, 1);
+        size_t n = m->new_body.len;
+        int r = 0;
+        for (size_t i = 0; r == 0 && i < n; i++) {
+            int bare_lf = p[i] == '\n' && (i == 0 || p[i - 1] != '\r');
+            int bare_cr = p[i] == '\r' && (i + 1 >= n || p[i + 1] != '\n');
+            r = bare_lf || bare_cr ? queue_write(q, "\r\n", 2) : queue_write(q, p + i, 1);
         }
-        int r = queue_write(q, b.data, b.len);
-        buf_free(&b);
-        return r;
+        return r; /* queue_write buffers: a byte at a time costs no system call */
     }
     char chunk[65536];
     for (off_t off = m->body_start;;) {
@@ -517,11 +524,18 @@ struct qfile *milter_apply(struct milter_set *set, struct qfile *old, const stru
         snprintf(err, len, "out of memory");
         goto out;
     }
-    for (int i = 0; i < env->nrcpt; i++)
-        if (!listed(m->deleted, m->ndeleted, env->rcpts[i])) {
+    for (int i = 0; i < env->nrcpt; i++) {
+        /* The filter knows the recipient as given at RCPT: deleting it
+         * deletes what it expanded to, as Postfix does. */
+        const char *orig = env->orig_rcpts ? env->orig_rcpts[i] : NULL;
+        if (listed(m->deleted, m->ndeleted, env->rcpts[i]) ||
+            (orig && listed(m->deleted, m->ndeleted, orig)))
+            continue;
+        {
             e.orig_rcpts[e.nrcpt] = env->orig_rcpts ? env->orig_rcpts[i] : NULL;
             e.rcpts[e.nrcpt++] = env->rcpts[i];
         }
+    }
     for (int i = 0; i < m->nadded; i++)
         if (!listed(e.rcpts, e.nrcpt, m->added[i]))
             e.rcpts[e.nrcpt++] = m->added[i];

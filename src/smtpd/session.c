@@ -102,7 +102,7 @@ struct smtp_session {
     /* mail filters (milter/milter.h): a phase's answer comes later */
     struct milter_set *milters;
     struct milter_session minfo;
-    char minfo_port[8], minfo_bits[16], minfo_daemon[80];
+    char minfo_port[8], minfo_bits[16], minfo_daemon[80], minfo_qid[QUEUE_ID_LEN];
     struct milter_result mres;
     void (*milter_after)(struct smtp_session *, const struct milter_result *);
     enum sstate milter_state;
@@ -206,7 +206,7 @@ static void reset_transaction(struct smtp_session *s)
     if (s->have_queued)
         expansion_free(&s->queued);
     s->have_queued = 0;
-    s->minfo.queue_id = "";
+    s->minfo_qid[0] = '\0';
     milter_abort(s->milters);
     if (s->state & (ST_MAIL | ST_RCPT | ST_DATA))
         s->state = ST_HELO;
@@ -315,7 +315,8 @@ static void milter_describe(struct smtp_session *s)
         .client_name = s->client.name, .client_addr = s->client.addr_text,
         .client_port = s->minfo_port, .family = s->client.addr.ss_family, .helo = s->helo,
         .daemon_name = myhostname(), .daemon_addr = s->minfo_daemon,
-        .myhostname = myhostname(), .queue_id = ""};
+        .myhostname = myhostname(), .queue_id = s->minfo_qid,
+        .auth_type = s->sasl_method, .auth_authen = s->sasl_username};
     if (s->tls_active) {
         snprintf(s->minfo_bits, sizeof s->minfo_bits, "%d", s->tls.bits);
         m->tls_version = s->tls.protocol;
@@ -649,11 +650,10 @@ static void mail_filtered(struct smtp_session *s, const struct milter_result *r)
 /* ---- local submission (smtpd/localsubmit.h) ------------------------ */
 
 /* A local user sends as its own login or as local_login_sender_maps lets
- * it; the reply is Postfix's for a sender login mismatch. 0, or -1 after
- * replying. */
-static int local_sender_check(struct smtp_session *s, const char *addr)
+ * it (ok: what localsubmit_sender_ok() said); the reply is Postfix's for a
+ * sender login mismatch. 0, or -1 after replying. */
+static int local_sender_check(struct smtp_session *s, const char *addr, int ok)
 {
-    int ok = localsubmit_sender_ok(s->client.local_login, addr);
     if (ok > 0)
         return 0;
     if (ok < 0) {
@@ -698,15 +698,22 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
         bad = -1;
     } else
         bad = mail_params(s, pcopy);
-    qualify_envelope(s, addr, sizeof addr);
-    if (await_tables(s))
+    if (bad < 0) { /* replied already: no lookup may run the command again */
+        s->smtputf8 = s->eightbit = 0;
+        s->declared_size = 0;
         return;
-    if (bad == 0 && *addr && !address_ok(addr)) {
+    }
+    qualify_envelope(s, addr, sizeof addr);
+    int local_ok = s->client.kind == LISTEN_LOCAL
+                       ? localsubmit_sender_ok(s->client.local_login, addr) : 1;
+    if (await_tables(s))
+        return; /* the lookups above are asked again with their answers */
+    if (*addr && !address_ok(addr)) {
         reply(s, "501 5.1.7 Bad sender address syntax");
         bad = -1;
     }
     if (bad == 0 && s->client.kind == LISTEN_LOCAL)
-        bad = local_sender_check(s, addr);
+        bad = local_sender_check(s, addr, local_ok);
     if (bad < 0 || check_address_text(s, addr, s->smtputf8, "sender") < 0) {
         s->smtputf8 = s->eightbit = 0;
         s->declared_size = 0;
@@ -714,6 +721,7 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
     }
     str_copy(s->sender, addr, sizeof s->sender);
     if (s->milters) {
+        milter_describe(s); /* AUTH may have happened since HELO */
         int now = milter_mail(s->milters, addr, &s->mres, milter_answered, s);
         milter_then(s, now, mail_filtered);
         return;
@@ -859,14 +867,16 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg)
         snprintf(addr, sizeof addr, "postmaster@%s", myhostname());
     else
         qualify_envelope(s, addr, sizeof addr);
+    /* Every lookup before any reply: a command put aside for table answers
+     * runs again from the start, and must not have answered already. */
+    int mailbox_ok = local_mailbox_ok(addr);
+    if (await_tables(s))
+        return;
     if (!address_ok(addr)) {
         reply(s, "501 5.1.3 Bad recipient address syntax");
         return;
     }
     if (check_address_text(s, addr, s->smtputf8, "recipient") < 0)
-        return;
-    int mailbox_ok = local_mailbox_ok(addr);
-    if (await_tables(s))
         return;
     if (!mailbox_ok) {
         reject(s, "RCPT", addr, "550 5.1.1 <%s>: Recipient address rejected: unusable mailbox name",
@@ -994,7 +1004,8 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         s->have_queued = 1;
         s->queued_arrival = env.arrival;
         str_copy(s->queued_sender, sender, sizeof s->queued_sender);
-        s->minfo.queue_id = queue_file_id(s->qf);
+        /* a copy: a filter's changes replace the queue file (and its qfile) */
+        str_copy(s->minfo_qid, queue_file_id(s->qf), sizeof s->minfo_qid);
     } else
         expansion_free(&x);
     if (s->qf == NULL) {
@@ -1834,7 +1845,7 @@ void session_start(struct smtp_session *s, const char *refusal)
     }
     /* The filters are connected now, so that they are ready by HELO. */
     milter_describe(s);
-    s->milters = milter_open(&s->minfo);
+    s->milters = milter_open(&s->minfo, s->client.kind == LISTEN_LOCAL);
     if (s->milters)
         milter_set_log_id(s->milters, s->sid);
     if (s->client.kind == LISTEN_SMTPS)

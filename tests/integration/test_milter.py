@@ -188,6 +188,7 @@ class FakeMilter:
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
         self.seen = []
+        self.packets = []
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self):
@@ -212,6 +213,7 @@ class FakeMilter:
                 data = f.read(struct.unpack("!I", head)[0])
                 cmd, body = data[:1], data[1:]
                 self.seen.append(cmd)
+                self.packets.append((cmd, body))
                 if cmd == b"O":
                     c.sendall(self.packet(b"O", struct.pack("!III", 6, 0x1ff, 0)))
                 elif cmd in (b"D", b"A"):
@@ -316,3 +318,108 @@ def test_reject_codes_at_rcpt(make_server):
     kp.wait_log(r"NOQUEUE: milter-reject: RCPT from unknown\[127\.0\.0\.1\]: 550 5\.7\.1 not "
                 r"for you; from=<alice@example\.org> to=<bob@example\.org> proto=ESMTP "
                 r"helo=<client\.test>")
+
+
+# ---- what a review found: each case once broke ---------------------------------
+
+def smtp_session(kp):
+    s = smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=30)
+    s.ehlo("client.test")
+    return s
+
+
+def test_an_idle_filter_is_not_a_late_one(make_server):
+    fm = FakeMilter(b"never", None)
+    kp = make_server(smtpd_milters=f"inet:127.0.0.1:{fm.port}", milter_command_timeout="2s")
+    with smtp_session(kp) as s:
+        time.sleep(4)  # longer than the timeout, with nothing asked of the filter
+        assert s.mail("alice@example.org")[0] == 250
+        assert s.rcpt("bob@example.org")[0] == 250
+        time.sleep(3)
+        assert s.data(b"Subject: slow client\r\n\r\nhi\r\n")[0] == 250
+    assert "timed out" not in kp.log()
+
+
+def test_a_failed_filter_keeps_failing_no_bypass(make_server):
+    fm = FakeMilter(b"M", b"\x00\x00\x00\x02zz")
+    kp = make_server(smtpd_milters=f"inet:127.0.0.1:{fm.port}")
+    with smtp_session(kp) as s:
+        for _ in range(3):
+            assert s.mail("alice@example.org")[0] == 451
+        assert s.rcpt("bob@example.org")[0] == 503
+    assert kp.queue_files() == [] and kp.delivered("bob@example.org") == []
+
+
+def test_quarantine_as_default_action_holds_the_message(make_server):
+    fm = FakeMilter(b"M", b"\x00\x00\x00\x02zz")
+    kp = make_server(smtpd_milters=f"inet:127.0.0.1:{fm.port}",
+                     milter_default_action="quarantine")
+    assert send(kp, "alice@example.org", ["bob@example.org"], "odd filter") == {}
+    wait_for(lambda: kp.queue_files("hold"), lambda: kp.log())
+    assert kp.delivered("bob@example.org") == []
+
+
+def test_big_headers_bodies_and_odd_indexes(make_server):
+    p = FakeMilter.packet
+    body = b"x" * 998 + b"\r\n"
+    changes = (p(b"i", struct.pack("!I", 0xFFFFFFFF) + b"X-Last\x00appended\x00") +
+               p(b"h", b"X-Spam\x00Yes\x00") +
+               b"".join(p(b"b", body * 60) for _ in range(4)) + p(b"c"))
+    fm = FakeMilter(b"E", changes)
+    kp = make_server(smtpd_milters=f"inet:127.0.0.1:{fm.port}")
+    long_ref = "References: " + " ".join(f"<m{i}@example.org>" for i in range(120))
+    pads = "".join(f"X-Pad-{i}: {'p' * 90}\r\n" for i in range(700))  # about 70 KB
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=30) as s:
+        s.sendmail("alice@example.org", ["bob@example.org"],
+                   (long_ref + "\r\n" + pads + "Subject: big\r\n\r\nsmall body\r\n").encode())
+    raw = open(kp.wait_delivered("bob@example.org")[0], "rb").read()
+    head, got_body = raw.split(b"\n\n", 1)
+    assert b"X-Spam: Yes" in head and b"X-Last: appended" in head
+    assert head.count(b"X-Pad-") == 700 and b"X-Pad-699: " + b"p" * 90 in head
+    assert got_body == (b"x" * 998 + b"\n") * 240, len(got_body)
+    sent = [b for c, b in fm.packets if c == b"L" and b.startswith(b"References\x00")]
+    assert sent and sent[0].endswith(b"@example.org>\x00") and len(sent[0]) > 2000
+
+
+def test_multi_line_reply_is_one_line(make_server):
+    reply = b"550-5.7.1 first line\r\n550 5.7.1 last line\x00"
+    fm = FakeMilter(b"R", FakeMilter.packet(b"y", reply))
+    kp = make_server(smtpd_milters=f"inet:127.0.0.1:{fm.port}")
+    with socket.create_connection(("127.0.0.1", kp.smtp_port), timeout=20) as c:
+        f = c.makefile("rb")
+        f.readline()
+        c.sendall(b"EHLO client.test\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        c.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nNOOP\r\n")
+        assert f.readline() == b"250 2.1.0 Ok\r\n"
+        assert f.readline() == b"550 5.7.1 last line\r\n"
+        assert f.readline().startswith(b"250 ")
+
+
+def test_deleting_an_aliased_recipient_deletes_its_expansion(make_server, tmpbase):
+    p = FakeMilter.packet
+    fm = FakeMilter(b"E", p(b"-", b"<sales@example.org>\x00") + p(b"c"))
+    kp = make_server(smtpd_milters=f"inet:127.0.0.1:{fm.port}",
+                     virtual_alias_maps="inline:{ sales@example.org=alice@example.org }")
+    assert send(kp, "x@remote.test", ["sales@example.org", "bob@example.org"], "x") == {}
+    kp.wait_delivered("bob@example.org")
+    time.sleep(0.5)
+    assert kp.delivered("alice@example.org") == []
+
+
+def test_filters_see_tls_and_queue_id_macros(make_server):
+    fm = FakeMilter(b"never", None)
+    kp = make_server(smtpd_milters=f"inet:127.0.0.1:{fm.port}")
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP("127.0.0.1", kp.smtp_port, timeout=30) as s:
+        s.starttls(context=ctx)
+        s.ehlo("client.test")
+        s.sendmail("alice@example.org", ["bob@example.org"], b"Subject: tls\r\n\r\nx\r\n")
+    qid = re.search(r"([0-9A-F]{16}): client=", kp.log()).group(1)
+    macros = b"".join(b for c, b in fm.packets if c == b"D")
+    assert b"{tls_version}\x00TLSv1.3\x00" in macros, macros
+    assert b"i\x00" + qid.encode() + b"\x00" in macros, macros

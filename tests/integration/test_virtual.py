@@ -103,6 +103,22 @@ def test_mailboxes_belong_to_their_users(make_server, tmpbase, vbase):
     assert owners.count(0) == 1 and len(owners) >= 3, owners
 
 
+def helper_socket(master):
+    """The abstract name (autobound by the kernel) the root helper listens on."""
+    helper = [pid for pid, uid in children(master) if uid == 0]
+    assert len(helper) == 1, children(master)
+    inodes = set()
+    for fd in glob.glob(f"/proc/{helper[0]}/fd/*"):
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for line in open("/proc/net/unix").read().splitlines()[1:]:
+        f = line.split()
+        if len(f) >= 8 and f[6] in inodes and f[7].startswith("@") and f[3] == "00010000":
+            return f[7][1:]
+    raise AssertionError("no listening socket of the mailbox helper")
+
+
 def children(ppid):
     """(pid, real uid) of ppid's child processes."""
     out = []
@@ -132,12 +148,12 @@ def test_helper_refuses_what_the_maps_must_not_allow(make_server, tmpbase, vbase
 
 def test_helper_serves_mail_owner_only(make_server, tmpbase, vbase):
     kp = virtual_server(make_server, tmpbase, vbase)
-    master = kp.proc.pid
+    name = helper_socket(kp.proc.pid)
     code = ("import socket,sys\ns=socket.socket(socket.AF_UNIX)\n"
-            "s.connect(b'\\0keypost-mailbox-%d')\ntry:\n"
+            "s.connect(b'\\0' + bytes.fromhex('%s'))\ntry:\n"
             "    s.sendall(b'OPEN 5000 5000 virt.test/x/\\n')\n"
             "    sys.stdout.write(repr(s.recv(100)))\n"
-            "except OSError:\n    sys.stdout.write(\"b''\")\n" % master)
+            "except OSError:\n    sys.stdout.write(\"b''\")\n" % name.encode().hex())
     # As a uid that is not mail_owner: the helper hangs up without an answer.
     r = subprocess.run([sys.executable, "-c", "import os; os.setgid(65534); os.setuid(65534);"
                         "exec(%r)" % code], capture_output=True, text=True, timeout=20)
