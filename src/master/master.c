@@ -337,7 +337,11 @@ static void start_mailbox_helper(void)
 static void spawn_generation(void)
 {
     start_mailbox_helper();
-    spawn(ROLE_QMGR);
+    int have_qmgr = 0;
+    for (int i = 0; i < M.nkids; i++)
+        have_qmgr |= M.kids[i].role == ROLE_QMGR && M.kids[i].generation == M.generation;
+    if (!have_qmgr)
+        spawn(ROLE_QMGR);
     if (M.metrics_fd >= 0)
         spawn(ROLE_METRICS);
     for (long i = 0; i < worker_count(); i++)
@@ -479,8 +483,14 @@ static void wait_for_old_qmgr(void)
             M.kids[i].pid <= 0)
             continue;
         pid_t pid = M.kids[i].pid;
-        kill(pid, SIGTERM);
-        /* Two queue managers must never deliver the same message. */
+        /* Two queue managers must never deliver the same message: wait for
+         * the old one, but never for one that a signal cannot reach. */
+        if (kill(pid, SIGTERM) < 0 && errno != ESRCH) {
+            log_err(NULL, "cannot stop the old queue manager (pid %ld): %s; it goes on "
+                    "serving the queue", (long)pid, strerror(errno));
+            M.kids[i].generation = M.generation; /* spawn_generation() makes no second */
+            continue;
+        }
         waitpid(pid, NULL, 0);
         remove_child(i);
     }
