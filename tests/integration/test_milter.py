@@ -199,6 +199,9 @@ class FakeMilter:
                 return
             threading.Thread(target=self.session, args=(c,), daemon=True).start()
 
+    def respond(self, c, cmd, body):
+        c.sendall(self.packet(b"c"))
+
     @staticmethod
     def packet(cmd, data=b""):
         return struct.pack("!I", len(data) + 1) + cmd + data
@@ -226,7 +229,7 @@ class FakeMilter:
                         return
                     c.sendall(self.answer)
                 else:
-                    c.sendall(self.packet(b"c"))
+                    self.respond(c, cmd, body)
         except OSError:
             return
 
@@ -423,3 +426,56 @@ def test_filters_see_tls_and_queue_id_macros(make_server):
     macros = b"".join(b for c, b in fm.packets if c == b"D")
     assert b"{tls_version}\x00TLSv1.3\x00" in macros, macros
     assert b"i\x00" + qid.encode() + b"\x00" in macros, macros
+
+
+# ---- the sendmail command and relayed mail leave signed -----------------------
+
+def test_sendmail_and_relayed_mail_leave_dkim_signed(make_server, opendkim):
+    """non_smtpd_milters sign what the sendmail command submits, and what
+    keypost relays leaves with the signature, verified at the receiver."""
+    from test_relay import Peer
+    from test_sendmail import sendmail
+    port, pubkey = opendkim
+    peer = Peer()
+    try:
+        kp = make_server(tls=False, non_smtpd_milters=f"inet:127.0.0.1:{port}",
+                         relayhost=f"[127.0.0.1]:{peer.port}")
+        r = sendmail(None, kp, ["-f", "alice@example.org", "carol@remote.test"],
+                     b"From: alice@example.org\nTo: carol@remote.test\nSubject: cron\n\n"
+                     b"report\n")
+        assert r.returncode == 0, r.stderr
+        data = wait_for(lambda: peer.messages and peer.messages[0]["data"],
+                        lambda: kp.log(), timeout=30)
+        assert b"DKIM-Signature:" in data, data[:600]
+        assert verify_dkim(data, pubkey), data[:1500]
+    finally:
+        peer.stop()
+
+
+def test_a_slow_filter_holds_only_its_own_session(make_server):
+    class Slow(FakeMilter):
+        def respond(self, c, cmd, body):
+            if cmd == b"R" and b"slow@" in body:
+                time.sleep(3)
+            FakeMilter.respond(self, c, cmd, body)
+    fm = Slow(b"never", None)
+    kp = make_server(smtpd_milters=f"inet:127.0.0.1:{fm.port}", smtpd_worker_processes="1")
+    took = {}
+
+    def slow():
+        with smtp_session(kp) as s:
+            s.mail("a@example.org")
+            t0 = time.monotonic()
+            took["code"] = s.rcpt("slow@example.org")[0]
+            took["time"] = time.monotonic() - t0
+    th = threading.Thread(target=slow)
+    th.start()
+    time.sleep(1)
+    t0 = time.monotonic()
+    with smtp_session(kp) as s:
+        assert s.mail("b@example.org")[0] == 250
+        assert s.rcpt("fast@example.org")[0] == 250
+    fast = time.monotonic() - t0
+    th.join(30)
+    assert took["code"] == 250 and took["time"] >= 2.5, took
+    assert fast < 2, f"another session waited {fast:.1f}s for a slow filter"
