@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "conf/conf.h"
+#include "util/netaddr.h"
 #include "util/strutil.h"
 
 static struct ub_ctx *ctx;
@@ -195,21 +196,8 @@ enum dns_status dns_mx(const char *domain, struct mx_host *out, int max, int *co
 static void add_addr(struct sockaddr_storage *out, int max, int *count, int family,
                      const void *addr, int port)
 {
-    if (*count >= max)
-        return;
-    struct sockaddr_storage *ss = &out[(*count)++];
-    memset(ss, 0, sizeof *ss);
-    if (family == AF_INET) {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-        memcpy(&s4->sin_addr, addr, 4);
-    } else {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        memcpy(&s6->sin6_addr, addr, 16);
-    }
+    if (*count < max)
+        net_sockaddr_raw(&out[(*count)++], family, addr, port);
 }
 
 int dns_literal(const char *text, int port, struct sockaddr_storage *out)

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unbound.h>
 
+#include "util/netaddr.h"
+
 static struct ub_ctx *actx;
 
 long long dnswait_now_ms(void)
@@ -115,21 +117,6 @@ enum dns_status dnswait_txt(const char *name, long long deadline, char *out, siz
     return st;
 }
 
-static void add(struct sockaddr_storage *ss, int family, const void *a, int port)
-{
-    memset(ss, 0, sizeof *ss);
-    if (family == AF_INET) {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-        memcpy(&s4->sin_addr, a, 4);
-    } else {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        memcpy(&s6->sin6_addr, a, 16);
-    }
-}
 
 enum dns_status dnswait_addrs(const char *host, int port, long long deadline,
                               struct sockaddr_storage *out, int max, int *count, char *err,
@@ -146,7 +133,8 @@ enum dns_status dnswait_addrs(const char *host, int port, long long deadline,
         for (int i = 0; st == DNS_OK && res->data[i] && *count < max; i++) {
             int want = types[t] == RR_A ? 4 : 16;
             if (res->len[i] == want)
-                add(&out[(*count)++], want == 4 ? AF_INET : AF_INET6, res->data[i], port);
+                net_sockaddr_raw(&out[(*count)++], want == 4 ? AF_INET : AF_INET6,
+                                 res->data[i], port);
         }
         if (res)
             ub_resolve_free(res);

@@ -609,22 +609,16 @@ int milter_command_packet(struct milter_set *set, struct filter *f)
         noreply = SMFIP_NR_HELO;
         add_string(&b, set->info->helo);
         break;
-    case MS_MAIL:
-        milter_send_macros(f, MS_MAIL, 'M');
-        cmd = 'M';
-        skip = SMFIP_NOMAIL;
-        noreply = SMFIP_NR_MAIL;
-        buf_printf(&b, "<%s>", set->sender);
+    default: { /* MAIL or RCPT: "<address>" */
+        int mail = set->stage == MS_MAIL;
+        cmd = mail ? 'M' : 'R';
+        milter_send_macros(f, mail ? MS_MAIL : MS_RCPT, cmd);
+        skip = mail ? SMFIP_NOMAIL : SMFIP_NORCPT;
+        noreply = mail ? SMFIP_NR_MAIL : SMFIP_NR_RCPT;
+        buf_printf(&b, "<%s>", mail ? set->sender : set->rcpt);
         buf_append(&b, "", 1);
         break;
-    default:
-        milter_send_macros(f, MS_RCPT, 'R');
-        cmd = 'R';
-        skip = SMFIP_NORCPT;
-        noreply = SMFIP_NR_RCPT;
-        buf_printf(&b, "<%s>", set->rcpt);
-        buf_append(&b, "", 1);
-        break;
+    }
     }
     int sent = !(f->pflags & skip);
     if (sent)

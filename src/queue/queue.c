@@ -121,24 +121,29 @@ static void write_envelope(struct qfile *q, const struct envelope *env)
     buf_free(&b);
 }
 
-struct qfile *queue_create(const char *qdir, const struct envelope *env)
+/* A new file qdir/tmp/ID SUFFIX with env's envelope written; id NULL: a
+ * fresh unique id. */
+static struct qfile *qfile_new(const char *qdir, const char *id, const char *suffix, int hold,
+                               const struct envelope *env)
 {
-    struct qfile *q = malloc(sizeof *q);
-    if (q == NULL)
+    struct qfile *q = calloc(1, sizeof *q);
+    if (q == NULL || (q->qdir = strdup(qdir)) == NULL) {
+        free(q);
         return NULL;
-    q->qdir = strdup(qdir);
-    q->hold = env->hold;
-    q->failed = 0;
-    q->used = 0;
-    q->written = 0;
-    q->suffix = "";
+    }
+    q->hold = hold;
+    q->suffix = suffix;
+    q->fd = -1;
     char path[4096];
-    for (int tries = 0; tries < 20; tries++) {
-        queue_new_id(q->id);
-        snprintf(path, sizeof path, "%s/tmp/%s", qdir, q->id);
+    for (int tries = 0; tries < 20 && q->fd < 0; tries++) {
+        if (id)
+            str_copy(q->id, id, sizeof q->id);
+        else
+            queue_new_id(q->id);
+        snprintf(path, sizeof path, "%s/tmp/%s%s", qdir, q->id, suffix);
         q->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (q->fd >= 0 || errno != EEXIST)
-            break;
+        if (q->fd < 0 && (id || errno != EEXIST))
+            break; /* a given id has no other name to try */
     }
     if (q->fd < 0) {
         free(q->qdir);
@@ -150,6 +155,11 @@ struct qfile *queue_create(const char *qdir, const struct envelope *env)
     write_envelope(q, &copy);
     q->message_start = q->written + (off_t)q->used;
     return q;
+}
+
+struct qfile *queue_create(const char *qdir, const struct envelope *env)
+{
+    return qfile_new(qdir, NULL, "", env->hold, env);
 }
 
 int queue_message_fd(struct qfile *q)
@@ -246,26 +256,7 @@ void queue_abort(struct qfile *q)
 
 struct qfile *queue_create_replacement(const struct qfile *old, const struct envelope *env)
 {
-    struct qfile *q = calloc(1, sizeof *q);
-    if (q == NULL)
-        return NULL;
-    q->qdir = strdup(old->qdir);
-    str_copy(q->id, old->id, sizeof q->id);
-    q->hold = old->hold || env->hold;
-    q->suffix = ".r";
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tmp/%s.r", q->qdir, q->id);
-    q->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (q->fd < 0) {
-        free(q->qdir);
-        free(q);
-        return NULL;
-    }
-    struct envelope copy = *env;
-    str_copy(copy.id, q->id, sizeof copy.id);
-    write_envelope(q, &copy);
-    q->message_start = q->written + (off_t)q->used;
-    return q;
+    return qfile_new(old->qdir, old->id, ".r", old->hold || env->hold, env);
 }
 
 int queue_replace(struct qfile *old, struct qfile *rep)

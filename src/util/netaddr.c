@@ -49,3 +49,19 @@ int net_sockaddr(const char *host, int port, struct sockaddr_storage *ss, sockle
     }
     return -1;
 }
+
+void net_sockaddr_raw(struct sockaddr_storage *ss, int family, const void *addr, int port)
+{
+    memset(ss, 0, sizeof *ss);
+    if (family == AF_INET) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        memcpy(&s4->sin_addr, addr, 4);
+    } else {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        memcpy(&s6->sin6_addr, addr, 16);
+    }
+}

@@ -11,5 +11,8 @@
 int net_split_hostport(const char *in, char *host, size_t len, int *port);
 /* A numeric IPv4 or IPv6 host and a port as a sockaddr; 0 or -1. */
 int net_sockaddr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len);
+/* A sockaddr from an address in network form (4 bytes for AF_INET, else 16
+ * for AF_INET6) and a port, as DNS answers carry them. */
+void net_sockaddr_raw(struct sockaddr_storage *ss, int family, const void *addr, int port);
 
 #endif
