@@ -17,6 +17,9 @@ extern char **environ;
 static char *area;      /* the first argument's memory */
 static size_t area_len; /* up to the end of the last contiguous string */
 static char suffix[1024];
+/* The copies of the arguments, held here for the process's life: argv's
+ * pointers may be moved about (getopt), and the copies must stay found. */
+static char **arg_copies;
 
 /* The end of the contiguous strings that start at argv[0]. */
 static char *contiguous_end(int argc, char **argv)
@@ -57,12 +60,14 @@ void proctitle_init(int argc, char **argv)
     char *args_end = argv[argc - 1] + strlen(argv[argc - 1]) + 1;
     if (end > args_end && move_environ() < 0)
         end = args_end;
-    for (int i = 0; i < argc; i++) {
-        char *copy = strdup(argv[i]);
-        if (copy == NULL)
+    arg_copies = calloc((size_t)argc + 1, sizeof *arg_copies);
+    for (int i = 0; arg_copies && i < argc; i++)
+        if ((arg_copies[i] = strdup(argv[i])) == NULL)
             return; /* no title then: argv keeps pointing at the area */
-        argv[i] = copy;
-    }
+    if (arg_copies == NULL)
+        return;
+    for (int i = 0; i < argc; i++)
+        argv[i] = arg_copies[i];
     /* glibc's name for messages (getopt's among them) pointed into the area. */
     program_invocation_name = argv[0];
     const char *slash = strrchr(argv[0], '/');
