@@ -279,6 +279,9 @@ class Keypost(Server):
             f"smtpd_tls_CAfile = {a.pki}/ca.crt",
             "smtpd_tls_security_level = may",
             "smtpd_tls_ask_ccert = yes",
+            # The sweep holds 10,000 sessions on two workers; the default
+            # cap is 4,000 a worker (and 6,000 needs 12,064 descriptors).
+            "smtpd_session_limit = 6000",
         ]
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
