@@ -15,11 +15,6 @@ static const char *const recipient_headers[] = {
     "To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc", "Apparently-To", "Reply-To",
     "Resent-Reply-To", NULL};
 
-int hdr_rewrite_wanted(void)
-{
-    return rewrite_headers_wanted();
-}
-
 static int listed(const char *const *names, const char *name, size_t n)
 {
     for (; *names; names++)

@@ -9,7 +9,8 @@
  * rest of the header stay as written. An element whose address cannot be
  * told apart with certainty (quotes or comments around a bare address) is
  * left alone rather than guessed at. Lookups go through rewrite.h, so a
- * database table works through the caller's memo (table/tablememo.h). */
+ * database table works through the caller's memo (table/tablememo.h). Whether
+ * any of this is wanted: rewrite_headers_wanted() (addr/rewrite.h). */
 #ifndef KP_HDRREWRITE_H
 #define KP_HDRREWRITE_H
 
@@ -17,8 +18,6 @@
 
 #include "util/buf.h"
 
-/* 1 when some header class is on and a canonical map is configured. */
-int hdr_rewrite_wanted(void);
 /* Rewrite the header block (CRLF lines, without the empty line) into out.
  * Returns 1 when something changed, 0 when not (out unused), -1 when a
  * table could not answer, -2 when the result does not fit out's bound. */

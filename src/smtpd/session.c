@@ -999,7 +999,7 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         .local_uid = s->client.local_uid,
     };
     s->qf = queue_create(conf_str(P_QUEUE_DIRECTORY), &env);
-    if ((s->milters || hdr_rewrite_wanted()) && s->qf) { /* kept for a replacement file */
+    if ((s->milters || rewrite_headers_wanted()) && s->qf) { /* kept for a replacement file */
         s->queued = x;
         s->have_queued = 1;
         s->queued_arrival = env.arrival;
@@ -1701,7 +1701,7 @@ static int canonical_headers(struct smtp_session *s)
 
 static void message_received(struct smtp_session *s)
 {
-    if (hdr_rewrite_wanted() && canonical_headers(s) != 0)
+    if (rewrite_headers_wanted() && canonical_headers(s) != 0)
         return;
     if (s->milters) {
         int fd = queue_message_fd(s->qf);

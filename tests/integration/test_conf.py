@@ -178,8 +178,9 @@ def test_manual_documents_every_parameter_conf_prints():
     assert "\\fBnone\\fR, \\fBmay\\fR, \\fBencrypt\\fR" in entry
 
 
-@pytest.mark.skipif(shutil.which("man") is None, reason="man-db is not installed")
 def test_manual_renders_without_warnings(tmpbase):
+    if shutil.which("man") is None:
+        pytest.fail("man (man-db) is not installed: run scripts/install-deps.sh as root")
     page = write(tmpbase, "keypost.cf.5",
                  ".TH KEYPOST.CF 5 2026-11-30 keypost\n.SH NAME\n"
                  "keypost.cf \\- keypost configuration parameters\n" + man_params())

@@ -111,7 +111,7 @@ def test_a_dead_filter_means_tempfail_by_default(make_server):
     assert kp.queue_files() == []
 
 
-def test_a_dead_filter_is_skipped_with_default_action_accept(make_server):
+def test_a_dead_filter_is_passed_over_with_default_action_accept(make_server):
     kp = make_server(smtpd_milters=f"inet:127.0.0.1:{free_port()}",
                      milter_default_action="accept")
     assert send(kp, "alice@example.org", ["bob@example.org"], "through") == {}
@@ -479,3 +479,39 @@ def test_a_slow_filter_holds_only_its_own_session(make_server):
     th.join(30)
     assert took["code"] == 250 and took["time"] >= 2.5, took
     assert fast < 2, f"another session waited {fast:.1f}s for a slow filter"
+
+
+def test_progress_extends_the_timeout_and_setsymlist_chooses_macros(make_server):
+    """A filter that says "progress" may take longer than
+    milter_command_timeout; one that asks for macros with SETSYMLIST gets
+    those at RCPT instead of milter_rcpt_macros."""
+    class Busy(FakeMilter):
+        def session(self, c):
+            self.conn = c
+            FakeMilter.session(self, c)
+
+        def respond(self, c, cmd, body):
+            if cmd == b"R":
+                for _ in range(3):
+                    time.sleep(1.2)
+                    c.sendall(self.packet(b"p"))
+            FakeMilter.respond(self, c, cmd, body)
+    fm = Busy(b"never", None)
+    symlist = struct.pack("!I", 3) + b"{client_addr} {rcpt_addr}\x00"
+    orig_packet = FakeMilter.packet
+
+    def negotiate(cmd, data=b""):  # the O answer with a symbol list for RCPT
+        if cmd == b"O":
+            data = struct.pack("!III", 6, 0x1ff, 0) + symlist
+        return orig_packet(cmd, data)
+    fm.packet = negotiate
+    kp = make_server(smtpd_milters=f"inet:127.0.0.1:{fm.port}", milter_command_timeout="2s")
+    with smtp_session(kp) as s:
+        assert s.mail("alice@example.org")[0] == 250
+        t0 = time.monotonic()
+        assert s.rcpt("bob@example.org")[0] == 250
+        assert time.monotonic() - t0 >= 3.5  # longer than the timeout, with progress
+    assert "timed out" not in kp.log()
+    rcpt_macros = [b for c, b in fm.packets if c == b"D" and b.startswith(b"R")]
+    assert rcpt_macros == [b"R{client_addr}\x00127.0.0.1\x00{rcpt_addr}\x00bob@example.org\x00"], \
+        rcpt_macros

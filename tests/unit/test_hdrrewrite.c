@@ -46,7 +46,7 @@ static void test_addresses_rewritten_names_kept(void **state)
 {
     (void)state;
     configure(NULL);
-    assert_true(hdr_rewrite_wanted());
+    assert_true(rewrite_headers_wanted());
     struct buf out;
     buf_init(&out, 4096);
     assert_string_equal(run("From: Old Name <old@example.org>\r\n", &out),
@@ -91,7 +91,7 @@ static void test_classes_decide(void **state)
 {
     (void)state;
     configure("envelope_sender, envelope_recipient");
-    assert_false(hdr_rewrite_wanted());
+    assert_false(rewrite_headers_wanted());
     struct buf out;
     buf_init(&out, 4096);
     assert_string_equal(run("From: <old@example.org>\r\n", &out), "From: <old@example.org>\r\n");

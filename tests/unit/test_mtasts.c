@@ -17,6 +17,7 @@
 #include "tls/mtasts.h"
 #include "tls/mtasts_cache.h"
 #include "tls/mtasts_fetch.h"
+#include "util/strutil.h"
 
 static struct mtasts_policy pol;
 static char err[300];
@@ -128,9 +129,9 @@ static struct mtasts_policy with(const char *a, const char *b)
 {
     struct mtasts_policy p;
     memset(&p, 0, sizeof p);
-    strcpy(p.mx[p.nmx++], a);
+    str_copy(p.mx[p.nmx++], a, sizeof p.mx[0]);
     if (b)
-        strcpy(p.mx[p.nmx++], b);
+        str_copy(p.mx[p.nmx++], b, sizeof p.mx[0]);
     return p;
 }
 

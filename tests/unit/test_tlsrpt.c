@@ -19,6 +19,7 @@
 #include "tls/tlsrpt.h"
 #include "tls/tlsrpt_report.h"
 #include "util/buf.h"
+#include "util/strutil.h"
 
 /* ---- a strict JSON checker (RFC 8259), so the tests need no library ---- */
 
@@ -124,14 +125,14 @@ static void result(struct tlsrpt_result *r, const char *domain, const char *ptyp
 {
     memset(r, 0, sizeof *r);
     r->when = 1764460800; /* 2025-11-30T00:00:00Z */
-    strcpy(r->domain, domain);
-    strcpy(r->ptype, ptype);
-    strcpy(r->pstrings, pstrings);
-    strcpy(r->result, res);
-    strcpy(r->mxhost, mx);
-    strcpy(r->recvip, "192.0.2.25");
-    strcpy(r->sendip, "192.0.2.1");
-    strcpy(r->reason, reason);
+    str_copy(r->domain, domain, sizeof r->domain);
+    str_copy(r->ptype, ptype, sizeof r->ptype);
+    str_copy(r->pstrings, pstrings, sizeof r->pstrings);
+    str_copy(r->result, res, sizeof r->result);
+    str_copy(r->mxhost, mx, sizeof r->mxhost);
+    str_copy(r->recvip, "192.0.2.25", sizeof r->recvip);
+    str_copy(r->sendip, "192.0.2.1", sizeof r->sendip);
+    str_copy(r->reason, reason, sizeof r->reason);
 }
 
 static const char hostile[] = "mx\"1\\\t\n\r\x01\x1f\x7f\xff\xc0\xaf\xed\xa0\x80'}]\",\"x\":\"";
